@@ -1,0 +1,69 @@
+# One entry point for people and CI. Every target sets up what it needs, idempotently.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+CDK := npx --no-install cdk --no-notices
+ENV ?= dev
+ARGS ?=
+
+# The machine may be offline and CI must never prompt.
+export CDK_DISABLE_CLI_TELEMETRY := true
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help setup container-tool synth lint test local-run runs deploy destroy bench clean
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: $(PY_STAMP) $(NODE_STAMP)  ## Python venv + pinned CDK CLI (idempotent).
+
+$(PY_STAMP): requirements.txt requirements-dev.txt container/requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+container-tool:  ## Container engine for image builds (docker if an engine runs, else rootful podman).
+	bash scripts/setup-container-tool.sh
+
+synth: setup  ## Synthesize all stacks with cdk-nag (fails on any finding).
+	$(CDK) synth --all --quiet $(if $(CONTEXT),$(CONTEXT),)
+
+lint: setup  ## ruff, plus cfn-lint on freshly synthesized templates.
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(CDK) synth --all --quiet
+	$(VENV)/bin/cfn-lint cdk.out/*.template.json
+
+test: setup container-tool  ## Lint, then every test (stacks, lambdas, container image, e2e).
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+local-run: setup container-tool  ## Run one whole pipeline execution locally (ARGS="--help" for options).
+	$(PY) -m scripts.local_run $(ARGS)
+
+runs: setup  ## List audit records (ARGS="--endpoint-url http://127.0.0.1:PORT --status Failed").
+	$(PY) -m scripts.runs $(ARGS)
+
+deploy: setup  ## Deploy both stacks to the AWS account in your credentials.
+	$(CDK) deploy --all $(ARGS)
+
+destroy: setup  ## Tear down the pipeline stack only; the data stack (buckets, table, key) is retained.
+	$(CDK) destroy TrainingPipeline-$(ENV) $(ARGS)
+
+bench: setup container-tool  ## Benchmarks: Lambda cold imports, serving, training.
+	$(PY) bench/lambda_imports.py
+	$(PY) bench/serve.py
+	$(PY) bench/train.py
+
+clean:  ## Remove build output (keeps the venv, node_modules and the container cache).
+	rm -rf cdk.out .pytest_cache .ruff_cache .local-run
