@@ -1,0 +1,342 @@
+"""A local stand-in for the SageMaker training API, used by `make local-run`.
+
+It takes the same requests the start-training Lambda sends to SageMaker (validated against the real
+botocore service model), runs the training image in a local container with SageMaker's /opt/ml layout,
+and answers DescribeTrainingJob like the service: status, secondary status, failure reason from
+/opt/ml/output/failure, final metrics scraped from the logs with the job's own MetricDefinitions, and
+the model packaged as model.tar.gz in the job's S3 output path. Every state change is reported as an
+EventBridge-shaped "SageMaker Training Job State Change" event.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+from botocore.exceptions import ClientError
+from botocore.validate import validate_parameters
+
+# SageMaker truncates FailureReason to 1,024 characters.
+MAX_FAILURE_REASON = 1024
+TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+
+StartContainer = Callable[[str, Path, str, Path], subprocess.Popen]
+"""(image, opt_ml_dir, container_name, log_file) -> a running `train` container process."""
+StopContainer = Callable[[str], None]
+StateChangeListener = Callable[[dict[str, Any]], None]
+
+
+def _service_model_shape(operation: str) -> Any:
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return model.operation_model(operation).input_shape
+
+
+def _client_error(code: str, message: str, operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+
+@dataclass
+class LocalTrainingJob:
+    request: dict[str, Any]
+    arn: str
+    workdir: Path
+    container_name: str
+    created: datetime
+    status: str = "InProgress"
+    secondary_status: str = "Starting"
+    failure_reason: str | None = None
+    started: datetime | None = None
+    ended: datetime | None = None
+    process: subprocess.Popen | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_artifact: str | None = None
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.request["TrainingJobName"]
+
+    @property
+    def opt_ml(self) -> Path:
+        return self.workdir / "opt_ml"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "train.log"
+
+
+class LocalSageMaker:
+    """Implements the SageMaker calls the start-training Lambda makes, backed by a local container."""
+
+    def __init__(
+        self,
+        s3_client: Any,
+        workdir: Path,
+        start_container: StartContainer,
+        stop_container: StopContainer,
+        on_state_change: StateChangeListener,
+        region: str,
+        account: str = "123456789012",
+    ) -> None:
+        self._s3 = s3_client
+        self._workdir = workdir
+        self._start_container = start_container
+        self._stop_container = stop_container
+        self._on_state_change = on_state_change
+        self._region = region
+        self._account = account
+        self._jobs: dict[str, LocalTrainingJob] = {}
+        self._lock = threading.Lock()
+
+    # -- SageMaker API ---------------------------------------------------------------------------------
+    def create_training_job(self, **request: Any) -> dict[str, Any]:
+        validate_parameters(request, _service_model_shape("CreateTrainingJob"))
+        name = request["TrainingJobName"]
+        with self._lock:
+            if name in self._jobs:
+                # What real SageMaker does for a duplicate name (moto wrongly accepts it).
+                raise _client_error(
+                    "ResourceInUse", f"Training job {name} already exists", "CreateTrainingJob"
+                )
+            job = LocalTrainingJob(
+                request=request,
+                arn=f"arn:aws:sagemaker:{self._region}:{self._account}:training-job/{name.lower()}",
+                workdir=self._workdir / name,
+                container_name=f"local-train-{name.lower()}-{uuid.uuid4().hex[:6]}",
+                created=datetime.now(UTC),
+            )
+            self._jobs[name] = job
+        self._transition(job, "InProgress", "Starting", "Preparing the instances for training")
+        try:
+            self._prepare(job)
+            self._transition(job, "InProgress", "Training", "Training image download completed")
+            job.started = datetime.now(UTC)
+            job.process = self._start_container(
+                request["AlgorithmSpecification"]["TrainingImage"],
+                job.opt_ml,
+                job.container_name,
+                job.log_file,
+            )
+        except Exception as error:  # any set-up failure is the job's failure, as in SageMaker
+            self._finish(job, "Failed", f"ClientError: {error}")
+        return {"TrainingJobArn": job.arn}
+
+    def describe_training_job(self, TrainingJobName: str) -> dict[str, Any]:  # boto3's parameter name
+        job = self._job(TrainingJobName, "DescribeTrainingJob")
+        self._poll(job)
+        return self._describe(job)
+
+    def stop_training_job(self, TrainingJobName: str) -> dict[str, Any]:  # boto3's parameter name
+        job = self._job(TrainingJobName, "StopTrainingJob")
+        if job.status == "InProgress":
+            self._transition(job, "Stopping", "Stopping", "Stopping the training job")
+            self._stop_container(job.container_name)
+            if job.process is not None:
+                job.process.wait(timeout=60)
+            self._finish(job, "Stopped", None)
+        return {}
+
+    def wait(self, name: str, poll_seconds: float = 0.2) -> dict[str, Any]:
+        """Block until the job ends (for callers that are not a CodePipeline continuation loop)."""
+        while True:
+            description = self.describe_training_job(TrainingJobName=name)
+            if description["TrainingJobStatus"] in TERMINAL_STATUSES:
+                return description
+            time.sleep(poll_seconds)
+
+    def stop_all(self) -> None:
+        for job in list(self._jobs.values()):
+            if job.process is not None and job.process.poll() is None:
+                self._stop_container(job.container_name)
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _job(self, name: str, operation: str) -> LocalTrainingJob:
+        if name not in self._jobs:
+            raise _client_error("ValidationException", "Requested resource not found.", operation)
+        return self._jobs[name]
+
+    def _prepare(self, job: LocalTrainingJob) -> None:
+        """Lay out /opt/ml exactly as SageMaker does before it starts the container."""
+        request = job.request
+        config = job.opt_ml / "input" / "config"
+        config.mkdir(parents=True)
+        (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
+        input_config = {
+            channel["ChannelName"]: {
+                "ContentType": channel.get("ContentType", ""),
+                "TrainingInputMode": channel.get(
+                    "InputMode", request["AlgorithmSpecification"]["TrainingInputMode"]
+                ),
+                "S3DistributionType": channel["DataSource"]["S3DataSource"].get("S3DataDistributionType", ""),
+                "RecordWrapperType": channel.get("RecordWrapperType", "None"),
+            }
+            for channel in request.get("InputDataConfig", [])
+        }
+        (config / "inputdataconfig.json").write_text(json.dumps(input_config))
+        (config / "resourceconfig.json").write_text(
+            json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"})
+        )
+        self._transition(job, "InProgress", "Downloading", "Downloading input data")
+        for channel in request.get("InputDataConfig", []):
+            self._download_channel(channel, job.opt_ml / "input" / "data" / channel["ChannelName"])
+        for writable in ("model", "output", "output/data", "checkpoints"):
+            (job.opt_ml / writable).mkdir(parents=True, exist_ok=True)
+        # The image runs as a non-root user; on SageMaker it owns /opt/ml, here the host folders are root's.
+        for path in [job.opt_ml, *job.opt_ml.rglob("*")]:
+            path.chmod(0o777 if path.is_dir() else 0o666)
+
+    def _download_channel(self, channel: dict[str, Any], target: Path) -> None:
+        uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        target.mkdir(parents=True, exist_ok=True)
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix) :].lstrip("/")
+                if not relative or relative.endswith("/"):
+                    continue
+                destination = target / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                self._s3.download_file(bucket, item["Key"], str(destination))
+
+    def _poll(self, job: LocalTrainingJob) -> None:
+        if job.status not in ("InProgress", "Stopping") or job.process is None:
+            return
+        exit_code = job.process.poll()
+        if exit_code is None:
+            limit = job.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
+            if limit and job.started and (datetime.now(UTC) - job.started).total_seconds() > limit:
+                self._stop_container(job.container_name)
+                job.process.wait(timeout=60)
+                self._finish(job, "Stopped", "Training job reached its MaxRuntimeInSeconds and was stopped.")
+            return
+        job.metrics = self._scrape_metrics(job)
+        if exit_code == 0:
+            self._transition(job, "InProgress", "Uploading", "Uploading generated training model")
+            job.model_artifact = self._upload_model(job)
+            self._finish(job, "Completed", None)
+        else:
+            self._finish(job, "Failed", self._failure_reason(job, exit_code))
+
+    def _scrape_metrics(self, job: LocalTrainingJob) -> dict[str, float]:
+        """Apply the job's MetricDefinitions to its logs, as SageMaker does; the last value wins."""
+        logs = job.log_file.read_text(errors="replace") if job.log_file.exists() else ""
+        metrics: dict[str, float] = {}
+        for definition in job.request["AlgorithmSpecification"].get("MetricDefinitions", []):
+            values = re.findall(definition["Regex"], logs)
+            if values:
+                last = values[-1][0] if isinstance(values[-1], tuple) else values[-1]
+                try:
+                    metrics[definition["Name"]] = float(last)
+                except ValueError:
+                    continue
+        return metrics
+
+    def _failure_reason(self, job: LocalTrainingJob, exit_code: int) -> str:
+        failure_file = job.opt_ml / "output" / "failure"
+        reason = failure_file.read_text(errors="replace").strip() if failure_file.exists() else ""
+        if not reason:
+            reason = f"AlgorithmError: the training container exited with code {exit_code}"
+        elif not reason.startswith("AlgorithmError"):
+            reason = f"AlgorithmError: {reason}"
+        return reason[:MAX_FAILURE_REASON]
+
+    def _upload_model(self, job: LocalTrainingJob) -> str:
+        output_path = job.request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+        bucket, _, prefix = output_path.removeprefix("s3://").partition("/")
+        key = "/".join(part for part in (prefix, job.name, "output", "model.tar.gz") if part)
+        archive = job.workdir / "model.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted((job.opt_ml / "model").iterdir()):
+                tar.add(path, arcname=path.name)
+        self._s3.upload_file(str(archive), bucket, key)
+        return f"s3://{bucket}/{key}"
+
+    def _finish(self, job: LocalTrainingJob, status: str, reason: str | None) -> None:
+        job.ended = datetime.now(UTC)
+        job.failure_reason = reason
+        self._transition(job, status, status, reason or f"Training job {status.lower()}")
+
+    def _transition(self, job: LocalTrainingJob, status: str, secondary: str, message: str) -> None:
+        now = datetime.now(UTC)
+        if job.transitions and job.transitions[-1].get("EndTime") is None:
+            job.transitions[-1]["EndTime"] = now
+        job.transitions.append({"Status": secondary, "StartTime": now, "StatusMessage": message})
+        primary_changed = status != job.status or not job.transitions[:-1]
+        job.status, job.secondary_status = status, secondary
+        if primary_changed:
+            self._on_state_change(self._event(job))
+
+    def _describe(self, job: LocalTrainingJob) -> dict[str, Any]:
+        request = job.request
+        description: dict[str, Any] = {
+            "TrainingJobName": job.name,
+            "TrainingJobArn": job.arn,
+            "TrainingJobStatus": job.status,
+            "SecondaryStatus": job.secondary_status,
+            "HyperParameters": request.get("HyperParameters", {}),
+            "AlgorithmSpecification": request["AlgorithmSpecification"],
+            "RoleArn": request["RoleArn"],
+            "InputDataConfig": request.get("InputDataConfig", []),
+            "OutputDataConfig": request["OutputDataConfig"],
+            "ResourceConfig": request["ResourceConfig"],
+            "StoppingCondition": request["StoppingCondition"],
+            "CreationTime": job.created,
+            "LastModifiedTime": datetime.now(UTC),
+            "SecondaryStatusTransitions": job.transitions,
+            "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
+            "ModelArtifacts": {"S3ModelArtifacts": job.model_artifact or ""},
+        }
+        if "CheckpointConfig" in request:
+            description["CheckpointConfig"] = request["CheckpointConfig"]
+        if job.failure_reason:
+            description["FailureReason"] = job.failure_reason
+        if job.started:
+            description["TrainingStartTime"] = job.started
+        if job.ended:
+            description["TrainingEndTime"] = job.ended
+            seconds = max(1, round((job.ended - (job.started or job.created)).total_seconds()))
+            description["TrainingTimeInSeconds"] = seconds
+            description["BillableTimeInSeconds"] = seconds
+        if job.metrics:
+            description["FinalMetricDataList"] = [
+                {"MetricName": name, "Value": value, "Timestamp": job.ended or datetime.now(UTC)}
+                for name, value in job.metrics.items()
+            ]
+        return description
+
+    def _event(self, job: LocalTrainingJob) -> dict[str, Any]:
+        """EventBridge's shape: detail is the DescribeTrainingJob output, times in epoch milliseconds."""
+        detail = _epoch_millis(self._describe(job))
+        detail["Tags"] = {tag["Key"]: tag["Value"] for tag in job.request.get("Tags", [])}
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "SageMaker Training Job State Change",
+            "source": "aws.sagemaker",
+            "account": self._account,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self._region,
+            "resources": [job.arn],
+            "detail": detail,
+        }
+
+
+def _epoch_millis(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, dict):
+        return {k: _epoch_millis(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_epoch_millis(v) for v in value]
+    return value

@@ -1,0 +1,250 @@
+"""Create the stacks' resources in the local emulator from the synthesized CloudFormation templates.
+
+The local run reads names, keys, indexes, versioning and the Lambda environments from what `cdk synth`
+wrote, instead of a second hand-written description, so the local run and the cloud cannot drift.
+Intrinsic functions are resolved against the emulator's physical names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOCAL_ACCOUNT = "123456789012"  # moto's default account
+
+
+class TemplateError(Exception):
+    """The synthesized templates lack something the local run needs."""
+
+
+@dataclass
+class StackTemplate:
+    name: str
+    body: dict[str, Any]
+
+    @classmethod
+    def load(cls, cdk_out: Path, stack_name: str) -> StackTemplate:
+        path = cdk_out / f"{stack_name}.template.json"
+        if not path.is_file():
+            raise TemplateError(f"{path} not found: did `cdk synth` produce stack {stack_name}?")
+        return cls(stack_name, json.loads(path.read_text()))
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return self.body.get("Resources", {})
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {lid: res for lid, res in self.resources.items() if res["Type"] == resource_type}
+
+
+@dataclass
+class LocalResource:
+    ref: str  # what {"Ref": ...} gives (bucket/table name, topic ARN, queue URL)
+    arn: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LocalFunction:
+    logical_id: str
+    handler: str
+    environment: dict[str, str]
+
+
+def physical_name(stack: str, logical_id: str, max_length: int = 63) -> str:
+    """A deterministic, S3-safe name: lower case, dashes, at most max_length characters."""
+    name = re.sub(r"[^a-z0-9-]", "-", f"{stack}-{logical_id}".lower())
+    return name[:max_length].rstrip("-")
+
+
+class LocalDeployment:
+    """The data and pipeline stacks, as far as a local run needs them, created in the emulator."""
+
+    def __init__(self, data: StackTemplate, pipeline: StackTemplate, region: str) -> None:
+        self.data = data
+        self.pipeline = pipeline
+        self.region = region
+        self.resources: dict[tuple[str, str], LocalResource] = {}
+        self.functions: dict[str, LocalFunction] = {}
+
+    # -- creation -------------------------------------------------------------------------------------
+    def create(self, session: Any, endpoint_url: str) -> None:
+        """Create buckets, tables, topics and queues of both stacks; then resolve the Lambda environments."""
+        clients = {
+            name: session.client(name, endpoint_url=endpoint_url, region_name=self.region)
+            for name in ("s3", "dynamodb", "sns", "sqs")
+        }
+        for stack in (self.data, self.pipeline):
+            for logical_id, resource in stack.resources.items():
+                creator = self._creators().get(resource["Type"])
+                if creator is not None:
+                    props = resource.get("Properties", {})
+                    self.resources[(stack.name, logical_id)] = creator(clients, stack, logical_id, props)
+        for logical_id, resource in self.pipeline.of_type("AWS::Lambda::Function").items():
+            props = resource.get("Properties", {})
+            variables = props.get("Environment", {}).get("Variables", {})
+            self.functions[props.get("Handler", logical_id)] = LocalFunction(
+                logical_id=logical_id,
+                handler=props.get("Handler", ""),
+                environment={k: str(self.resolve(self.pipeline, v)) for k, v in variables.items()},
+            )
+
+    def _creators(self) -> dict[str, Callable[..., LocalResource]]:
+        return {
+            "AWS::S3::Bucket": self._create_bucket,
+            "AWS::DynamoDB::Table": self._create_table,
+            "AWS::DynamoDB::GlobalTable": self._create_table,
+            "AWS::SNS::Topic": self._create_topic,
+            "AWS::SQS::Queue": self._create_queue,
+        }
+
+    def _create_bucket(
+        self, clients: dict[str, Any], stack: StackTemplate, lid: str, props: dict
+    ) -> LocalResource:
+        name = physical_name(stack.name, lid)
+        clients["s3"].create_bucket(
+            Bucket=name,
+            **(
+                {}
+                if self.region == "us-east-1"
+                else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+            ),
+        )
+        status = props.get("VersioningConfiguration", {}).get("Status")
+        if status:
+            clients["s3"].put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
+        return LocalResource(ref=name, arn=f"arn:aws:s3:::{name}", attributes={"DomainName": name})
+
+    def _create_table(
+        self, clients: dict[str, Any], stack: StackTemplate, lid: str, props: dict
+    ) -> LocalResource:
+        name = physical_name(stack.name, lid, max_length=255)
+        request: dict[str, Any] = {
+            "TableName": name,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        indexes = [
+            {k: v for k, v in index.items() if k in ("IndexName", "KeySchema", "Projection")}
+            for index in props.get("GlobalSecondaryIndexes", [])
+        ]
+        if indexes:
+            request["GlobalSecondaryIndexes"] = indexes
+        description = clients["dynamodb"].create_table(**request)["TableDescription"]
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            clients["dynamodb"].update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+            )
+        return LocalResource(ref=name, arn=description["TableArn"])
+
+    def _create_topic(
+        self, clients: dict[str, Any], stack: StackTemplate, lid: str, props: dict
+    ) -> LocalResource:
+        arn = clients["sns"].create_topic(Name=physical_name(stack.name, lid, max_length=256))["TopicArn"]
+        return LocalResource(ref=arn, arn=arn, attributes={"TopicName": arn.rsplit(":", 1)[-1]})
+
+    def _create_queue(
+        self, clients: dict[str, Any], stack: StackTemplate, lid: str, props: dict
+    ) -> LocalResource:
+        name = physical_name(stack.name, lid, max_length=80)
+        url = clients["sqs"].create_queue(QueueName=name)["QueueUrl"]
+        arn = f"arn:aws:sqs:{self.region}:{LOCAL_ACCOUNT}:{name}"
+        return LocalResource(ref=url, arn=arn, attributes={"QueueName": name, "QueueUrl": url})
+
+    # -- lookups ----------------------------------------------------------------------------------------
+    def resource(self, stack: StackTemplate, resource_type: str, hint: str) -> LocalResource:
+        """The one resource of a type whose logical id contains `hint` (e.g. the audit table)."""
+        matches = [
+            self.resources[(stack.name, lid)]
+            for lid in stack.of_type(resource_type)
+            if hint.lower() in lid.lower() and (stack.name, lid) in self.resources
+        ]
+        if len(matches) != 1:
+            raise TemplateError(
+                f"expected one {resource_type} like {hint!r} in {stack.name}, found {len(matches)}"
+            )
+        return matches[0]
+
+    def function(self, handler: str) -> LocalFunction:
+        if handler not in self.functions:
+            raise TemplateError(f"no Lambda with handler {handler} in {self.pipeline.name}")
+        return self.functions[handler]
+
+    # -- intrinsic functions ------------------------------------------------------------------------------
+    def resolve(self, stack: StackTemplate, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if len(value) != 1:
+            return {k: self.resolve(stack, v) for k, v in value.items()}
+        ((fn, arg),) = value.items()
+        if fn == "Ref":
+            return self._ref(stack, arg)
+        if fn == "Fn::GetAtt":
+            logical_id, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
+            return self._get_att(stack, logical_id, attribute)
+        if fn == "Fn::Join":
+            separator, parts = arg
+            return separator.join(str(self.resolve(stack, part)) for part in parts)
+        if fn == "Fn::Select":
+            index, items = arg
+            return self.resolve(stack, items)[int(index)]
+        if fn == "Fn::Split":
+            separator, source = arg
+            return str(self.resolve(stack, source)).split(separator)
+        if fn == "Fn::ImportValue":
+            return self._import(str(self.resolve(stack, arg)))
+        if fn == "Fn::Sub":
+            template, variables = (arg, {}) if isinstance(arg, str) else arg
+            return re.sub(
+                r"\$\{([^}]+)\}",
+                lambda m: str(
+                    self.resolve(stack, variables[m.group(1)])
+                    if m.group(1) in variables
+                    else self._ref(stack, m.group(1))
+                    if "." not in m.group(1)
+                    else self._get_att(stack, *m.group(1).split(".", 1))
+                ),
+                template,
+            )
+        return {k: self.resolve(stack, v) for k, v in value.items()}
+
+    def _ref(self, stack: StackTemplate, name: str) -> str:
+        pseudo = {
+            "AWS::Region": self.region,
+            "AWS::AccountId": LOCAL_ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": stack.name,
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if (stack.name, name) in self.resources:
+            return self.resources[(stack.name, name)].ref
+        parameter = stack.body.get("Parameters", {}).get(name)
+        if parameter is not None and "Default" in parameter:
+            return str(parameter["Default"])
+        # Resources the emulator has no use for (roles, keys, pipelines): a stable stand-in name.
+        return physical_name(stack.name, name)
+
+    def _get_att(self, stack: StackTemplate, logical_id: str, attribute: str) -> str:
+        local = self.resources.get((stack.name, logical_id))
+        if local is not None:
+            return local.arn if attribute == "Arn" else local.attributes.get(attribute, local.ref)
+        resource_type = stack.resources.get(logical_id, {}).get("Type", "AWS::Unknown::Thing")
+        service = resource_type.split("::")[1].lower()
+        return f"arn:aws:{service}:{self.region}:{LOCAL_ACCOUNT}:{physical_name(stack.name, logical_id)}"
+
+    def _import(self, export_name: str) -> Any:
+        for stack in (self.data, self.pipeline):
+            for output in stack.body.get("Outputs", {}).values():
+                exported = output.get("Export", {}).get("Name")
+                if exported is not None and self.resolve(stack, exported) == export_name:
+                    return self.resolve(stack, output["Value"])
+        raise TemplateError(f"no stack exports {export_name!r}")

@@ -1,0 +1,204 @@
+"""List training runs from the audit table: `python -m scripts.runs [--status S] [--commit C] [--json]`.
+
+Works against real AWS (default credentials and region) and against the local emulator
+(`--endpoint-url`). Every listing is a DynamoDB Query on one of the table's indexes, never a Scan:
+`--commit` uses `by-commit`, `--status` uses `by-status`, and the unfiltered listing queries
+`by-status` once per status and merges newest first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import BotoCoreError, ClientError
+
+STATUSES = ("InProgress", "Stopping", "Completed", "Failed", "Stopped")
+COMMIT_INDEX = "by-commit"
+STATUS_INDEX = "by-status"
+FULL_SHA_LENGTH = 40
+
+
+class RunsError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+@dataclass(frozen=True)
+class RunsQuery:
+    status: str | None
+    commit: str | None
+    limit: int
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="runs", description="List training runs from the audit table.")
+    parser.add_argument("--status", choices=STATUSES, help="only runs in this status")
+    parser.add_argument("--commit", help="only runs of this commit (full SHA, or a short one git resolves)")
+    parser.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
+    parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    parser.add_argument("--table", help="audit table name (default: found by its key schema and indexes)")
+    parser.add_argument("--endpoint-url", help="AWS endpoint, e.g. the local emulator http://127.0.0.1:PORT")
+    parser.add_argument("--region", help="AWS region (default: from your AWS configuration)")
+    args = parser.parse_args(argv)
+    if args.limit < 1:
+        parser.error("--limit must be at least 1")
+    return args
+
+
+def resolve_commit(commit: str) -> str:
+    """The audit table keys full SHAs; expand a short one through the local git repository."""
+    if len(commit) == FULL_SHA_LENGTH:
+        return commit.lower()
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        out = None
+    if out is None or out.returncode != 0:
+        raise RunsError(f"--commit {commit!r}: give the full 40-character SHA (git cannot resolve it here)")
+    return out.stdout.strip()
+
+
+def find_audit_table(dynamodb_client: Any) -> str:
+    """The audit table is the one keyed on job_name with the by-commit and by-status indexes."""
+    candidates = []
+    for page in dynamodb_client.get_paginator("list_tables").paginate():
+        for name in page["TableNames"]:
+            table = dynamodb_client.describe_table(TableName=name)["Table"]
+            keys = [k["AttributeName"] for k in table["KeySchema"] if k["KeyType"] == "HASH"]
+            indexes = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
+            if keys == ["job_name"] and {COMMIT_INDEX, STATUS_INDEX} <= indexes:
+                candidates.append(name)
+    if not candidates:
+        raise RunsError("no audit table found: pass --table, or check --endpoint-url and --region")
+    if len(candidates) > 1:
+        raise RunsError(f"several audit tables found ({', '.join(candidates)}): pass --table")
+    return candidates[0]
+
+
+def query_runs(table: Any, query: RunsQuery) -> list[dict[str, Any]]:
+    if query.commit:
+        condition = Key("commit_id").eq(query.commit)
+        kwargs: dict[str, Any] = {}
+        if query.status:
+            kwargs["FilterExpression"] = Attr("status").eq(query.status)
+        return _query_index(table, COMMIT_INDEX, condition, query.limit, **kwargs)
+    statuses = [query.status] if query.status else list(STATUSES)
+    runs: list[dict[str, Any]] = []
+    for status in statuses:
+        runs.extend(_query_index(table, STATUS_INDEX, Key("status").eq(status), query.limit))
+    runs.sort(key=lambda run: str(run.get("updated_at", "")), reverse=True)
+    return runs[: query.limit]
+
+
+def _query_index(table: Any, index: str, condition: Any, limit: int, **kwargs: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    request = {"IndexName": index, "KeyConditionExpression": condition, "ScanIndexForward": False, **kwargs}
+    while len(items) < limit:
+        page = table.query(**request)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            break
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return items[:limit]
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; make records JSON-friendly."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def headline_metric(metrics: dict[str, Any] | None) -> str:
+    """The first validation metric, else the first train metric: enough to compare runs at a glance."""
+    if not metrics:
+        return "-"
+    for prefix in ("validation:", "train:"):
+        names = sorted(name for name in metrics if name.startswith(prefix))
+        if names:
+            return f"{names[0]}={float(metrics[names[0]]):.4g}"
+    name = sorted(metrics)[0]
+    return f"{name}={metrics[name]}"
+
+
+def duration_text(run: dict[str, Any]) -> str:
+    start, end = run.get("started_at") or run.get("created_at"), run.get("ended_at")
+    if not start or not end:
+        return "-"
+    try:
+        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except (TypeError, ValueError):
+        return "-"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s" if seconds >= 60 else f"{seconds:.1f}s"
+
+
+def table_rows(runs: Iterable[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            str(run.get("job_name", "?")),
+            str(run.get("status", "?")),
+            str(run.get("commit_id", ""))[:7] or "-",
+            str(run.get("data_version", "-")),
+            headline_metric(run.get("metrics")),
+            str(run.get("started_at") or run.get("created_at") or "-"),
+            duration_text(run),
+        ]
+        for run in runs
+    ]
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Training runs ({len(runs)})")
+    for column in ("job", "status", "commit", "data version", "metric", "started", "duration"):
+        table.add_column(column, no_wrap=column != "job")
+    for row in table_rows(runs):
+        table.add_row(*row)
+    Console().print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        commit = resolve_commit(args.commit) if args.commit else None
+        session = boto3.session.Session(region_name=args.region)
+        client_args = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
+        dynamodb = session.resource("dynamodb", **client_args)
+        table_name = args.table or find_audit_table(dynamodb.meta.client)
+        runs = plain(query_runs(dynamodb.Table(table_name), RunsQuery(args.status, commit, args.limit)))
+    except RunsError as error:
+        print(f"runs: {error}", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError) as error:
+        print(f"runs: AWS error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(runs, sys.stdout, indent=2, sort_keys=True, default=str)
+        print()
+    else:
+        print_table(runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
