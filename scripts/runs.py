@@ -150,6 +150,13 @@ def duration_text(run: dict[str, Any]) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s" if seconds >= 60 else f"{seconds:.1f}s"
 
 
+def short_time(stamp: str | None) -> str:
+    try:
+        return datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M") if stamp else "-"
+    except ValueError:
+        return str(stamp)
+
+
 def table_rows(runs: Iterable[dict[str, Any]]) -> list[list[str]]:
     return [
         [
@@ -158,7 +165,7 @@ def table_rows(runs: Iterable[dict[str, Any]]) -> list[list[str]]:
             str(run.get("commit_id", ""))[:7] or "-",
             str(run.get("data_version", "-")),
             headline_metric(run.get("metrics")),
-            str(run.get("started_at") or run.get("created_at") or "-"),
+            short_time(run.get("started_at") or run.get("created_at")),
             duration_text(run),
         ]
         for run in runs
@@ -171,10 +178,11 @@ def print_table(runs: list[dict[str, Any]]) -> None:
 
     table = Table(title=f"Training runs ({len(runs)})")
     for column in ("job", "status", "commit", "data version", "metric", "started", "duration"):
-        table.add_column(column, no_wrap=column != "job")
+        table.add_column(column, no_wrap=True)
     for row in table_rows(runs):
         table.add_row(*row)
-    Console().print(table)
+    # Piped output keeps whole job names rather than squeezing to 80 columns.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
