@@ -116,7 +116,9 @@ if ! podman image exists "$BASE_IMAGE"; then
     mirror=${mirror:-http://deb.debian.org/debian}
     debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
       die "debootstrap from $mirror failed: $(tail -5 "$work/debootstrap.log")"
-    rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
+    # Slim like the official image: no docs, man pages, locales or apt caches.
+    (cd "$work/rootfs" && rm -rf var/cache/apt/archives/*.deb var/cache/apt/*.bin var/lib/apt/lists/* \
+      usr/share/doc/* usr/share/man/* usr/share/info/* usr/share/locale/* var/log/*)
     tag_raw="localhost/bookworm-minbase:stand-in"
     tar -C "$work/rootfs" -c . | podman import -q - "$tag_raw" >/dev/null || die "podman import failed"
     mkdir -p "$work/ctx/certs"
@@ -130,7 +132,9 @@ RUN apt-get update -qq \\
  && update-ca-certificates >/dev/null \\
  && python3 -m venv /usr/local \\
  && ln -sf /usr/local/bin/python3 /usr/local/bin/python \\
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+ && apt-get clean \\
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/log/* \\
+      /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 CMD ["python3"]
 EOF
