@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+from user_model import Dataset
 
 from sagemaker_contract.errors import UserError
-from user_model import Dataset
 
 CSV_TYPES = ("text/csv", "csv", "text/csv;label_size=1")
 PARQUET_TYPES = ("application/x-parquet", "application/parquet", "parquet")
@@ -45,7 +45,10 @@ def channel_files(directory: Path) -> list[Path]:
     return sorted(
         p
         for p in directory.rglob("*")
-        if p.is_file() and not p.name.startswith((".", "_")) and p.name not in SKIP_NAMES and not p.name.endswith(".manifest")
+        if p.is_file()
+        and not p.name.startswith((".", "_"))
+        and p.name not in SKIP_NAMES
+        and not p.name.endswith(".manifest")
     )
 
 
@@ -82,10 +85,9 @@ def _read_csv(path: Path, label: str) -> pa.Table | None:
     tokens = line.split(",")
     has_header = not all(_is_number(t) for t in tokens)
     names = [t.strip().strip('"') for t in tokens] if has_header else [f"c{i}" for i in range(len(tokens))]
-    if has_header:
-        if len(set(names)) != len(names):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            raise UserError(f"The header row of {label} repeats the column name(s) {', '.join(dupes)}.")
+    if has_header and len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"The header row of {label} repeats the column name(s) {', '.join(dupes)}.")
     read = pcsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0, block_size=16 << 20)
     convert = pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float32()))
     try:
@@ -133,7 +135,11 @@ def _read_parquet(path: Path, label: str) -> pa.Table | None:
     if table.num_rows == 0:
         return None
     for field in table.schema:
-        if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_boolean(field.type)):
+        if not (
+            pa.types.is_integer(field.type)
+            or pa.types.is_floating(field.type)
+            or pa.types.is_boolean(field.type)
+        ):
             raise UserError(
                 f"Column '{field.name}' of {label} has type {field.type}, not a number. Every column must be "
                 "numeric; encode text and categories as numbers before training."

@@ -38,7 +38,9 @@ def _parse(name: str, raw: Any, kind: type) -> Any:
         try:
             value = float(text) if any(c in text for c in ".eE") else int(text)
         except ValueError:
-            raise UserError(f"Hyperparameter {name} must be a whole number, but it is '{text[:80]}'.") from None
+            raise UserError(
+                f"Hyperparameter {name} must be a whole number, but it is '{text[:80]}'."
+            ) from None
         if isinstance(value, float):
             if not value.is_integer():
                 raise UserError(f"Hyperparameter {name} must be a whole number, but it is '{text[:80]}'.")

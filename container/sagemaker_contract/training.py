@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import user_model
+
 from sagemaker_contract import data, hyperparameters
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.paths import OptMl
@@ -117,7 +118,9 @@ def run(opt: OptMl) -> None:
     validation = None
     validation_dir = _channel_dir(opt, "validation", input_config, required=False)
     if validation_dir is not None:
-        validation = data.read_channel(validation_dir, "validation", params["target"], content_types.get("validation"))
+        validation = data.read_channel(
+            validation_dir, "validation", params["target"], content_types.get("validation")
+        )
         both_have_headers = not (_headerless(train) or _headerless(validation))
         if both_have_headers and validation.feature_names != train.feature_names:
             raise UserError(

@@ -100,7 +100,12 @@ def infer_problem_type(y: np.ndarray, params: dict[str, Any]) -> str:
     # Labels 0/1 (or two values), or small non-negative integers from 0: class labels. Anything else: a number.
     if values.size == 2:
         return "classification"
-    if integral and 2 < values.size <= MAX_INFERRED_CLASSES and values.min() >= 0 and values.max() < MAX_INFERRED_CLASSES:
+    if (
+        integral
+        and 2 < values.size <= MAX_INFERRED_CLASSES
+        and values.min() >= 0
+        and values.max() < MAX_INFERRED_CLASSES
+    ):
         return "classification"
     return "regression"
 
@@ -141,7 +146,9 @@ def _xgb_params(params: dict[str, Any], problem_type: str, n_classes: int) -> di
     else:
         objective = objective or "reg:squarederror"
         if objective.startswith(CLASSIFICATION_OBJECTIVES):
-            raise ModelError(f"objective {objective} is a classification objective but problem_type is regression.")
+            raise ModelError(
+                f"objective {objective} is a classification objective but problem_type is regression."
+            )
     xgb_params: dict[str, Any] = {
         "tree_method": "hist",
         "objective": objective,
@@ -261,7 +268,9 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
     }
 
     # QuantileDMatrix bins the float32 matrix directly: no extra full-size copy (memory-efficient).
-    dtrain = xgb.QuantileDMatrix(train.x, label=y_train, max_bin=params["max_bin"], nthread=xgb_params["nthread"])
+    dtrain = xgb.QuantileDMatrix(
+        train.x, label=y_train, max_bin=params["max_bin"], nthread=xgb_params["nthread"]
+    )
     evals = [(dtrain, "train")]
     if validation is not None:
         if validation.x.shape[1] != train.x.shape[1]:
@@ -272,7 +281,11 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
         dvalid = xgb.QuantileDMatrix(validation.x, label=y_valid, ref=dtrain, nthread=xgb_params["nthread"])
         evals.append((dvalid, "validation"))
 
-    checkpoint_meta = {"objective": xgb_params["objective"], "num_features": meta["num_features"], "classes": classes}
+    checkpoint_meta = {
+        "objective": xgb_params["objective"],
+        "num_features": meta["num_features"],
+        "classes": classes,
+    }
     start_model: xgb.Booster | None = None
     done = 0
     resumed = load_latest_checkpoint(checkpoint_dir)
