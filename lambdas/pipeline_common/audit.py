@@ -1,0 +1,318 @@
+"""The audit record: one DynamoDB item per training job, written by start-training and record-status.
+
+Key `job_name`; GSIs `by-commit` (commit_id, created_at) and `by-status` (status, updated_at), so those four
+attributes are always non-empty strings when present (times are ISO-8601 UTC, millisecond precision).
+
+Events arrive at least once and out of order, so every status write is conditional on `status_rank`, a
+number that only grows:
+
+    0  InProgress, written by start-training (no state-change event applied yet)
+    1  InProgress (event)      2  Stopping      3  Completed / Failed / Stopped (terminal)
+
+A *transition* (rank grows, or the record is new) updates the record and is the only thing that sends an
+email. A newer event with the same status (a SecondaryStatus change) refreshes the record quietly. A
+duplicate, or an older status after a newer one, changes nothing. A terminal status is never overwritten
+by another status.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pipeline_common import aws
+
+STATUS_RANK: dict[str, int] = {"InProgress": 1, "Stopping": 2, "Completed": 3, "Failed": 3, "Stopped": 3}
+CREATED_RANK = 0
+TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+
+TRANSITION = "transition"
+REFRESHED = "refreshed"
+IGNORED = "ignored"
+
+CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
+
+
+# -- time ------------------------------------------------------------------------------------------------
+def iso(moment: datetime) -> str:
+    """One sortable format for every time in the record: 2026-11-22T10:00:00.000+00:00."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def now_iso() -> str:
+    return iso(datetime.now(UTC))
+
+
+def iso_from_millis(value: Any) -> str | None:
+    """EventBridge carries DescribeTrainingJob times as epoch milliseconds; boto3 as datetimes."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return iso(datetime.fromtimestamp(float(value) / 1000, tz=UTC))
+    if isinstance(value, str):
+        try:
+            return iso(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
+
+
+# -- DynamoDB attribute values (no boto3.dynamodb import: it is not needed for these few shapes) --------
+def to_attribute(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, int | Decimal):
+        return {"N": str(value)}
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"DynamoDB cannot store the number {value}")
+        return {"N": repr(value)}
+    if isinstance(value, Mapping):
+        return {"M": {str(k): to_attribute(v) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [to_attribute(v) for v in value]}
+    raise TypeError(f"cannot store {type(value).__name__} in the audit record")
+
+
+def from_attribute(attribute: Mapping[str, Any]) -> Any:
+    ((kind, value),) = attribute.items()
+    if kind == "S":
+        return value
+    if kind == "N":
+        number = Decimal(value)
+        return int(number) if number == number.to_integral_value() else float(number)
+    if kind == "BOOL":
+        return bool(value)
+    if kind == "NULL":
+        return None
+    if kind == "M":
+        return {k: from_attribute(v) for k, v in value.items()}
+    if kind == "L":
+        return [from_attribute(v) for v in value]
+    return value
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: from_attribute(v) for k, v in item.items()}
+
+
+def clean(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop unknown values (None, '', empty maps): a record holds what is known, and GSI keys must be non-empty."""
+    return {k: v for k, v in fields.items() if v is not None and v != "" and v != {}}
+
+
+# -- writes ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StatusWrite:
+    outcome: str  # TRANSITION, REFRESHED or IGNORED
+    record: dict[str, Any]  # the record after the write ({} when IGNORED)
+
+    @property
+    def is_transition(self) -> bool:
+        return self.outcome == TRANSITION
+
+
+class _Expression:
+    """Builds an UpdateExpression with placeholders for every name and value."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+        self.sets: list[str] = []
+
+    def name(self, attribute: str) -> str:
+        placeholder = f"#n{len(self.names)}"
+        self.names[placeholder] = attribute
+        return placeholder
+
+    def value(self, value: Any) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = to_attribute(value)
+        return placeholder
+
+    def set(self, attribute: str, value: Any) -> None:
+        self.sets.append(f"{self.name(attribute)} = {self.value(value)}")
+
+    def set_if_missing(self, attribute: str, value: Any) -> None:
+        name = self.name(attribute)
+        self.sets.append(f"{name} = if_not_exists({name}, {self.value(value)})")
+
+    @property
+    def update(self) -> str:
+        return "SET " + ", ".join(self.sets)
+
+
+def _is_condition_failure(error: BaseException) -> bool:
+    return aws.error_code(error) == CONDITIONAL_CHECK_FAILED
+
+
+def create_record(table: str, record: Mapping[str, Any]) -> bool:
+    """Write the first record if there is none. If there is one (a retried invocation, or a state-change
+    event that arrived first), only fill in the attributes it lacks. True if this call created it."""
+    from botocore.exceptions import ClientError
+
+    item = clean(record)
+    try:
+        aws.client("dynamodb").put_item(
+            TableName=table,
+            Item={k: to_attribute(v) for k, v in item.items()},
+            ConditionExpression="attribute_not_exists(job_name)",
+        )
+        return True
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise
+    fill_missing(table, item["job_name"], item)
+    return False
+
+
+def fill_missing(table: str, job_name: str, fields: Mapping[str, Any]) -> None:
+    """Set the attributes the existing record does not have yet; never overwrite one."""
+    expression = _Expression()
+    for attribute, value in clean(fields).items():
+        if attribute != "job_name":
+            expression.set_if_missing(attribute, value)
+    if not expression.sets:
+        return
+    aws.client("dynamodb").update_item(
+        TableName=table,
+        Key={"job_name": {"S": job_name}},
+        UpdateExpression=expression.update,
+        ExpressionAttributeNames=expression.names,
+        ExpressionAttributeValues=expression.values,
+        ConditionExpression="attribute_exists(job_name)",
+    )
+
+
+def apply_status(
+    table: str,
+    job_name: str,
+    status: str,
+    event_time_ms: int,
+    fields: Mapping[str, Any],
+    fields_if_missing: Mapping[str, Any] | None = None,
+) -> StatusWrite:
+    """Apply one state-change event to the record, conditionally (see the module docstring).
+
+    `fields` are set from the event; `fields_if_missing` (what the job's tags say about the commit, the
+    data version...) only fill gaps, since start-training's first record is the authority on them.
+    """
+    from botocore.exceptions import ClientError
+
+    rank = STATUS_RANK[status]
+    dynamodb = aws.client("dynamodb")
+
+    def update(
+        condition: str, condition_names: Mapping[str, str], extra_values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        expression = _Expression()
+        for attribute, value in clean(fields).items():
+            if attribute not in ("job_name", "status", "status_rank", "last_event_time", "updated_at"):
+                expression.set(attribute, value)
+        for attribute, value in clean(fields_if_missing or {}).items():
+            if attribute not in fields:
+                expression.set_if_missing(attribute, value)
+        expression.set("status", status)
+        expression.set("status_rank", rank)
+        expression.set("last_event_time", event_time_ms)
+        expression.set("updated_at", now_iso())
+        # DynamoDB rejects unused placeholders, so each condition brings exactly the names it uses.
+        names = {**expression.names, **condition_names}
+        values = {**expression.values, **{k: to_attribute(v) for k, v in extra_values.items()}}
+        response = dynamodb.update_item(
+            TableName=table,
+            Key={"job_name": {"S": job_name}},
+            UpdateExpression=expression.update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return from_item(response.get("Attributes", {}))
+
+    try:
+        record = update(
+            "attribute_not_exists(#job) OR attribute_not_exists(#rank) OR #rank < :rank",
+            {"#job": "job_name", "#rank": "status_rank"},
+            {":rank": rank},
+        )
+        return StatusWrite(TRANSITION, record)
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise
+    try:
+        # Same status, newer event (e.g. SecondaryStatus Downloading -> Training): refresh, no email.
+        record = update(
+            "#st = :status AND #rank = :rank AND (attribute_not_exists(#t) OR #t < :time)",
+            {"#st": "status", "#rank": "status_rank", "#t": "last_event_time"},
+            {":status": status, ":rank": rank, ":time": event_time_ms},
+        )
+        return StatusWrite(REFRESHED, record)
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise
+    return StatusWrite(IGNORED, {})
+
+
+def claim_notification(table: str, job_name: str, status: str) -> bool:
+    """Mark the email for this rank as sent, once: True for exactly one caller per rank.
+
+    Separate from the status write so that an email whose publish failed is sent by the retried event
+    (the retry finds the status already written, but the rank not yet notified).
+    """
+    from botocore.exceptions import ClientError
+
+    rank = STATUS_RANK[status]
+    try:
+        aws.client("dynamodb").update_item(
+            TableName=table,
+            Key={"job_name": {"S": job_name}},
+            UpdateExpression="SET #nr = :rank",
+            ConditionExpression="#st = :status AND #rank = :rank AND (attribute_not_exists(#nr) OR #nr < :rank)",
+            ExpressionAttributeNames={"#nr": "notified_rank", "#st": "status", "#rank": "status_rank"},
+            ExpressionAttributeValues={":rank": {"N": str(rank)}, ":status": {"S": status}},
+        )
+        return True
+    except ClientError as error:
+        if _is_condition_failure(error):
+            return False
+        raise
+
+
+def release_notification(table: str, job_name: str, status: str) -> None:
+    """Undo `claim_notification` after a failed publish, so the retried event sends the email."""
+    from botocore.exceptions import ClientError
+
+    rank = STATUS_RANK[status]
+    try:
+        aws.client("dynamodb").update_item(
+            TableName=table,
+            Key={"job_name": {"S": job_name}},
+            UpdateExpression="REMOVE #nr",
+            ConditionExpression="#nr = :rank",
+            ExpressionAttributeNames={"#nr": "notified_rank"},
+            ExpressionAttributeValues={":rank": {"N": str(rank)}},
+        )
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise
+
+
+def get_record(table: str, job_name: str) -> dict[str, Any] | None:
+    response = aws.client("dynamodb").get_item(
+        TableName=table, Key={"job_name": {"S": job_name}}, ConsistentRead=True
+    )
+    item = response.get("Item")
+    return from_item(item) if item else None

@@ -1,0 +1,96 @@
+"""The exact version of the training data a job read: S3 version ids plus a short content manifest hash.
+
+Works with versioned buckets (real version ids) and unversioned ones (version id "null"; the ETag still
+pins the content in the manifest hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline_common import aws
+
+CHANNELS = ("train", "validation")
+HASH_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class DataObject:
+    key: str
+    version_id: str
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    bucket: str
+    prefix: str
+    objects: tuple[DataObject, ...] = field(default_factory=tuple)
+
+    @property
+    def version_ids(self) -> dict[str, str]:
+        """key → S3 version id ("null" in an unversioned bucket)."""
+        return {obj.key: obj.version_id for obj in self.objects}
+
+    @property
+    def manifest_hash(self) -> str:
+        return manifest_hash(self.objects)
+
+    def channel_objects(self, channel: str) -> list[DataObject]:
+        channel_prefix = f"{self.prefix}{channel}/"
+        return [obj for obj in self.objects if obj.key.startswith(channel_prefix)]
+
+    def has_channel(self, channel: str) -> bool:
+        return bool(self.channel_objects(channel))
+
+
+def manifest_hash(objects: Iterable[DataObject]) -> str:
+    """sha256 over sorted `key@version@etag` lines, first 12 hex digits: same data, same hash."""
+    lines = sorted(f"{obj.key}@{obj.version_id}@{obj.etag}" for obj in objects)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:HASH_LENGTH]
+
+
+def is_folder_marker(key: str, size: int) -> bool:
+    """The zero-byte "folder" objects the console creates (and any other empty object)."""
+    return key.endswith("/") or size == 0
+
+
+def current_objects(pages: Iterable[dict[str, Any]]) -> list[DataObject]:
+    """The latest, non-deleted version of every object in ListObjectVersions pages."""
+    pages = list(pages)
+    deleted = set()
+    for page in pages:
+        for marker in page.get("DeleteMarkers", []):
+            if marker.get("IsLatest"):
+                deleted.add(marker["Key"])
+    objects = []
+    for page in pages:
+        for version in page.get("Versions", []):
+            if not version.get("IsLatest", True) or version["Key"] in deleted:
+                continue
+            size = int(version.get("Size", 0))
+            if is_folder_marker(version["Key"], size):
+                continue
+            objects.append(
+                DataObject(
+                    key=version["Key"],
+                    version_id=str(version.get("VersionId") or "null"),
+                    etag=str(version.get("ETag", "")).strip('"'),
+                    size=size,
+                )
+            )
+    return sorted(objects, key=lambda obj: obj.key)
+
+
+def resolve(bucket: str, prefix: str) -> DataVersion:
+    """List `<prefix>train/` and `<prefix>validation/` and pin every current object's version."""
+    s3 = aws.client("s3")
+    pages: list[dict[str, Any]] = []
+    for channel in CHANNELS:
+        paginator = s3.get_paginator("list_object_versions")
+        pages.extend(paginator.paginate(Bucket=bucket, Prefix=f"{prefix}{channel}/"))
+    return DataVersion(bucket=bucket, prefix=prefix, objects=tuple(current_objects(pages)))

@@ -1,0 +1,197 @@
+"""The notification email: one per real status transition of a training job, built from the audit record.
+
+Subject: `[<project>/<env>] Training <Status>: <job> (<short sha>, data v<short data version>)`, at most 99
+ASCII characters (SNS allows < 100), the job name shortened in the middle if needed.
+Message attributes `status` and `job_name` (String) let subscribers filter, e.g. to failures only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from pipeline_common import aws
+
+MAX_SUBJECT = 99
+SHORT_SHA = 7
+SHORT_DATA_VERSION = 8
+
+# Approximate on-demand list prices for SageMaker training, USD per instance-hour (us-east-1). Good enough
+# for an order-of-magnitude line in an email; the bill is the authority.
+ON_DEMAND_USD_PER_HOUR: dict[str, float] = {
+    "ml.t3.medium": 0.05,
+    "ml.t3.large": 0.10,
+    "ml.t3.xlarge": 0.20,
+    "ml.m5.large": 0.115,
+    "ml.m5.xlarge": 0.23,
+    "ml.m5.2xlarge": 0.461,
+    "ml.m5.4xlarge": 0.922,
+    "ml.m5.12xlarge": 2.765,
+    "ml.m6i.large": 0.115,
+    "ml.m6i.xlarge": 0.23,
+    "ml.m6i.2xlarge": 0.461,
+    "ml.c5.xlarge": 0.204,
+    "ml.c5.2xlarge": 0.408,
+    "ml.c5.4xlarge": 0.816,
+    "ml.c5.9xlarge": 1.836,
+    "ml.r5.large": 0.151,
+    "ml.r5.xlarge": 0.302,
+    "ml.g4dn.xlarge": 0.736,
+    "ml.g4dn.2xlarge": 0.94,
+    "ml.g5.xlarge": 1.408,
+    "ml.g5.2xlarge": 1.515,
+    "ml.p3.2xlarge": 3.825,
+}
+
+
+def short(value: Any, length: int) -> str:
+    text = str(value or "")
+    return text[:length] if text else "unknown"
+
+
+def subject(project: str, env: str, record: Mapping[str, Any]) -> str:
+    status = str(record.get("status", "Unknown"))
+    job = str(record.get("job_name", "?"))
+    tail = f" ({short(record.get('commit_id'), SHORT_SHA)}, data v{short(record.get('data_version'), SHORT_DATA_VERSION)})"
+    head = f"[{project}/{env}] Training {status}: "
+
+    def build(name: str) -> str:
+        return _ascii(f"{head}{name}{tail}")
+
+    text = build(job)
+    if len(text) > MAX_SUBJECT:
+        room = max(MAX_SUBJECT - len(build("")), 9)
+        keep_end = (room - 3) // 2
+        text = build(f"{job[: room - 3 - keep_end]}...{job[-keep_end:] if keep_end else ''}")
+    return text[:MAX_SUBJECT]
+
+
+def _ascii(text: str) -> str:
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+
+
+# -- body ------------------------------------------------------------------------------------------------
+def duration_seconds(record: Mapping[str, Any]) -> float | None:
+    start, end = record.get("started_at") or record.get("created_at"), record.get("ended_at")
+    if not start or not end:
+        return None
+    try:
+        return (datetime.fromisoformat(str(end)) - datetime.fromisoformat(str(start))).total_seconds()
+    except ValueError:
+        return None
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown (still running)"
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def estimated_cost(record: Mapping[str, Any]) -> str:
+    """Billable instance-hours x the on-demand price; 'unknown' for an unknown type or no billable time."""
+    instance_type = str(record.get("instance_type") or "")
+    count = int(record.get("instance_count") or 1)
+    billable = record.get("billable_seconds")
+    price = ON_DEMAND_USD_PER_HOUR.get(instance_type)
+    if billable is None:
+        return "unknown (no billable time yet)"
+    hours = float(billable) * count / 3600
+    if price is None:
+        return f"unknown ({hours:.3f} instance-hours of {instance_type or 'an unknown instance type'})"
+    text = f"~${hours * price:.4f} ({hours:.3f} instance-hours of {instance_type} at ~${price}/h on demand)"
+    if record.get("use_spot"):
+        training = record.get("training_seconds")
+        saving = ""
+        if training:
+            saving = f", {max(0.0, 1 - float(billable) / float(training)) * 100:.0f}% saved"
+        text += f"; managed spot: billable time already reflects the spot discount{saving}"
+    return text
+
+
+def console_links(region: str, pipeline: str, record: Mapping[str, Any]) -> dict[str, str]:
+    job = str(record.get("job_name", ""))
+    base = f"https://{region}.console.aws.amazon.com"
+    log_group = quote(quote("/aws/sagemaker/TrainingJobs", safe=""), safe="").replace("%", "$")
+    links = {
+        "Training job": f"{base}/sagemaker/home?region={region}#/jobs/{job}",
+        "Logs": f"{base}/cloudwatch/home?region={region}#logsV2:log-groups/log-group/{log_group}"
+        f"/log-events$3FlogStreamNameFilter$3D{quote(job, safe='')}",
+    }
+    execution = record.get("pipeline_execution_id")
+    if execution:
+        links["Pipeline execution"] = (
+            f"{base}/codesuite/codepipeline/pipelines/{pipeline}/executions/{execution}/timeline?region={region}"
+        )
+    return links
+
+
+def _metric_lines(metrics: Mapping[str, Any] | None) -> list[str]:
+    if not metrics:
+        return ["  (none reported)"]
+    width = max(len(name) for name in metrics)
+    return [f"  {name:<{width}}  {float(value):.6g}" for name, value in sorted(metrics.items())]
+
+
+def body(region: str, pipeline: str, record: Mapping[str, Any]) -> str:
+    status = str(record.get("status", "Unknown"))
+    lines = [
+        f"Training job {record.get('job_name')} is {status}"
+        + (
+            f" ({record['secondary_status']})."
+            if record.get("secondary_status") not in (None, status)
+            else "."
+        ),
+        "",
+        f"Status:        {status}",
+    ]
+    if record.get("failure_reason"):
+        lines.append(f"Reason:        {record['failure_reason']}")
+    lines += [
+        f"Commit:        {record.get('commit_id') or 'unknown'} on {record.get('branch') or '?'} ({record.get('repo') or '?'})",
+        f"Triggered by:  {record.get('trigger') or 'unknown'}",
+        f"Data:          version {record.get('data_version') or 'unknown'}"
+        + (
+            f", s3://{record['data_bucket']}/{record.get('data_prefix', '')}"
+            if record.get("data_bucket")
+            else ""
+        ),
+        f"Image:         {record.get('image_uri') or 'unknown'}"
+        + (f" ({record['image_digest']})" if record.get("image_digest") else ""),
+        f"Instance:      {record.get('instance_count') or 1} x {record.get('instance_type') or 'unknown'}"
+        + (" (managed spot)" if record.get("use_spot") else ""),
+        f"Duration:      {duration_text(duration_seconds(record))}",
+        f"Est. cost:     {estimated_cost(record)}",
+    ]
+    if record.get("model_artifact"):
+        lines.append(f"Model:         {record['model_artifact']}")
+    lines += ["", "Metrics:", *_metric_lines(record.get("metrics"))]
+    hyperparameters = record.get("hyperparameters") or {}
+    if hyperparameters:
+        lines += ["", "Hyperparameters:", *(f"  {k} = {v}" for k, v in sorted(hyperparameters.items()))]
+    lines += ["", "Links:"]
+    lines += [f"  {name}: {url}" for name, url in console_links(region, pipeline, record).items()]
+    lines += [
+        "",
+        f"Times (UTC): created {record.get('created_at') or '-'}, started {record.get('started_at') or '-'}, "
+        f"ended {record.get('ended_at') or '-'}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def publish(topic_arn: str, project: str, env: str, pipeline: str, record: Mapping[str, Any]) -> str:
+    """Send the email for this record's current status; returns the SNS message id."""
+    response = aws.client("sns").publish(
+        TopicArn=topic_arn,
+        Subject=subject(project, env, record),
+        Message=body(aws.region(), pipeline, record),
+        MessageAttributes={
+            "status": {"DataType": "String", "StringValue": str(record.get("status", "Unknown"))},
+            "job_name": {"DataType": "String", "StringValue": str(record.get("job_name", "?"))},
+        },
+    )
+    return str(response.get("MessageId", ""))

@@ -1,0 +1,228 @@
+"""Typed settings read from the Lambda environment that the pipeline stack sets (README: Lambda environment).
+
+Each function reads only what it needs, so a missing variable is reported by name, with the function that
+needs it, instead of surfacing as a KeyError deep inside an AWS call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline_common.errors import ConfigurationError
+
+# SageMaker's own limits.
+MAX_RUNTIME_LIMIT_SECONDS = 28 * 24 * 3600
+JOB_NAME_PREFIX_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,39}$")
+
+
+def _env(name: str, purpose: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(
+            f"environment variable {name} is not set ({purpose}); the pipeline stack sets it on the function"
+        )
+    return value
+
+
+def _optional_env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _prefix(value: str) -> str:
+    """An S3 key prefix as the stacks pass it: no leading slash, '' or ending in '/'."""
+    value = value.lstrip("/")
+    return value if not value or value.endswith("/") else value + "/"
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigurationError(f"TRAINING_CONFIG.{name} must be true or false, got {value!r}")
+
+
+def _as_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigurationError(f"TRAINING_CONFIG.{name} must be an integer, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"TRAINING_CONFIG.{name} must be an integer, got {value!r}") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigurationError(f"TRAINING_CONFIG.{name} must be {bounds}, got {number}")
+    return number
+
+
+def _hyperparameter_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ConfigurationError(f"TRAINING_CONFIG.hyperparameters values must be strings, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """TRAINING_CONFIG: the instance, limits and hyperparameters of every training job."""
+
+    instance_type: str
+    instance_count: int = 1
+    volume_size_gb: int = 30
+    max_runtime_seconds: int = 3600
+    use_spot: bool = False
+    max_wait_seconds: int | None = None
+    hyperparameters: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingConfig:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(f"TRAINING_CONFIG is not valid JSON: {error}") from None
+        if not isinstance(raw, dict):
+            raise ConfigurationError("TRAINING_CONFIG must be a JSON object")
+        known = {
+            "instance_type",
+            "instance_count",
+            "volume_size_gb",
+            "max_runtime_seconds",
+            "use_spot",
+            "max_wait_seconds",
+            "hyperparameters",
+        }
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"TRAINING_CONFIG has unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        instance_type = raw.get("instance_type")
+        if not isinstance(instance_type, str) or not instance_type.startswith("ml."):
+            raise ConfigurationError(
+                f"TRAINING_CONFIG.instance_type must be a SageMaker type such as ml.m5.large, got {instance_type!r}"
+            )
+        max_runtime = _as_int(
+            raw.get("max_runtime_seconds", 3600), "max_runtime_seconds", 1, MAX_RUNTIME_LIMIT_SECONDS
+        )
+        use_spot = _as_bool(raw.get("use_spot", False), "use_spot")
+        max_wait: int | None = None
+        if use_spot:
+            # Managed spot needs MaxWaitTimeInSeconds >= MaxRuntimeInSeconds; by default allow as long again
+            # waiting for spot capacity as training itself.
+            default_wait = min(2 * max_runtime, MAX_RUNTIME_LIMIT_SECONDS)
+            max_wait = _as_int(
+                raw.get("max_wait_seconds") or default_wait,
+                "max_wait_seconds",
+                max_runtime,
+                MAX_RUNTIME_LIMIT_SECONDS,
+            )
+        hyperparameters = raw.get("hyperparameters") or {}
+        if not isinstance(hyperparameters, dict):
+            raise ConfigurationError(
+                "TRAINING_CONFIG.hyperparameters must be an object of name -> string value"
+            )
+        return cls(
+            instance_type=instance_type,
+            instance_count=_as_int(raw.get("instance_count", 1), "instance_count", 1),
+            volume_size_gb=_as_int(raw.get("volume_size_gb", 30), "volume_size_gb", 1),
+            max_runtime_seconds=max_runtime,
+            use_spot=use_spot,
+            max_wait_seconds=max_wait,
+            hyperparameters={str(k): _hyperparameter_value(v) for k, v in hyperparameters.items()},
+        )
+
+
+def _job_name_prefix() -> str:
+    prefix = _env("JOB_NAME_PREFIX", "training job names and the EventBridge rule are scoped to it")
+    if not JOB_NAME_PREFIX_PATTERN.match(prefix):
+        raise ConfigurationError(
+            f"JOB_NAME_PREFIX {prefix!r} must be 1-40 letters, digits or hyphens, starting with a letter or digit"
+        )
+    return prefix
+
+
+@dataclass(frozen=True)
+class StartTrainingSettings:
+    project_name: str
+    env_name: str
+    pipeline_name: str
+    audit_table_name: str
+    data_bucket: str
+    data_prefix: str
+    model_bucket: str
+    model_prefix: str
+    checkpoint_prefix: str
+    kms_key_arn: str
+    sagemaker_role_arn: str
+    job_name_prefix: str
+    training: TrainingConfig
+
+    @classmethod
+    def from_env(cls) -> StartTrainingSettings:
+        return cls(
+            project_name=_env("PROJECT_NAME", "used in names"),
+            env_name=_env("ENV_NAME", "used in names"),
+            pipeline_name=_env("PIPELINE_NAME", "the CodePipeline name"),
+            audit_table_name=_env("AUDIT_TABLE_NAME", "the DynamoDB audit table"),
+            data_bucket=_env("DATA_BUCKET", "the training data bucket"),
+            data_prefix=_prefix(_optional_env("DATA_PREFIX")),
+            model_bucket=_env("MODEL_BUCKET", "the bucket for model artifacts"),
+            model_prefix=_prefix(_optional_env("MODEL_PREFIX")),
+            checkpoint_prefix=_prefix(_optional_env("CHECKPOINT_PREFIX", "checkpoints/")),
+            kms_key_arn=_env("KMS_KEY_ARN", "encrypts the job output and volume"),
+            sagemaker_role_arn=_env("SAGEMAKER_ROLE_ARN", "the training job execution role"),
+            job_name_prefix=_job_name_prefix(),
+            training=TrainingConfig.from_json(
+                _env("TRAINING_CONFIG", "instance type, limits, hyperparameters")
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RecordStatusSettings:
+    project_name: str
+    env_name: str
+    pipeline_name: str
+    audit_table_name: str
+    topic_arn: str
+    job_name_prefix: str
+    idempotency_table_name: (
+        str  # '' turns the Powertools idempotency layer off (the conditional update stays)
+    )
+
+    @classmethod
+    def from_env(cls) -> RecordStatusSettings:
+        return cls(
+            project_name=_env("PROJECT_NAME", "used in email subjects"),
+            env_name=_env("ENV_NAME", "used in email subjects"),
+            pipeline_name=_env("PIPELINE_NAME", "for console links"),
+            audit_table_name=_env("AUDIT_TABLE_NAME", "the DynamoDB audit table"),
+            topic_arn=_env("TOPIC_ARN", "the SNS topic for notification emails"),
+            job_name_prefix=_job_name_prefix(),
+            idempotency_table_name=_optional_env("IDEMPOTENCY_TABLE_NAME"),
+        )
+
+
+@dataclass(frozen=True)
+class DataTriggerSettings:
+    project_name: str
+    env_name: str
+    pipeline_name: str
+    data_bucket: str
+    data_prefix: str
+
+    @classmethod
+    def from_env(cls) -> DataTriggerSettings:
+        return cls(
+            project_name=_env("PROJECT_NAME", "used in names"),
+            env_name=_env("ENV_NAME", "used in names"),
+            pipeline_name=_env("PIPELINE_NAME", "the pipeline the data trigger starts"),
+            data_bucket=_env("DATA_BUCKET", "the training data bucket"),
+            data_prefix=_prefix(_optional_env("DATA_PREFIX")),
+        )

@@ -1,0 +1,150 @@
+"""The CreateTrainingJob request, built from the settings, the action's parameters and the data version."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline_common.data_version import DataVersion
+from pipeline_common.metrics import metric_definitions
+from pipeline_common.settings import StartTrainingSettings
+
+MAX_JOB_NAME = 63
+MAX_TAG_VALUE = 256
+_NOT_NAME_CHAR = re.compile(r"[^a-zA-Z0-9-]+")
+_NOT_TAG_CHAR = re.compile(r"[^\w\s.:/=+\-@]")
+
+# Tag keys on the job; record-status rebuilds a record from them if its event arrives first.
+TAG_COMMIT = "commit"
+TAG_REPO = "repo"
+TAG_BRANCH = "branch"
+TAG_EXECUTION = "pipeline-execution"
+TAG_TRIGGER = "trigger"
+TAG_DATA_VERSION = "data-version"
+TAG_IMAGE_DIGEST = "image-digest"
+
+
+@dataclass(frozen=True)
+class JobParameters:
+    """The Train action's user parameters (README: train action user parameters)."""
+
+    image_uri: str
+    image_digest: str
+    commit_id: str
+    branch: str
+    repo: str
+    pipeline_execution_id: str
+    trigger: str
+
+
+def job_name(prefix: str, pipeline_execution_id: str) -> str:
+    """`<prefix><execution id>`, made a valid SageMaker name: [a-zA-Z0-9-], at most 63, alphanumeric ends.
+
+    Deterministic, so a retried invocation asks for the same name and gets ResourceInUse instead of a
+    second job. A name that must be shortened keeps a hash of the whole so it stays unique.
+    """
+    full = _NOT_NAME_CHAR.sub("-", f"{prefix}{pipeline_execution_id}").strip("-")
+    if len(full) > MAX_JOB_NAME:
+        digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+        full = f"{full[: MAX_JOB_NAME - 9].rstrip('-')}-{digest}"
+    return full or "job"
+
+
+# Families with local NVMe instance storage: SageMaker rejects VolumeKmsKeyId for them (the local volume is
+# encrypted with a hardware module instead).
+_LOCAL_STORAGE_FAMILIES = frozenset(
+    {"g4dn", "g5", "g6", "g6e", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "trn1", "trn1n", "inf2"}
+)
+
+
+def has_local_storage(instance_type: str) -> bool:
+    family = instance_type.split(".")[1] if instance_type.count(".") >= 2 else ""
+    return family in _LOCAL_STORAGE_FAMILIES or (len(family) > 2 and family.endswith("d"))
+
+
+def tag_value(value: str) -> str:
+    """SageMaker tag values allow letters, digits, spaces and `_.:/=+-@`, at most 256 characters."""
+    return _NOT_TAG_CHAR.sub("_", value)[:MAX_TAG_VALUE]
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def checkpoint_uri(settings: StartTrainingSettings, name: str) -> str:
+    return s3_uri(settings.model_bucket, f"{settings.checkpoint_prefix}{name}/")
+
+
+def output_path(settings: StartTrainingSettings) -> str:
+    return s3_uri(settings.model_bucket, settings.model_prefix)
+
+
+def model_artifact_uri(settings: StartTrainingSettings, name: str) -> str:
+    """Where SageMaker puts the model: `<S3OutputPath>/<job>/output/model.tar.gz`."""
+    return f"{output_path(settings).rstrip('/')}/{name}/output/model.tar.gz"
+
+
+def _channel(name: str, uri: str) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "InputMode": "File",
+    }
+
+
+def tags(params: JobParameters, data: DataVersion) -> list[dict[str, str]]:
+    values = {
+        TAG_COMMIT: params.commit_id,
+        TAG_REPO: params.repo,
+        TAG_BRANCH: params.branch,
+        TAG_EXECUTION: params.pipeline_execution_id,
+        TAG_TRIGGER: params.trigger,
+        TAG_DATA_VERSION: data.manifest_hash,
+        TAG_IMAGE_DIGEST: params.image_digest,
+    }
+    return [{"Key": key, "Value": tag_value(value)} for key, value in values.items() if value]
+
+
+def create_request(
+    settings: StartTrainingSettings, params: JobParameters, data: DataVersion, name: str
+) -> dict[str, Any]:
+    """The CreateTrainingJob request (boto3 keyword arguments)."""
+    config = settings.training
+    channels = [_channel("train", s3_uri(data.bucket, f"{data.prefix}train/"))]
+    if data.has_channel("validation"):
+        channels.append(_channel("validation", s3_uri(data.bucket, f"{data.prefix}validation/")))
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": config.max_runtime_seconds}
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {
+            "TrainingImage": params.image_uri,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": metric_definitions(),
+        },
+        "RoleArn": settings.sagemaker_role_arn,
+        "InputDataConfig": channels,
+        "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
+        "ResourceConfig": {
+            "InstanceType": config.instance_type,
+            "InstanceCount": config.instance_count,
+            "VolumeSizeInGB": config.volume_size_gb,
+        },
+        "StoppingCondition": stopping,
+        "HyperParameters": dict(config.hyperparameters),
+        "Tags": tags(params, data),
+    }
+    if not has_local_storage(config.instance_type):
+        request["ResourceConfig"]["VolumeKmsKeyId"] = settings.kms_key_arn
+    if config.use_spot:
+        request["EnableManagedSpotTraining"] = True
+        stopping["MaxWaitTimeInSeconds"] = config.max_wait_seconds or config.max_runtime_seconds
+        request["CheckpointConfig"] = {"S3Uri": checkpoint_uri(settings, name)}
+    return request
