@@ -1,6 +1,6 @@
 """Reading a channel (/opt/ml/input/data/<channel>/): CSV and Parquet, one file or many.
 
-- CSV: a header row is detected (any non-numeric cell in the first line); without one, columns are
+- CSV: a header row is detected (a first line with no numeric cell); without one, columns are
   named c0, c1, ... (SageMaker built-in algorithm style: headerless, target first). `.csv.gz` works too.
 - Parquet: numeric (int, float, bool) columns.
 - The target is the column named by the `target` hyperparameter, else the first column.
@@ -39,6 +39,11 @@ def _is_number(token: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def looks_like_header(tokens: list[str]) -> bool:
+    cells = [t.strip().strip('"') for t in tokens if t.strip().strip('"')]
+    return bool(cells) and not any(_is_number(t) for t in cells)
 
 
 def channel_files(directory: Path) -> list[Path]:
@@ -83,7 +88,8 @@ def _read_csv(path: Path, label: str) -> pa.Table | None:
     if not line.strip():
         return None
     tokens = line.split(",")
-    has_header = not all(_is_number(t) for t in tokens)
+    # A header has no numeric cell at all; a data row with one bad cell is garbage, not a header.
+    has_header = looks_like_header(tokens)
     names = [t.strip().strip('"') for t in tokens] if has_header else [f"c{i}" for i in range(len(tokens))]
     if has_header and len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import user_model
 
+from sagemaker_contract.data import looks_like_header
+
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoint limit
 SMALL_CSV_BYTES = 16 * 1024  # below this, pure-Python splitting beats pyarrow's per-call overhead
 CSV = "text/csv"
@@ -80,7 +82,7 @@ def parse_csv(body: bytes) -> np.ndarray:
     except ValueError:
         pass
     # Slow path for the unusual cases: a header line, empty cells (missing values), ragged rows, bad values.
-    if rows and not _numeric_row(rows[0]):
+    if rows and looks_like_header(rows[0]):
         rows = rows[1:]
         if not rows:
             raise BadRequest("The CSV payload has only a header line and no data rows.")
@@ -116,7 +118,7 @@ def _parse_csv_arrow(body: bytes) -> np.ndarray:
     import pyarrow.csv as pcsv
 
     first = body[: body.find(b"\n")] if b"\n" in body else body
-    header = not _numeric_row(first.decode("utf-8", "replace").split(","))
+    header = looks_like_header(first.decode("utf-8", "replace").split(","))
     width = first.count(b",") + 1
     names = [f"c{i}" for i in range(width)]
     try:
