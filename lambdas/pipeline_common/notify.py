@@ -1,7 +1,8 @@
 """The notification email: one per real status transition of a training job, built from the audit record.
 
 Subject: `[<project>/<env>] Training <Status>: <job> (<short sha>, data v<short data version>)`, at most 99
-ASCII characters (SNS allows < 100), the job name shortened in the middle if needed.
+ASCII characters (SNS allows < 100): if that is too long the data version goes first (it is in the body),
+then the job name is shortened in the middle.
 Message attributes `status` and `job_name` (String) let subscribers filter, e.g. to failures only.
 """
 
@@ -52,20 +53,21 @@ def short(value: Any, length: int) -> str:
 
 
 def subject(project: str, env: str, record: Mapping[str, Any]) -> str:
+    """The full form if it fits SNS's limit; else without the data version; else the job name shortened
+    in the middle. The body always carries everything."""
     status = str(record.get("status", "Unknown"))
     job = str(record.get("job_name", "?"))
-    tail = f" ({short(record.get('commit_id'), SHORT_SHA)}, data v{short(record.get('data_version'), SHORT_DATA_VERSION)})"
+    sha = short(record.get("commit_id"), SHORT_SHA)
+    data = short(record.get("data_version"), SHORT_DATA_VERSION)
     head = f"[{project}/{env}] Training {status}: "
-
-    def build(name: str) -> str:
-        return _ascii(f"{head}{name}{tail}")
-
-    text = build(job)
-    if len(text) > MAX_SUBJECT:
-        room = max(MAX_SUBJECT - len(build("")), 9)
-        keep_end = (room - 3) // 2
-        text = build(f"{job[: room - 3 - keep_end]}...{job[-keep_end:] if keep_end else ''}")
-    return text[:MAX_SUBJECT]
+    for candidate in (f"{head}{job} ({sha}, data v{data})", f"{head}{job} ({sha})"):
+        if len(_ascii(candidate)) <= MAX_SUBJECT:
+            return _ascii(candidate)
+    tail = f" ({sha})"
+    room = max(MAX_SUBJECT - len(head) - len(tail), 9)
+    keep_end = (room - 3) // 2
+    shortened = f"{job[: room - 3 - keep_end]}...{job[len(job) - keep_end :]}"
+    return _ascii(f"{head}{shortened}{tail}")[:MAX_SUBJECT]
 
 
 def _ascii(text: str) -> str:

@@ -1,0 +1,236 @@
+"""Shared test set-up: no test can reach real AWS, and a lazily started moto server for those that want one.
+
+Fake credentials and region are set at import, before any boto3 client exists. The moto server
+(`scripts.emulator.MotoServer`) starts only when a test asks for the `moto_server` fixture, once per
+session; tests that don't (stacks, container, scripts with `mock_aws`) pay nothing for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+# -- no real AWS, ever ------------------------------------------------------------------------------------
+_FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    # No profile, config or credentials file of the person running the tests is read.
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+os.environ.update(_FAKE_AWS_ENV)
+for _name in (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+):
+    os.environ.pop(_name, None)
+
+REGION = "us-east-1"
+
+
+# -- the emulator -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[Any]:
+    """One moto server for the session, started on first use (a free loopback port)."""
+    from scripts.emulator import MotoServer
+
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def aws_endpoint(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point every boto3 client (and the Lambdas' client factory) at the moto server, for one test."""
+    from pipeline_common import aws
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    aws.clear_client_cache()
+    yield moto_server.endpoint_url
+    aws.clear_client_cache()
+
+
+def unique_name(prefix: str) -> str:
+    """Resource names unique per test, so tests sharing the session's server never see each other's data."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Emulated:
+    """boto3 clients on the moto server plus helpers that create the project's resources there."""
+
+    endpoint_url: str
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.session.Session().client(service, region_name=REGION, endpoint_url=self.endpoint_url)
+
+    # -- resources -----------------------------------------------------------------------------------------
+    def data_bucket(self, versioned: bool = True) -> str:
+        name = unique_name("data")
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=name)
+        if versioned:
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        return name
+
+    def put_objects(self, bucket: str, objects: dict[str, bytes]) -> dict[str, str]:
+        """key -> version id ('null' in an unversioned bucket)."""
+        s3 = self.client("s3")
+        return {
+            key: s3.put_object(Bucket=bucket, Key=key, Body=body).get("VersionId", "null")
+            for key, body in objects.items()
+        }
+
+    def audit_table(self) -> str:
+        name = unique_name("audit")
+        self.client("dynamodb").create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "job_name", "KeyType": "HASH"}],
+            AttributeDefinitions=[
+                {"AttributeName": attribute, "AttributeType": "S"}
+                for attribute in ("job_name", "commit_id", "created_at", "status", "updated_at")
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "by-commit",
+                    "KeySchema": [
+                        {"AttributeName": "commit_id", "KeyType": "HASH"},
+                        {"AttributeName": "created_at", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                },
+                {
+                    "IndexName": "by-status",
+                    "KeySchema": [
+                        {"AttributeName": "status", "KeyType": "HASH"},
+                        {"AttributeName": "updated_at", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                },
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        return name
+
+    def idempotency_table(self) -> str:
+        name = unique_name("idempotency")
+        dynamodb = self.client("dynamodb")
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"}
+        )
+        return name
+
+    def queue(
+        self,
+        name: str | None = None,
+        visibility_timeout: int = 30,
+        dead_letter_arn: str | None = None,
+        max_receive_count: int = 3,
+    ) -> tuple[str, str]:
+        """(queue url, queue arn)."""
+        sqs = self.client("sqs")
+        attributes = {"VisibilityTimeout": str(visibility_timeout)}
+        if dead_letter_arn:
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(max_receive_count)}
+            )
+        url = sqs.create_queue(QueueName=name or unique_name("queue"), Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return url, arn
+
+    def topic_with_inbox(self) -> tuple[str, str]:
+        """(topic arn, inbox queue url): every message published to the topic lands in the inbox as the SNS
+        envelope (raw delivery off), so tests read Subject, Message and MessageAttributes as sent."""
+        topic_arn = self.client("sns").create_topic(Name=unique_name("notifications"))["TopicArn"]
+        inbox_url, inbox_arn = self.queue(unique_name("inbox"))
+        self.client("sns").subscribe(
+            TopicArn=topic_arn,
+            Protocol="sqs",
+            Endpoint=inbox_arn,
+            Attributes={"RawMessageDelivery": "false"},
+        )
+        return topic_arn, inbox_url
+
+    def read_inbox(self, queue_url: str) -> list[dict[str, Any]]:
+        """Drain the inbox: [{subject, body, attributes: {name: value}}] in arrival order."""
+        sqs = self.client("sqs")
+        emails: list[dict[str, Any]] = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+                "Messages", []
+            )
+            if not messages:
+                return emails
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                emails.append(
+                    {
+                        "subject": envelope.get("Subject"),
+                        "body": envelope.get("Message"),
+                        "attributes": {
+                            k: v.get("Value") for k, v in envelope.get("MessageAttributes", {}).items()
+                        },
+                    }
+                )
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def get_record(self, table: str, job_name: str) -> dict[str, Any] | None:
+        from pipeline_common import audit
+
+        item = self.client("dynamodb").get_item(
+            TableName=table, Key={"job_name": {"S": job_name}}, ConsistentRead=True
+        )
+        return audit.from_item(item["Item"]) if "Item" in item else None
+
+    def scan(self, table: str) -> list[dict[str, Any]]:
+        from pipeline_common import audit
+
+        return [audit.from_item(item) for item in self.client("dynamodb").scan(TableName=table)["Items"]]
+
+
+@pytest.fixture
+def emulated(aws_endpoint: str) -> Emulated:
+    return Emulated(aws_endpoint)
+
+
+# -- Lambda invocation helpers ----------------------------------------------------------------------------
+@dataclass
+class FakeLambdaContext:
+    """The attributes Powertools reads from the Lambda context object."""
+
+    function_name: str = "test-function"
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext(aws_request_id=str(uuid.uuid4()))
