@@ -1,0 +1,134 @@
+"""The real image, built from container/Dockerfile and run with docker or rootful podman."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scripts import container_tool
+from tests.container.conftest import METRIC_RE, SAMPLE, make_opt_ml
+
+pytestmark = pytest.mark.image
+PREFIX = "ctest-"
+ROWS = [
+    line.split(",", 1)[1] for line in (SAMPLE / "validation" / "validation.csv").read_text().splitlines()[1:]
+]
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[str]:
+    tag = "mlpipe-container-tests:latest"
+    container_tool.build_image(tag)
+    yield tag
+    leftovers = container_tool.list_containers(PREFIX)
+    for name in leftovers:
+        container_tool.remove_container(name)
+    assert leftovers == [], f"containers left behind: {leftovers}"
+
+
+def run_training(image: str, opt_ml: Path, tmp_path: Path) -> tuple[int, str]:
+    opt_ml.chmod(0o777)
+    for path in opt_ml.rglob("*"):
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    name = f"{PREFIX}train-{uuid.uuid4().hex[:8]}"
+    log_file = tmp_path / f"{name}.log"
+    process = container_tool.start_training_container(image, opt_ml, name, log_file)
+    try:
+        code = process.wait(timeout=180)
+    finally:
+        container_tool.remove_container(name)
+    return code, log_file.read_text()
+
+
+@pytest.fixture(scope="module")
+def trained(image: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
+    work = tmp_path_factory.mktemp("image-train")
+    opt = make_opt_ml(work / "ml")
+    code, log = run_training(image, opt, work)
+    return code, log, opt
+
+
+def test_image_size_is_reported(image: str) -> None:
+    size = container_tool.image_size_bytes(image)
+    print(f"image size: {size / 1e6:.0f} MB")
+    assert size < 700e6  # goal < 500 MB on the official base; a margin for other bases
+
+
+def test_train_in_container(trained: tuple[int, str, Path]) -> None:
+    code, log, opt = trained
+    assert code == 0, log[-3000:]
+    assert sorted(p.name for p in (opt / "model").iterdir()) == ["model-meta.json", "xgboost-model.ubj"]
+    assert not (opt / "output" / "failure").exists()
+    lines = re.findall(METRIC_RE, log, flags=re.MULTILINE)
+    assert {(c, n) for c, n, _ in lines} >= {("validation", "rmse"), ("validation", "r2"), ("train", "rmse")}
+    assert (opt / "model" / "xgboost-model.ubj").read_bytes()  # readable by the host user
+
+
+def test_bad_input_in_container(image: str, tmp_path: Path) -> None:
+    opt = make_opt_ml(tmp_path / "ml", {"num_round": "10", "max_depth": "-1"})
+    code, _log = run_training(image, opt, tmp_path)
+    assert code != 0
+    reason = (opt / "output" / "failure").read_text()
+    assert "max_depth is -1" in reason, reason
+    assert list((opt / "model").iterdir()) == []
+
+
+def test_no_network_needed_and_missing_channel(image: str, tmp_path: Path) -> None:
+    opt = make_opt_ml(tmp_path / "ml", channels={})
+    code, _ = run_training(image, opt, tmp_path)
+    assert code != 0 and "no 'train' channel" in (opt / "output" / "failure").read_text()
+
+
+def _post(base_url: str, body: str, content_type: str = "text/csv") -> tuple[int, bytes]:
+    host_port = base_url.removeprefix("http://")
+    connection = http.client.HTTPConnection(host_port, timeout=10)
+    connection.request("POST", "/invocations", body=body, headers={"Content-Type": content_type})
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+def test_serve_in_container(image: str, trained: tuple[int, str, Path]) -> None:
+    _, _, opt = trained
+    name = f"{PREFIX}serve-{uuid.uuid4().hex[:8]}"
+    with container_tool.serve(image, opt / "model", name=name) as base_url:
+        status, body = _post(base_url, "\n".join(ROWS[:5]))
+        assert status == 200 and len(body.split()) == 5
+        status, body = _post(base_url, '{"instances": [[1, 2]]}', "application/json")
+        assert status == 400 and b"needs 8 feature values" in body
+        assert name in container_tool.list_containers(PREFIX)
+    assert name not in container_tool.list_containers(PREFIX)
+
+
+def test_serve_stops_on_sigterm(image: str, trained: tuple[int, str, Path]) -> None:
+    _, _, opt = trained
+    engine = container_tool.engine()
+    name = f"{PREFIX}sigterm-{uuid.uuid4().hex[:8]}"
+    port = container_tool.free_port()
+    subprocess.run(
+        [engine, "run", "-d", "--init", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+         "-v", f"{opt / 'model'}:/opt/ml/model:ro", image, "serve"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and container_tool._ping(port) != 200:
+            time.sleep(0.2)
+        assert container_tool._ping(port) == 200, container_tool.container_logs(name)
+        started = time.monotonic()
+        subprocess.run([engine, "kill", "--signal", "TERM", name], check=True, capture_output=True)
+        waited = subprocess.run(
+            [engine, "wait", name], check=True, capture_output=True, text=True, timeout=30
+        )
+        elapsed = time.monotonic() - started
+        assert int(waited.stdout.strip().splitlines()[-1]) in (0, 143)
+        assert elapsed < 5, f"took {elapsed:.1f} s to stop"
+        assert "Shutting down" in container_tool.container_logs(name)
+    finally:
+        container_tool.remove_container(name)
