@@ -1,0 +1,62 @@
+"""Build the CDK app from context: used by app.py and, without a subprocess, by the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import App, Environment, Tags
+
+from stacks.config import CONFIG_KEYS, PROJECT_ROOT, PipelineConfig, layered_values, read_json_context
+from stacks.data_stack import DataStack
+from stacks.nag import add_nag_checks
+from stacks.pipeline_stack import DataResources, PipelineStack
+
+
+def build_app(
+    context: Mapping[str, Any] | None = None,
+    *,
+    outdir: str | None = None,
+    project_root: Path = PROJECT_ROOT,
+) -> App:
+    """Both stacks with cdk-nag attached. `context` overrides cdk.json (like `-c`).
+
+    Raises ConfigError (one line) for a missing or malformed context value.
+    """
+    committed = read_json_context(project_root / "cdk.json")
+    local = read_json_context(project_root / "cdk.local.json")
+    # cdk.json's feature flags apply also when the app is built outside the CLI (tests).
+    app = App(context={**committed, **(context or {})}, outdir=outdir)
+    effective = {key: app.node.try_get_context(key) for key in CONFIG_KEYS}
+    config = PipelineConfig.from_mapping(layered_values(committed, local, effective))
+
+    env = Environment(account=config.account, region=config.region)
+    data = DataStack(
+        app,
+        config.data_stack_name,
+        config=config,
+        env=env,
+        description=f"{config.pipeline_name}: stateful resources (retained)",
+        termination_protection=False,
+    )
+    pipeline = PipelineStack(
+        app,
+        config.pipeline_stack_name,
+        config=config,
+        data=DataResources(
+            key=data.key,
+            data_bucket=data.data_bucket,
+            artifacts_bucket=data.artifacts_bucket,
+            audit_table=data.audit_table,
+            topic=data.topic,
+            repository=data.repository,
+        ),
+        env=env,
+        description=f"{config.pipeline_name}: build-and-train pipeline (stateless)",
+    )
+    for stack in (data, pipeline):
+        Tags.of(stack).add("project", config.project_name)
+        Tags.of(stack).add("environment", config.env_name)
+    add_nag_checks(app)
+    return app

@@ -1,0 +1,338 @@
+"""Typed, validated configuration for the CDK app, read from cdk.json context.
+
+Every key is a flat top-level context key so any of them can be overridden with `-c key=value`.
+Values given with `-c` arrive as strings, so numbers, booleans, lists and maps also accept their
+string forms ("2", "true", "a@x.com,b@y.com", '{"eta": "0.1"}').
+
+Precedence (lowest first): cdk.json, the git-ignored cdk.local.json, `-c` / explicit overrides.
+A bad value raises ConfigError with ONE line naming the key and what is expected; app.py turns it
+into a one-line exit instead of a jsii stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# CloudWatch Logs accepts only these retention values (RetentionDays in CDK).
+VALID_RETENTION_DAYS = frozenset(
+    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
+)
+# SageMaker caps MaxRuntimeInSeconds at 5 days (a quota you can raise, but 5 days is the documented default).
+MAX_RUNTIME_LIMIT = 432_000
+# Training job names are at most 63 characters: the prefix plus a 36-character pipeline execution id.
+MAX_JOB_NAME_PREFIX = 63 - 36
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$|^[a-z]$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_CONNECTION_ARN = re.compile(
+    rf"^arn:aws:(codestar-connections|codeconnections):(?P<region>[a-z0-9-]+):\d{{12}}:connection/{_UUID}$"
+)
+_LAYER_ARN = re.compile(r"^arn:aws:lambda:(?P<region>[a-z0-9-]+):\d{12}:layer:[A-Za-z0-9_-]+:\d+$")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+_GITHUB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_BRANCH = re.compile(r"^(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,250}(?<!/)$")
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/$")
+_HP_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,256}$")
+
+
+class ConfigError(ValueError):
+    """A context value is missing or malformed. str(error) is one line naming the key."""
+
+    def __init__(self, key: str, expected: str, got: Any = None, *, missing: bool = False) -> None:
+        detail = "missing" if missing else f"got {got!r}"
+        super().__init__(f"{key}: expected {expected} ({detail})")
+        self.key = key
+
+
+# Keys the app reads; everything else in context (feature flags, lookups) is left to CDK.
+REQUIRED_KEYS = (
+    "env_name",
+    "account",
+    "region",
+    "github_owner",
+    "github_repo",
+    "connection_arn",
+    "notification_emails",
+    "powertools_layer_arn",
+)
+DEFAULTS: dict[str, Any] = {
+    "project_name": "mlpipe",
+    "github_branch": "main",
+    "data_prefix": "datasets/",
+    "model_prefix": "models/",
+    "checkpoint_prefix": "checkpoints/",
+    "training_instance_type": "ml.m5.large",
+    "training_instance_count": 1,
+    "training_volume_size_gb": 30,
+    "training_max_runtime_seconds": 3600,
+    "training_use_spot": False,
+    "training_max_wait_seconds": None,
+    "hyperparameters": {},
+    "ecr_keep_images": 20,
+    "log_retention_days": 30,
+}
+CONFIG_KEYS = (*REQUIRED_KEYS, *DEFAULTS)
+
+
+# -- parsing helpers: each raises ConfigError naming the key ----------------------------------------------
+def _string(raw: Mapping[str, Any], key: str, pattern: re.Pattern[str], expected: str) -> str:
+    value = raw.get(key)
+    if value is None or value == "":
+        raise ConfigError(key, expected, missing=True)
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ConfigError(key, expected, value)
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = raw.get(key)
+    expected = f"an integer from {low} to {high}"
+    if value is None or value == "":
+        raise ConfigError(key, expected, missing=True)
+    if isinstance(value, bool):
+        raise ConfigError(key, expected, value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        value = int(value)
+    if not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(key, expected, value)
+    return value
+
+
+def _bool(raw: Mapping[str, Any], key: str) -> bool:
+    value = raw.get(key)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(key, "true or false", value, missing=value is None)
+
+
+def _maybe_json(value: Any) -> Any:
+    """`-c` gives strings; accept JSON for lists and maps."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _emails(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    expected = "a non-empty list of email addresses"
+    value = _maybe_json(raw.get(key))
+    if value is None or value == "" or value == []:
+        raise ConfigError(key, expected, missing=True)
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, list):
+        raise ConfigError(key, expected, value)
+    for item in value:
+        if not isinstance(item, str) or not _EMAIL.match(item):
+            raise ConfigError(key, "valid email addresses like ml-team@example.com", item)
+    return tuple(value)
+
+
+def _hyperparameters(raw: Mapping[str, Any], key: str) -> dict[str, str]:
+    expected = "an object of string names to string values"
+    value = _maybe_json(raw.get(key))
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(key, expected, value)
+    for name, item in value.items():
+        # SageMaker passes hyperparameters as strings; a number here would be silently stringified.
+        if not _HP_NAME.match(name) or not isinstance(item, str) or len(item) > 2500:
+            raise ConfigError(f"{key}.{name}", expected, item)
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    instance_type: str
+    instance_count: int
+    volume_size_gb: int
+    max_runtime_seconds: int
+    use_spot: bool
+    max_wait_seconds: int | None
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The TRAINING_CONFIG Lambda variable (README interface)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    project_name: str
+    env_name: str
+    account: str
+    region: str
+    github_owner: str
+    github_repo: str
+    github_branch: str
+    connection_arn: str
+    notification_emails: tuple[str, ...]
+    data_prefix: str
+    model_prefix: str
+    checkpoint_prefix: str
+    training: TrainingConfig
+    ecr_keep_images: int
+    log_retention_days: int
+    powertools_layer_arn: str
+
+    @property
+    def job_name_prefix(self) -> str:
+        """Lower case: SageMaker lowercases job names in ARNs, and IAM matches ARNs case-sensitively."""
+        return f"{self.project_name}-{self.env_name}-"
+
+    @property
+    def pipeline_name(self) -> str:
+        return f"{self.project_name}-{self.env_name}"
+
+    @property
+    def data_stack_name(self) -> str:
+        return f"TrainingData-{self.env_name}"
+
+    @property
+    def pipeline_stack_name(self) -> str:
+        return f"TrainingPipeline-{self.env_name}"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> PipelineConfig:
+        values = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+        name_expected = "lower-case letters, digits and dashes, starting with a letter"
+        project = _string(values, "project_name", _NAME, name_expected)
+        env_name = _string(values, "env_name", _NAME, name_expected)
+        if len(project) + len(env_name) + 2 > MAX_JOB_NAME_PREFIX:
+            raise ConfigError(
+                "env_name",
+                f"project_name and env_name together at most {MAX_JOB_NAME_PREFIX - 2} characters "
+                "(training job names are limited to 63)",
+                f"{project}-{env_name}",
+            )
+        region = _string(values, "region", _REGION, "an AWS region like us-east-1")
+        connection_arn = _string(
+            values,
+            "connection_arn",
+            _CONNECTION_ARN,
+            "arn:aws:codeconnections:<region>:<12-digit account>:connection/<uuid>",
+        )
+        layer_arn = _string(
+            values,
+            "powertools_layer_arn",
+            _LAYER_ARN,
+            "arn:aws:lambda:<region>:<account>:layer:<name>:<version>",
+        )
+        layer_region = _LAYER_ARN.match(layer_arn)["region"]  # type: ignore[index]
+        if layer_region != region:
+            # Lambda can only attach layers from the function's own region.
+            raise ConfigError("powertools_layer_arn", f"a layer in region {region}", layer_arn)
+        prefix_expected = "an S3 key prefix ending with '/' and not starting with '/', like datasets/"
+        data_prefix = _string(values, "data_prefix", _PREFIX, prefix_expected)
+        model_prefix = _string(values, "model_prefix", _PREFIX, prefix_expected)
+        checkpoint_prefix = _string(values, "checkpoint_prefix", _PREFIX, prefix_expected)
+        if model_prefix == checkpoint_prefix:
+            raise ConfigError("checkpoint_prefix", "a prefix different from model_prefix", checkpoint_prefix)
+        return cls(
+            project_name=project,
+            env_name=env_name,
+            account=_string(values, "account", _ACCOUNT, "a 12-digit AWS account id"),
+            region=region,
+            github_owner=_string(values, "github_owner", _GITHUB_NAME, "a GitHub user or organization name"),
+            github_repo=_string(values, "github_repo", _GITHUB_NAME, "a GitHub repository name"),
+            github_branch=_string(values, "github_branch", _BRANCH, "a git branch name"),
+            connection_arn=connection_arn,
+            notification_emails=_emails(values, "notification_emails"),
+            data_prefix=data_prefix,
+            model_prefix=model_prefix,
+            checkpoint_prefix=checkpoint_prefix,
+            training=_training(values),
+            ecr_keep_images=_int(values, "ecr_keep_images", 1, 1000),
+            log_retention_days=_log_retention(values),
+            powertools_layer_arn=layer_arn,
+        )
+
+
+def _training(values: Mapping[str, Any]) -> TrainingConfig:
+    instance_type = _string(
+        values,
+        "training_instance_type",
+        re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$"),
+        "a SageMaker instance type like ml.m5.large",
+    )
+    max_runtime = _int(values, "training_max_runtime_seconds", 1, MAX_RUNTIME_LIMIT)
+    use_spot = _bool(values, "training_use_spot")
+    max_wait: int | None = None
+    if use_spot:
+        # Managed spot training requires MaxWaitTimeInSeconds >= MaxRuntimeInSeconds.
+        if values.get("training_max_wait_seconds") in (None, ""):
+            raise ConfigError(
+                "training_max_wait_seconds",
+                f"an integer >= training_max_runtime_seconds ({max_runtime}) when training_use_spot is true",
+                missing=True,
+            )
+        max_wait = _int(values, "training_max_wait_seconds", 1, 2 * MAX_RUNTIME_LIMIT)
+        if max_wait < max_runtime:
+            raise ConfigError(
+                "training_max_wait_seconds",
+                f"an integer >= training_max_runtime_seconds ({max_runtime}) when training_use_spot is true",
+                max_wait,
+            )
+    return TrainingConfig(
+        instance_type=instance_type,
+        instance_count=_int(values, "training_instance_count", 1, 100),
+        volume_size_gb=_int(values, "training_volume_size_gb", 1, 16384),
+        max_runtime_seconds=max_runtime,
+        use_spot=use_spot,
+        max_wait_seconds=max_wait,
+        hyperparameters=_hyperparameters(values, "hyperparameters"),
+    )
+
+
+def _log_retention(values: Mapping[str, Any]) -> int:
+    days = _int(values, "log_retention_days", 1, 3653)
+    if days not in VALID_RETENTION_DAYS:
+        raise ConfigError(
+            "log_retention_days", f"one of {', '.join(map(str, sorted(VALID_RETENTION_DAYS)))}", days
+        )
+    return days
+
+
+# -- context layering ----------------------------------------------------------------------------------------
+def read_json_context(path: Path) -> dict[str, Any]:
+    """The "context" object of a cdk.json-style file ({} when the file does not exist)."""
+    if not path.is_file():
+        return {}
+    try:
+        body = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(path.name, f"valid JSON ({error.msg} at line {error.lineno})", path.name) from None
+    context = body.get("context", body) if isinstance(body, dict) else None
+    if not isinstance(context, dict):
+        raise ConfigError(path.name, 'a JSON object with a "context" object', type(body).__name__)
+    return context
+
+
+def layered_values(
+    committed: Mapping[str, Any], local: Mapping[str, Any], effective: Mapping[str, Any]
+) -> dict[str, Any]:
+    """cdk.json < cdk.local.json < explicit overrides.
+
+    The CDK CLI merges cdk.json and `-c` before the app sees them, and it does not know cdk.local.json.
+    A key whose effective value differs from cdk.json's was therefore given explicitly (`-c` or the
+    build_app argument) and wins; otherwise cdk.local.json's value, if any, wins over cdk.json's.
+    """
+    merged = {**committed, **local}
+    for key, value in effective.items():
+        if value is not None and (key not in committed or committed[key] != value):
+            merged[key] = value
+    return merged

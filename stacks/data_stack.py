@@ -1,0 +1,165 @@
+"""TrainingData-<env>: everything stateful, retained when the stack (or the pipeline stack) goes away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from stacks.config import PipelineConfig
+from stacks.nag import acknowledge
+
+NONCURRENT_VERSION_DAYS = 90
+
+
+class DataStack(Stack):
+    """KMS key, buckets, audit table, topic and image repository; RemovalPolicy.RETAIN throughout."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: PipelineConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+
+        # One customer-managed key for data, artifacts, table, topic, queues and images.
+        self.key = kms.Key(
+            self,
+            "Key",
+            description=f"{config.pipeline_name}: training data, artifacts, audit records, notifications",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # Services that write to KMS-encrypted targets on our behalf need the key in its policy:
+        # CloudWatch alarms publish to the topic, EventBridge sends to the queues. Scoped to this account.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAlarmAndEventDeliveryToEncryptedTargets",
+                principals=[
+                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
+                    iam.ServicePrincipal("events.amazonaws.com"),
+                ],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],  # in a key policy "*" means this key
+                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+            )
+        )
+
+        # Server access logs cannot be delivered to a bucket whose default encryption is SSE-KMS
+        # (the logging service cannot use customer keys), so this one bucket uses SSE-S3.
+        self.access_log_bucket = s3.Bucket(
+            self,
+            "AccessLogBucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-old-logs",
+                    expiration=Duration.days(365),
+                    noncurrent_version_expiration=Duration.days(30),
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                )
+            ],
+        )
+        acknowledge(
+            self.access_log_bucket,
+            "AwsSolutions-S1",
+            "This is the access-log target bucket; logging it into itself would loop.",
+        )
+
+        self.data_bucket = self._bucket("DataBucket", log_prefix="data/")
+        # EventBridge notifications through the native CloudFormation property rather than
+        # Bucket(event_bridge_enabled=True), which adds a custom-resource Lambda just to flip this flag.
+        cfn_data_bucket: s3.CfnBucket = self.data_bucket.node.default_child  # type: ignore[assignment]
+        cfn_data_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(
+                event_bridge_enabled=True
+            )
+        )
+        self.artifacts_bucket = self._bucket("ArtifactsBucket", log_prefix="artifacts/")
+
+        self.audit_table = dynamodb.Table(
+            self,
+            "AuditTable",
+            partition_key=dynamodb.Attribute(name="job_name", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # Runs of one commit, newest first; and runs in one status ordered by last change.
+        for name, partition, sort in (
+            ("by-commit", "commit_id", "created_at"),
+            ("by-status", "status", "updated_at"),
+        ):
+            self.audit_table.add_global_secondary_index(
+                index_name=name,
+                partition_key=dynamodb.Attribute(name=partition, type=dynamodb.AttributeType.STRING),
+                sort_key=dynamodb.Attribute(name=sort, type=dynamodb.AttributeType.STRING),
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
+
+        self.topic = sns.Topic(
+            self,
+            "NotificationTopic",
+            display_name=f"{config.pipeline_name} training runs",
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        self.topic.apply_removal_policy(RemovalPolicy.RETAIN)
+        for email in config.notification_emails:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+
+        self.repository = ecr.Repository(
+            self,
+            "ImageRepository",
+            image_scan_on_push=True,
+            # Immutable: a commit's image can never be replaced under the same tag.
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+            encryption=ecr.RepositoryEncryption.KMS,
+            encryption_key=self.key,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                ecr.LifecycleRule(
+                    description=f"keep the last {config.ecr_keep_images} images",
+                    max_image_count=config.ecr_keep_images,
+                    tag_status=ecr.TagStatus.ANY,
+                )
+            ],
+        )
+
+    def _bucket(self, construct_id: str, *, log_prefix: str) -> s3.Bucket:
+        return s3.Bucket(
+            self,
+            construct_id,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,  # fewer KMS calls for many small objects
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_log_bucket,
+            server_access_logs_prefix=log_prefix,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-noncurrent-versions",
+                    noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS),
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                )
+            ],
+        )
