@@ -19,13 +19,15 @@ def build_app(
     *,
     outdir: str | None = None,
     project_root: Path = PROJECT_ROOT,
+    read_local_file: bool = True,
 ) -> App:
     """Both stacks with cdk-nag attached. `context` overrides cdk.json (like `-c`).
 
-    Raises ConfigError (one line) for a missing or malformed context value.
+    Raises ConfigError (one line) for a missing or malformed context value. Tests pass
+    read_local_file=False so a developer's cdk.local.json cannot change what they assert.
     """
     committed = read_json_context(project_root / "cdk.json")
-    local = read_json_context(project_root / "cdk.local.json")
+    local = read_json_context(project_root / "cdk.local.json") if read_local_file else {}
     # cdk.json's feature flags apply also when the app is built outside the CLI (tests).
     app = App(context={**committed, **(context or {})}, outdir=outdir)
     effective = {key: app.node.try_get_context(key) for key in CONFIG_KEYS}

@@ -1,0 +1,209 @@
+"""TrainingData-<env>: the stateful resources and their security properties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk.assertions import Match, Template
+
+from tests.stacks.conftest import Synthesized, one_of, resources_of
+
+
+def test_kms_key_rotates_and_is_retained(data_template: Template) -> None:
+    data_template.resource_count_is("AWS::KMS::Key", 1)
+    data_template.has_resource(
+        "AWS::KMS::Key",
+        {
+            "Properties": {"EnableKeyRotation": True},
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+        },
+    )
+
+
+def test_key_policy_lets_alarms_and_eventbridge_use_the_key(synthesized: Synthesized) -> None:
+    key = one_of(synthesized.data_json, "AWS::KMS::Key")
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    services = {
+        service
+        for s in statements
+        for service in _as_list(s.get("Principal", {}).get("Service", []))
+        if "kms:GenerateDataKey" in _as_list(s["Action"]) and s.get("Condition")
+    }
+    assert {"cloudwatch.amazonaws.com", "events.amazonaws.com"} <= services
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _tls_only_policy(synthesized: Synthesized, bucket_lid: str) -> bool:
+    for policy in resources_of(synthesized.data_json, "AWS::S3::BucketPolicy").values():
+        if policy["Properties"]["Bucket"] != {"Ref": bucket_lid}:
+            continue
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}:
+                return True
+    return False
+
+
+def test_all_buckets_are_private_tls_only_versioned_with_noncurrent_lifecycle(
+    synthesized: Synthesized,
+) -> None:
+    buckets = resources_of(synthesized.data_json, "AWS::S3::Bucket")
+    assert len(buckets) == 3
+    for lid, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert bucket["DeletionPolicy"] == "Retain", lid
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }, lid
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}, lid
+        rules = props["LifecycleConfiguration"]["Rules"]
+        assert any(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") for r in rules), lid
+        assert _tls_only_policy(synthesized, lid), lid
+
+
+def test_data_and_artifact_buckets_use_the_kms_key_and_log_access(synthesized: Synthesized) -> None:
+    for hint in ("DataBucket", "ArtifactsBucket"):
+        props = one_of(synthesized.data_json, "AWS::S3::Bucket", hint)["Properties"]
+        (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+        assert rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] == {
+            "Fn::GetAtt": [_key_lid(synthesized), "Arn"]
+        }
+        assert props["LoggingConfiguration"]["DestinationBucketName"]["Ref"].startswith("AccessLogBucket")
+
+
+def test_access_log_bucket_uses_s3_managed_encryption(synthesized: Synthesized) -> None:
+    # Server access logging cannot deliver to SSE-KMS buckets; see stacks/data_stack.py.
+    props = one_of(synthesized.data_json, "AWS::S3::Bucket", "AccessLogBucket")["Properties"]
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+def test_data_bucket_sends_events_to_eventbridge(synthesized: Synthesized) -> None:
+    props = one_of(synthesized.data_json, "AWS::S3::Bucket", "DataBucket")["Properties"]
+    assert props["NotificationConfiguration"] == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+    # Native property, no notifications custom resource (and its Lambda).
+    assert not resources_of(synthesized.data_json, "Custom::S3BucketNotifications")
+
+
+def _key_lid(synthesized: Synthesized) -> str:
+    (lid,) = resources_of(synthesized.data_json, "AWS::KMS::Key")
+    return lid
+
+
+def test_audit_table_keys_indexes_and_protection(data_template: Template, synthesized: Synthesized) -> None:
+    data_template.has_resource(
+        "AWS::DynamoDB::Table",
+        {
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "KeySchema": [{"AttributeName": "job_name", "KeyType": "HASH"}],
+                "BillingMode": "PAY_PER_REQUEST",
+                "DeletionProtectionEnabled": True,
+                "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                "SSESpecification": {
+                    "SSEEnabled": True,
+                    "SSEType": "KMS",
+                    "KMSMasterKeyId": {"Fn::GetAtt": [_key_lid(synthesized), "Arn"]},
+                },
+                "GlobalSecondaryIndexes": Match.array_with(
+                    [
+                        {
+                            "IndexName": "by-commit",
+                            "KeySchema": [
+                                {"AttributeName": "commit_id", "KeyType": "HASH"},
+                                {"AttributeName": "created_at", "KeyType": "RANGE"},
+                            ],
+                            "Projection": {"ProjectionType": "ALL"},
+                        },
+                        {
+                            "IndexName": "by-status",
+                            "KeySchema": [
+                                {"AttributeName": "status", "KeyType": "HASH"},
+                                {"AttributeName": "updated_at", "KeyType": "RANGE"},
+                            ],
+                            "Projection": {"ProjectionType": "ALL"},
+                        },
+                    ]
+                ),
+            },
+        },
+    )
+    attributes = one_of(synthesized.data_json, "AWS::DynamoDB::Table", "AuditTable")["Properties"][
+        "AttributeDefinitions"
+    ]
+    assert {a["AttributeName"]: a["AttributeType"] for a in attributes} == {
+        "job_name": "S",
+        "commit_id": "S",
+        "created_at": "S",
+        "status": "S",
+        "updated_at": "S",
+    }
+
+
+def test_topic_is_kms_encrypted_tls_only_with_email_subscription(
+    data_template: Template, synthesized: Synthesized
+) -> None:
+    data_template.has_resource(
+        "AWS::SNS::Topic",
+        {
+            "DeletionPolicy": "Retain",
+            "Properties": {"KmsMasterKeyId": {"Fn::GetAtt": [_key_lid(synthesized), "Arn"]}},
+        },
+    )
+    data_template.has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ml-team@example.com"}
+    )
+    data_template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_ecr_repository_scans_is_immutable_and_keeps_last_images(data_template: Template) -> None:
+    data_template.has_resource(
+        "AWS::ECR::Repository",
+        {
+            "DeletionPolicy": "Retain",
+            "Properties": {
+                "ImageScanningConfiguration": {"ScanOnPush": True},
+                "ImageTagMutability": "IMMUTABLE",
+                "EncryptionConfiguration": {"EncryptionType": "KMS", "KmsKey": Match.any_value()},
+                "LifecyclePolicy": {
+                    "LifecyclePolicyText": Match.serialized_json(
+                        {
+                            "rules": [
+                                Match.object_like(
+                                    {
+                                        "selection": {
+                                            "tagStatus": "any",
+                                            "countType": "imageCountMoreThan",
+                                            "countNumber": 20,
+                                        },
+                                        "action": {"type": "expire"},
+                                    }
+                                )
+                            ]
+                        }
+                    )
+                },
+            },
+        },
+    )
