@@ -1,0 +1,419 @@
+"""TrainingPipeline-<env>: pipeline, build, Lambdas, rules, queues, alarms and least-privilege IAM."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from tests.stacks.conftest import Synthesized, one_of, resources_of
+
+PREFIX = "mlpipe-dev-"
+TRAINING_JOBS = f"arn:aws:sagemaker:us-east-1:111111111111:training-job/{PREFIX}*"
+
+
+@pytest.fixture(scope="module")
+def pipeline(synthesized: Synthesized) -> dict[str, Any]:
+    return one_of(synthesized.pipeline_json, "AWS::CodePipeline::Pipeline")["Properties"]
+
+
+def function(synthesized: Synthesized, handler: str) -> dict[str, Any]:
+    (props,) = [
+        r["Properties"]
+        for r in resources_of(synthesized.pipeline_json, "AWS::Lambda::Function").values()
+        if r["Properties"]["Handler"] == handler
+    ]
+    return props
+
+
+def statements(synthesized: Synthesized, role_hint: str) -> list[dict[str, Any]]:
+    """Every statement of the inline/default policies attached to roles whose logical id contains the hint."""
+    found = []
+    for policy in resources_of(synthesized.pipeline_json, "AWS::IAM::Policy").values():
+        roles = [r.get("Ref", "") for r in policy["Properties"]["Roles"]]
+        if any(role_hint in r for r in roles):
+            found += policy["Properties"]["PolicyDocument"]["Statement"]
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# -- pipeline -------------------------------------------------------------------------------------------
+def test_pipeline_is_v2_with_variables_and_branch_trigger(pipeline: dict[str, Any]) -> None:
+    assert pipeline["PipelineType"] == "V2"
+    assert pipeline["Name"] == "mlpipe-dev"
+    assert pipeline["Variables"] == [
+        {"Name": "TRIGGER", "DefaultValue": "push", "Description": "push or data-upload"},
+        {"Name": "DATA_CHANGE", "DefaultValue": "none", "Description": "summary of new training data"},
+    ]
+    assert pipeline["Triggers"] == [
+        {
+            "ProviderType": "CodeStarSourceConnection",
+            "GitConfiguration": {
+                "SourceActionName": "GitHub",
+                "Push": [{"Branches": {"Includes": ["main"]}}],
+            },
+        }
+    ]
+
+
+def test_stage_order_and_action_namespaces(pipeline: dict[str, Any]) -> None:
+    assert [stage["Name"] for stage in pipeline["Stages"]] == ["Source", "Build", "Train"]
+    namespaces = [stage["Actions"][0].get("Namespace") for stage in pipeline["Stages"]]
+    assert namespaces == ["Source", "Build", "Train"]
+
+
+def test_artifact_store_is_the_data_stacks_kms_encrypted_bucket(pipeline: dict[str, Any]) -> None:
+    store = pipeline["ArtifactStore"]
+    assert store["Type"] == "S3"
+    assert "ArtifactsBucket" in store["Location"]["Fn::ImportValue"]
+    assert store["EncryptionKey"]["Type"] == "KMS"
+    assert "Key" in store["EncryptionKey"]["Id"]["Fn::ImportValue"]
+
+
+def test_source_is_a_codestar_connection_without_oauth(pipeline: dict[str, Any]) -> None:
+    action = pipeline["Stages"][0]["Actions"][0]
+    assert action["ActionTypeId"] == {
+        "Category": "Source",
+        "Owner": "AWS",
+        "Provider": "CodeStarSourceConnection",
+        "Version": "1",
+    }
+    assert action["Configuration"] == {
+        "ConnectionArn": "arn:aws:codeconnections:us-east-1:111111111111:connection/00000000-0000-4000-8000-000000000000",
+        "FullRepositoryId": "example-org/ml-build-train-pipeline",
+        "BranchName": "main",
+        "DetectChanges": False,
+    }
+    assert "OAuthToken" not in json.dumps(pipeline)
+
+
+def test_build_action_passes_the_commit(pipeline: dict[str, Any]) -> None:
+    action = pipeline["Stages"][1]["Actions"][0]
+    assert action["ActionTypeId"]["Provider"] == "CodeBuild"
+    env = json.loads(action["Configuration"]["EnvironmentVariables"])
+    assert {"name": "COMMIT_ID", "type": "PLAINTEXT", "value": "#{Source.CommitId}"} in env
+
+
+def test_train_action_user_parameters_match_the_readme(pipeline: dict[str, Any]) -> None:
+    action = pipeline["Stages"][2]["Actions"][0]
+    assert action["ActionTypeId"]["Provider"] == "Lambda"
+    assert json.loads(action["Configuration"]["UserParameters"]) == {
+        "image_uri": "#{Build.IMAGE_URI}",
+        "image_digest": "#{Build.IMAGE_DIGEST}",
+        "commit_id": "#{Source.CommitId}",
+        "branch": "#{Source.BranchName}",
+        "repo": "#{Source.FullRepositoryName}",
+        "pipeline_execution_id": "#{codepipeline.PipelineExecutionId}",
+        "trigger": "#{variables.TRIGGER}",
+    }
+
+
+# -- build -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def project(synthesized: Synthesized) -> dict[str, Any]:
+    return one_of(synthesized.pipeline_json, "AWS::CodeBuild::Project")["Properties"]
+
+
+def test_build_is_privileged_kms_encrypted_and_logs_with_retention(
+    project: dict[str, Any], pipeline_template: Template
+) -> None:
+    assert project["Environment"]["PrivilegedMode"] is True
+    assert "Key" in project["EncryptionKey"]["Fn::ImportValue"]
+    group = project["LogsConfig"]["CloudWatchLogs"]
+    assert group["Status"] == "ENABLED"
+    assert group["GroupName"]["Ref"].startswith("BuildLogs")
+    pipeline_template.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 30})
+    names = {v["Name"] for v in project["Environment"]["EnvironmentVariables"]}
+    assert {"REPOSITORY_URI", "REPOSITORY_NAME", "CACHE_REPOSITORY_URI"} <= names
+
+
+def test_buildspec_uses_registry_cache_and_exports_image_variables(project: dict[str, Any]) -> None:
+    spec = json.loads(project["Source"]["BuildSpec"])
+    assert spec["env"]["exported-variables"] == ["IMAGE_URI", "IMAGE_DIGEST"]
+    script = "\n".join(spec["phases"]["build"]["commands"])
+    assert '--cache-from "type=registry,ref=$CACHE_REPOSITORY_URI:buildcache"' in script
+    assert "--cache-to" in script and "image-manifest=true" in script
+    assert 'IMAGE_URI="$REPOSITORY_URI:$IMAGE_TAG"' in script
+    assert "already exists (immutable tag): skipping" in script
+    assert "imageDetails[0].imageDigest" in script
+
+
+def test_cache_repository_is_separate_and_mutable(synthesized: Synthesized) -> None:
+    repo = one_of(synthesized.pipeline_json, "AWS::ECR::Repository", "BuildCache")["Properties"]
+    assert repo["ImageTagMutability"] == "MUTABLE"
+    assert repo["ImageScanningConfiguration"] == {"ScanOnPush": True}
+
+
+# -- Lambdas ------------------------------------------------------------------------------------------------
+COMMON = {"PROJECT_NAME", "ENV_NAME", "PIPELINE_NAME", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL"}
+EXPECTED_ENV = {
+    "start_training.handler.lambda_handler": COMMON
+    | {
+        "AUDIT_TABLE_NAME",
+        "DATA_BUCKET",
+        "DATA_PREFIX",
+        "MODEL_BUCKET",
+        "MODEL_PREFIX",
+        "CHECKPOINT_PREFIX",
+        "KMS_KEY_ARN",
+        "SAGEMAKER_ROLE_ARN",
+        "JOB_NAME_PREFIX",
+        "TRAINING_CONFIG",
+    },
+    "record_status.handler.lambda_handler": COMMON
+    | {"AUDIT_TABLE_NAME", "TOPIC_ARN", "JOB_NAME_PREFIX", "IDEMPOTENCY_TABLE_NAME"},
+    "data_trigger.handler.lambda_handler": COMMON | {"DATA_BUCKET", "DATA_PREFIX", "IDEMPOTENCY_TABLE_NAME"},
+}
+
+
+@pytest.mark.parametrize("handler", sorted(EXPECTED_ENV))
+def test_function_runtime_tracing_layer_role_and_environment(synthesized: Synthesized, handler: str) -> None:
+    props = function(synthesized, handler)
+    assert props["Runtime"] == "python3.12"
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["Layers"] == [
+        "arn:aws:lambda:us-east-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:27"
+    ]
+    assert props["LoggingConfig"]["LogGroup"]["Ref"]
+    variables = props["Environment"]["Variables"]
+    assert set(variables) == EXPECTED_ENV[handler]
+    assert variables["PIPELINE_NAME"] == "mlpipe-dev"
+    if "JOB_NAME_PREFIX" in variables:
+        assert variables["JOB_NAME_PREFIX"] == PREFIX
+    if "DATA_PREFIX" in variables:
+        assert variables["DATA_PREFIX"] == "datasets/"
+
+
+def test_each_function_has_its_own_role_without_managed_policies(synthesized: Synthesized) -> None:
+    roles = [function(synthesized, h)["Role"]["Fn::GetAtt"][0] for h in EXPECTED_ENV]
+    assert len(set(roles)) == 3
+    for lid in roles:
+        assert "ManagedPolicyArns" not in synthesized.pipeline_json["Resources"][lid]["Properties"]
+
+
+def test_training_config_variable(synthesized: Synthesized) -> None:
+    variables = function(synthesized, "start_training.handler.lambda_handler")["Environment"]["Variables"]
+    assert json.loads(variables["TRAINING_CONFIG"]) == {
+        "instance_type": "ml.m5.large",
+        "instance_count": 1,
+        "volume_size_gb": 30,
+        "max_runtime_seconds": 3600,
+        "use_spot": False,
+        "max_wait_seconds": None,
+        "hyperparameters": {"num_round": "100", "max_depth": "6", "eta": "0.2"},
+    }
+    assert variables["SAGEMAKER_ROLE_ARN"]["Fn::GetAtt"][0].startswith("SageMakerExecutionRole")
+
+
+def test_log_groups_have_retention(synthesized: Synthesized) -> None:
+    groups = resources_of(synthesized.pipeline_json, "AWS::Logs::LogGroup")
+    assert len(groups) == 4  # three functions and the build
+    assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
+
+
+def test_idempotency_table(pipeline_template: Template) -> None:
+    pipeline_template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+            "TimeToLiveSpecification": {"AttributeName": "expiration", "Enabled": True},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": Match.any_value()},
+        },
+    )
+
+
+# -- events, queues, alarms ------------------------------------------------------------------------------
+def test_training_state_rule_is_scoped_to_this_pipelines_jobs(synthesized: Synthesized) -> None:
+    rule = one_of(synthesized.pipeline_json, "AWS::Events::Rule", "TrainingJobStateChange")["Properties"]
+    assert rule["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Training Job State Change"],
+        "detail": {"TrainingJobName": [{"prefix": PREFIX}]},
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"]["Fn::GetAtt"][0].startswith("RecordStatus")
+    assert target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0].startswith("RecordStatusDeliveryDlq")
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8
+
+
+def test_data_rule_filters_bucket_and_prefix_into_the_queue(synthesized: Synthesized) -> None:
+    rule = one_of(synthesized.pipeline_json, "AWS::Events::Rule", "DataObjectCreated")["Properties"]
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.s3"]
+    assert pattern["detail-type"] == ["Object Created"]
+    assert "DataBucket" in pattern["detail"]["bucket"]["name"][0]["Fn::ImportValue"]
+    assert pattern["detail"]["object"] == {"key": [{"prefix": "datasets/"}]}
+    (target,) = rule["Targets"]
+    assert target["Arn"]["Fn::GetAtt"][0].startswith("DataEventsQueue")
+
+
+def test_data_queue_redrives_to_dlq_and_is_encrypted(synthesized: Synthesized) -> None:
+    queue = one_of(synthesized.pipeline_json, "AWS::SQS::Queue", "DataEventsQueue")["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 3
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0].startswith("DataTriggerDlq")
+    assert queue["VisibilityTimeout"] == 420
+    for lid, q in resources_of(synthesized.pipeline_json, "AWS::SQS::Queue").items():
+        assert "Key" in q["Properties"]["KmsMasterKeyId"]["Fn::ImportValue"], lid
+
+
+def test_every_queue_denies_insecure_transport_and_eventbridge_may_send(synthesized: Synthesized) -> None:
+    queues = set(resources_of(synthesized.pipeline_json, "AWS::SQS::Queue"))
+    tls_only: set[str] = set()
+    events_may_send: set[str] = set()
+    for policy in resources_of(synthesized.pipeline_json, "AWS::SQS::QueuePolicy").values():
+        targets = {q["Ref"] for q in policy["Properties"]["Queues"]}
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}:
+                tls_only |= targets
+            if s["Effect"] == "Allow" and s.get("Principal") == {"Service": "events.amazonaws.com"}:
+                events_may_send |= targets
+    assert tls_only == queues
+    assert any(q.startswith("DataEventsQueue") for q in events_may_send)
+
+
+def test_event_source_mapping_batches_and_reports_item_failures(pipeline_template: Template) -> None:
+    pipeline_template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "BatchSize": 100,
+            "MaximumBatchingWindowInSeconds": 60,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("^DataEventsQueue"), "Arn"]},
+        },
+    )
+
+
+def test_async_functions_have_dead_letter_queues(synthesized: Synthesized) -> None:
+    for handler, dlq in (
+        ("start_training.handler.lambda_handler", "StartTrainingDlq"),
+        ("record_status.handler.lambda_handler", "RecordStatusDlq"),
+    ):
+        target = function(synthesized, handler)["DeadLetterConfig"]["TargetArn"]
+        assert target["Fn::GetAtt"][0].startswith(dlq)
+
+
+def test_every_dlq_has_a_depth_alarm_to_the_topic(synthesized: Synthesized) -> None:
+    dlqs = {lid for lid in resources_of(synthesized.pipeline_json, "AWS::SQS::Queue") if "Dlq" in lid}
+    assert len(dlqs) == 4
+    alarmed = set()
+    for alarm in resources_of(synthesized.pipeline_json, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        assert props["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        assert props["Namespace"] == "AWS/SQS"
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert props["Threshold"] == 0
+        (action,) = props["AlarmActions"]
+        assert "NotificationTopic" in action["Fn::ImportValue"]
+        (dimension,) = props["Dimensions"]
+        alarmed.add(dimension["Value"]["Fn::GetAtt"][0])
+    assert alarmed == dlqs
+
+
+# -- IAM -----------------------------------------------------------------------------------------------------
+def test_pass_role_is_limited_to_the_sagemaker_role_and_service(synthesized: Synthesized) -> None:
+    pass_role = [s for s in statements(synthesized, "StartTrainingRole") if s["Action"] == "iam:PassRole"]
+    (statement,) = pass_role
+    assert statement["Effect"] == "Allow"
+    assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert statement["Resource"]["Fn::GetAtt"][0].startswith("SageMakerExecutionRole")
+    # No other role in the app may pass any role.
+    every = statements(synthesized, "")
+    assert all(s["Action"] == "iam:PassRole" for s in every if "iam:PassRole" in as_list(s["Action"]))
+    assert sum("iam:PassRole" in as_list(s["Action"]) for s in every) == 1
+
+
+def test_sagemaker_actions_are_scoped_to_the_job_prefix(synthesized: Synthesized) -> None:
+    for role, expected in (
+        (
+            "StartTrainingRole",
+            {
+                "sagemaker:AddTags",
+                "sagemaker:CreateTrainingJob",
+                "sagemaker:DescribeTrainingJob",
+                "sagemaker:StopTrainingJob",
+            },
+        ),
+        ("RecordStatusRole", {"sagemaker:DescribeTrainingJob"}),
+    ):
+        found = [
+            s
+            for s in statements(synthesized, role)
+            if any(a.startswith("sagemaker:") for a in as_list(s["Action"]))
+        ]
+        assert [set(as_list(s["Action"])) for s in found] == [expected], role
+        assert [s["Resource"] for s in found] == [TRAINING_JOBS], role
+    assert PREFIX.lower() == PREFIX  # SageMaker lowercases job ARNs; IAM compares case-sensitively
+
+
+def test_sagemaker_role_least_privilege(synthesized: Synthesized) -> None:
+    role = one_of(synthesized.pipeline_json, "AWS::IAM::Role", "SageMakerExecutionRole")["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "sagemaker.amazonaws.com"
+    }
+    found = statements(synthesized, "SageMakerExecutionRole")
+    by_action: dict[str, list[dict[str, Any]]] = {}
+    for s in found:
+        for action in as_list(s["Action"]):
+            by_action.setdefault(action, []).append(s)
+    (list_data, list_models) = by_action["s3:ListBucket"]
+    assert list_data["Condition"] == {"StringLike": {"s3:prefix": ["datasets/", "datasets/*"]}}
+    assert list_models["Condition"] == {"StringLike": {"s3:prefix": ["models/*", "checkpoints/*"]}}
+    put = json.dumps(by_action["s3:PutObject"])
+    assert "/models/*" in put and "/checkpoints/*" in put and "datasets" not in put
+    assert "s3:DeleteObject" not in by_action
+    (metrics,) = by_action["cloudwatch:PutMetricData"]
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}}
+    (pull,) = by_action["ecr:BatchGetImage"]
+    assert "ImageRepository" in pull["Resource"]["Fn::ImportValue"]
+    logs = json.dumps(by_action["logs:PutLogEvents"])
+    assert "log-group:/aws/sagemaker/TrainingJobs" in logs
+
+
+def test_data_trigger_may_only_start_this_pipeline(synthesized: Synthesized) -> None:
+    found = [
+        s
+        for s in statements(synthesized, "DataTriggerRole")
+        if "codepipeline:StartPipelineExecution" in as_list(s["Action"])
+    ]
+    assert [s["Resource"] for s in found] == ["arn:aws:codepipeline:us-east-1:111111111111:mlpipe-dev"]
+
+
+# Actions without resource-level permissions: the only ones allowed on "Resource": "*".
+WILDCARD_ALLOWLIST = {
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "codepipeline:PutJobSuccessResult",
+    "codepipeline:PutJobFailureResult",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "lambda:ListFunctions",
+}
+
+
+def test_no_wildcard_resources_except_apis_without_resource_permissions(synthesized: Synthesized) -> None:
+    offending = []
+    for template in (synthesized.data_json, synthesized.pipeline_json):
+        for lid, resource in template["Resources"].items():
+            props = resource.get("Properties", {})
+            documents = []
+            if resource["Type"] == "AWS::IAM::Policy":
+                documents.append(props["PolicyDocument"])
+            if resource["Type"] == "AWS::IAM::Role":
+                documents += [p["PolicyDocument"] for p in props.get("Policies", [])]
+            for document in documents:
+                for s in document["Statement"]:
+                    if "*" in as_list(s.get("Resource", [])):
+                        offending += [(lid, a) for a in as_list(s["Action"]) if a not in WILDCARD_ALLOWLIST]
+    assert offending == []
+
+
+def test_put_metric_data_is_namespace_conditioned(synthesized: Synthesized) -> None:
+    for s in statements(synthesized, ""):
+        if "cloudwatch:PutMetricData" in as_list(s["Action"]):
+            assert s["Condition"]["StringEquals"]["cloudwatch:namespace"] == "/aws/sagemaker/TrainingJobs"
