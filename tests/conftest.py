@@ -63,9 +63,25 @@ def aws_endpoint(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     aws.clear_client_cache()
 
 
+_boto3_session: Any = None
+
+
+def boto3_session() -> Any:
+    """One boto3 Session for the test process: creating clients from it skips reloading service models."""
+    global _boto3_session
+    if _boto3_session is None:
+        import boto3
+
+        _boto3_session = boto3.session.Session(region_name=REGION)
+    return _boto3_session
+
+
 def unique_name(prefix: str) -> str:
     """Resource names unique per test, so tests sharing the session's server never see each other's data."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+_clients: dict[tuple[str, str], Any] = {}
 
 
 @dataclass
@@ -75,9 +91,12 @@ class Emulated:
     endpoint_url: str
 
     def client(self, service: str) -> Any:
-        import boto3
-
-        return boto3.session.Session().client(service, region_name=REGION, endpoint_url=self.endpoint_url)
+        key = (service, self.endpoint_url)
+        if key not in _clients:
+            _clients[key] = boto3_session().client(
+                service, region_name=REGION, endpoint_url=self.endpoint_url
+            )
+        return _clients[key]
 
     # -- resources -----------------------------------------------------------------------------------------
     def data_bucket(self, versioned: bool = True) -> str:

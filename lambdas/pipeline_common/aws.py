@@ -34,6 +34,7 @@ _CLIENT_CONFIG_ARGS: dict[str, Any] = {
 
 _overrides: dict[str, Any] = {}
 _cache: dict[tuple[str, str | None, str | None], Any] = {}
+_session: Any = None  # one boto3 Session: its loader caches service models across clients
 _lock = threading.Lock()
 
 
@@ -54,9 +55,10 @@ def client(service: str) -> Any:
             import boto3.session
             from botocore.config import Config
 
-            cached = boto3.session.Session().client(
-                service, region_name=key[2], config=Config(**_CLIENT_CONFIG_ARGS)
-            )
+            global _session
+            if _session is None:
+                _session = boto3.session.Session()
+            cached = _session.client(service, region_name=key[2], config=Config(**_CLIENT_CONFIG_ARGS))
             _cache[key] = cached
         return cached
 
@@ -76,9 +78,11 @@ def use_clients(replacements: Mapping[str, Any]) -> Iterator[None]:
 
 
 def clear_client_cache() -> None:
-    """Forget cached boto3 clients (e.g. after changing credentials in a test)."""
+    """Forget cached boto3 clients and the session (e.g. after changing credentials in a test)."""
+    global _session
     with _lock:
         _cache.clear()
+        _session = None
 
 
 def error_code(error: BaseException) -> str:
