@@ -1,0 +1,136 @@
+"""The typed config: defaults, `-c` string forms, precedence, and one clear line per error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacks.config import ConfigError, PipelineConfig, layered_values, read_json_context
+
+ROOT = Path(__file__).resolve().parents[2]
+CDK_JSON = read_json_context(ROOT / "cdk.json")
+
+
+def config(**overrides: Any) -> PipelineConfig:
+    raw = {**CDK_JSON, **overrides}
+    for key in [k for k, v in overrides.items() if v is _MISSING]:
+        del raw[key]
+    return PipelineConfig.from_mapping(raw)
+
+
+_MISSING = object()
+
+
+def test_repo_cdk_json_is_a_complete_valid_example() -> None:
+    cfg = config()
+    assert cfg.env_name == "dev"
+    assert cfg.account == "111111111111"
+    assert cfg.job_name_prefix == "mlpipe-dev-"
+    assert cfg.pipeline_name == "mlpipe-dev"
+    assert (cfg.data_stack_name, cfg.pipeline_stack_name) == ("TrainingData-dev", "TrainingPipeline-dev")
+    assert cfg.notification_emails == ("ml-team@example.com",)
+    assert cfg.training.instance_type == "ml.m5.large"
+    assert cfg.training.max_wait_seconds is None  # spot off
+
+
+def test_cli_string_forms_are_parsed() -> None:
+    cfg = config(
+        training_instance_count="2",
+        training_use_spot="true",
+        training_max_wait_seconds="7200",
+        notification_emails="a@example.com, b@example.org",
+        hyperparameters='{"eta": "0.1"}',
+        log_retention_days="14",
+    )
+    assert cfg.training.instance_count == 2
+    assert cfg.training.use_spot is True
+    assert cfg.training.max_wait_seconds == 7200
+    assert cfg.notification_emails == ("a@example.com", "b@example.org")
+    assert cfg.training.hyperparameters == {"eta": "0.1"}
+    assert json.loads(cfg.training.to_json())["max_wait_seconds"] == 7200
+
+
+def test_defaults_apply_to_optional_keys() -> None:
+    cfg = config(project_name=_MISSING, data_prefix=_MISSING, github_branch=_MISSING)
+    assert (cfg.project_name, cfg.data_prefix, cfg.github_branch) == ("mlpipe", "datasets/", "main")
+
+
+def test_precedence_cdk_json_then_local_file_then_explicit() -> None:
+    committed = {"env_name": "dev", "region": "us-east-1", "account": "111111111111"}
+    local = {"env_name": "staging", "account": "222222222222"}
+    # The CLI hands the app cdk.json values merged with -c: env_name unchanged, account given with -c.
+    effective = {"env_name": "dev", "region": "us-east-1", "account": "333333333333"}
+    merged = layered_values(committed, local, effective)
+    assert merged == {"env_name": "staging", "region": "us-east-1", "account": "333333333333"}
+
+
+def test_local_file_is_read_from_context_key(tmp_path: Path) -> None:
+    (tmp_path / "cdk.local.json").write_text('{"context": {"env_name": "prod"}}')
+    assert read_json_context(tmp_path / "cdk.local.json") == {"env_name": "prod"}
+    assert read_json_context(tmp_path / "absent.json") == {}
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ConfigError, match=r"^broken\.json: expected valid JSON"):
+        read_json_context(tmp_path / "broken.json")
+
+
+BAD = [
+    # (overrides, key named first in the message, words the message must contain)
+    ({"env_name": _MISSING}, "env_name", "missing"),
+    ({"connection_arn": _MISSING}, "connection_arn", "missing"),
+    ({"account": "12345"}, "account", "12-digit"),
+    ({"region": "useast1"}, "region", "AWS region"),
+    ({"env_name": "Prod_1"}, "env_name", "lower-case"),
+    ({"env_name": "a-very-long-environment-name"}, "env_name", "at most 25 characters"),
+    ({"connection_arn": "arn:aws:codestar:us-east-1:111111111111:connection/x"}, "connection_arn", "<uuid>"),
+    ({"connection_arn": "ghp_token"}, "connection_arn", "arn:aws:codeconnections"),
+    ({"powertools_layer_arn": "layer"}, "powertools_layer_arn", "arn:aws:lambda"),
+    (
+        {
+            "powertools_layer_arn": "arn:aws:lambda:eu-west-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:27"
+        },
+        "powertools_layer_arn",
+        "region us-east-1",
+    ),
+    ({"notification_emails": []}, "notification_emails", "missing"),
+    ({"notification_emails": ["not-an-email"]}, "notification_emails", "valid email"),
+    ({"notification_emails": "ml-team@example"}, "notification_emails", "valid email"),
+    ({"data_prefix": "/datasets/"}, "data_prefix", "ending with '/'"),
+    ({"data_prefix": "datasets"}, "data_prefix", "ending with '/'"),
+    ({"model_prefix": "models"}, "model_prefix", "ending with '/'"),
+    ({"checkpoint_prefix": "models/"}, "checkpoint_prefix", "different from model_prefix"),
+    ({"training_instance_type": "m5.large"}, "training_instance_type", "ml.m5.large"),
+    ({"training_instance_count": 0}, "training_instance_count", "integer from 1"),
+    ({"training_instance_count": "two"}, "training_instance_count", "integer from 1"),
+    ({"training_volume_size_gb": -5}, "training_volume_size_gb", "integer from 1"),
+    ({"training_max_runtime_seconds": 500_000}, "training_max_runtime_seconds", "432000"),
+    ({"training_use_spot": "yes"}, "training_use_spot", "true or false"),
+    (
+        {"training_use_spot": True, "training_max_wait_seconds": 60},
+        "training_max_wait_seconds",
+        ">= training_max_runtime_seconds (3600)",
+    ),
+    (
+        {"training_use_spot": True, "training_max_wait_seconds": _MISSING},
+        "training_max_wait_seconds",
+        "missing",
+    ),
+    ({"hyperparameters": {"eta": 0.2}}, "hyperparameters.eta", "string values"),
+    ({"hyperparameters": ["eta"]}, "hyperparameters", "object"),
+    ({"ecr_keep_images": 0}, "ecr_keep_images", "integer from 1"),
+    ({"log_retention_days": 10}, "log_retention_days", "one of 1, 3, 5"),
+    ({"github_owner": "bad owner"}, "github_owner", "GitHub"),
+    ({"github_branch": "feature//x"}, "github_branch", "branch"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "words"), BAD, ids=[f"{b[1]}:{i}" for i, b in enumerate(BAD)])
+def test_each_bad_value_is_one_line_naming_the_key(overrides: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        config(**overrides)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{key}: expected ")
+    assert words in message
