@@ -53,6 +53,7 @@ def build_app(
             audit_table=data.audit_table,
             topic=data.topic,
             repository=data.repository,
+            cache_repository=data.cache_repository,
         ),
         env=env,
         description=f"{config.pipeline_name}: build-and-train pipeline (stateless)",

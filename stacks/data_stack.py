@@ -141,6 +141,26 @@ class DataStack(Stack):
             ],
         )
 
+        # BuildKit registry layer cache for the image build (see stacks/buildspec.py): MUTABLE because the
+        # cache tag moves on every build, which the immutable image repository cannot allow. Kept here,
+        # not in the pipeline stack, so the cache survives a pipeline redeploy and never blocks its deletion.
+        self.cache_repository = ecr.Repository(
+            self,
+            "BuildCacheRepository",
+            image_scan_on_push=True,
+            image_tag_mutability=ecr.TagMutability.MUTABLE,
+            encryption=ecr.RepositoryEncryption.KMS,
+            encryption_key=self.key,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                ecr.LifecycleRule(
+                    description="untagged cache manifests replaced by newer builds",
+                    max_image_age=Duration.days(14),
+                    tag_status=ecr.TagStatus.UNTAGGED,
+                )
+            ],
+        )
+
     def _bucket(self, construct_id: str, *, log_prefix: str) -> s3.Bucket:
         return s3.Bucket(
             self,

@@ -178,6 +178,7 @@ def test_topic_is_kms_encrypted_tls_only_with_email_subscription(
 
 
 def test_ecr_repository_scans_is_immutable_and_keeps_last_images(data_template: Template) -> None:
+    data_template.resource_count_is("AWS::ECR::Repository", 2)  # images, and the build cache
     data_template.has_resource(
         "AWS::ECR::Repository",
         {

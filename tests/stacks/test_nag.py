@@ -96,7 +96,6 @@ def test_acknowledgements_are_few_narrow_and_explained(synthesized: Synthesized)
             ("TrainingPipeline-dev/ImageBuild", "AwsSolutions-IAM5"),
             ("TrainingPipeline-dev/ImageBuild", "AwsSolutions-CB3"),
             ("TrainingPipeline-dev/Pipeline", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/RecordStatusDeliveryDlq", "AwsSolutions-SQS3"),
             ("TrainingPipeline-dev/StartTraining", "AwsSolutions-L1"),
             ("TrainingPipeline-dev/RecordStatus", "AwsSolutions-L1"),
             ("TrainingPipeline-dev/DataTrigger", "AwsSolutions-L1"),

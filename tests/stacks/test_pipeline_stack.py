@@ -143,10 +143,17 @@ def test_buildspec_uses_registry_cache_and_exports_image_variables(project: dict
     assert "imageDetails[0].imageDigest" in script
 
 
-def test_cache_repository_is_separate_and_mutable(synthesized: Synthesized) -> None:
-    repo = one_of(synthesized.pipeline_json, "AWS::ECR::Repository", "BuildCache")["Properties"]
-    assert repo["ImageTagMutability"] == "MUTABLE"
-    assert repo["ImageScanningConfiguration"] == {"ScanOnPush": True}
+def test_cache_repository_is_separate_mutable_and_retained(
+    synthesized: Synthesized, project: dict[str, Any]
+) -> None:
+    cache = one_of(synthesized.data_json, "AWS::ECR::Repository", "BuildCache")
+    assert cache["DeletionPolicy"] == "Retain"
+    assert cache["Properties"]["ImageTagMutability"] == "MUTABLE"
+    assert cache["Properties"]["ImageScanningConfiguration"] == {"ScanOnPush": True}
+    images = one_of(synthesized.data_json, "AWS::ECR::Repository", "ImageRepository")
+    assert images["Properties"]["ImageTagMutability"] == "IMMUTABLE"
+    variables = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
+    assert "BuildCacheRepository" in json.dumps(variables["CACHE_REPOSITORY_URI"])
 
 
 # -- Lambdas ------------------------------------------------------------------------------------------------
@@ -238,7 +245,8 @@ def test_training_state_rule_is_scoped_to_this_pipelines_jobs(synthesized: Synth
     }
     (target,) = rule["Targets"]
     assert target["Arn"]["Fn::GetAtt"][0].startswith("RecordStatus")
-    assert target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0].startswith("RecordStatusDeliveryDlq")
+    # Same DLQ as the function's: both failure paths hold the same event.
+    assert target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0].startswith("RecordStatusDlq")
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8
 
 
@@ -300,7 +308,7 @@ def test_async_functions_have_dead_letter_queues(synthesized: Synthesized) -> No
 
 def test_every_dlq_has_a_depth_alarm_to_the_topic(synthesized: Synthesized) -> None:
     dlqs = {lid for lid in resources_of(synthesized.pipeline_json, "AWS::SQS::Queue") if "Dlq" in lid}
-    assert len(dlqs) == 4
+    assert len(dlqs) == 3
     alarmed = set()
     for alarm in resources_of(synthesized.pipeline_json, "AWS::CloudWatch::Alarm").values():
         props = alarm["Properties"]
