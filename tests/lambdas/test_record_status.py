@@ -276,3 +276,16 @@ def test_configuration_error_names_the_variable(
     monkeypatch.delenv("TOPIC_ARN")
     with pytest.raises(Exception, match="TOPIC_ARN"):
         deliver(state_change_event(new_name(), "Completed", 10), lambda_context)
+
+
+def test_an_unreachable_idempotency_table_does_not_stop_the_record(
+    record_env: RecordEnv, emulated: Emulated, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", "no-such-table")
+    name = new_name()
+    event = state_change_event(name, "Completed", 900)
+    first, second = deliver(event, lambda_context), deliver(event, lambda_context)
+    assert first["emailed"] and not second["emailed"]
+    record = emulated.get_record(record_env.table, name)
+    assert record is not None and record["status"] == "Completed"
+    assert len(emulated.read_inbox(record_env.inbox)) == 1

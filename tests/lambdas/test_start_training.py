@@ -386,3 +386,29 @@ def test_if_reporting_the_failure_fails_too_the_error_is_raised(
 def test_an_event_that_is_not_a_codepipeline_job_raises(start_env: StartEnv, lambda_context: Any) -> None:
     with pytest.raises(Exception, match="CodePipeline job event"):
         handler.lambda_handler({"detail": {}}, lambda_context)
+
+
+def test_the_job_results_are_valid_for_the_local_codepipeline_stand_in(
+    start_env: StartEnv, stub: Any, clients: Any, lambda_context: Any
+) -> None:
+    """`make local-run` answers for CodePipeline with scripts/local_pipeline.py, validated against the API."""
+    from scripts.local_pipeline import LocalCodePipeline
+
+    execution, name = new_job()
+    sagemaker = stub("sagemaker")
+    sagemaker.stubber.add_response("create_training_job", {"TrainingJobArn": job_arn(name)})
+    sagemaker.stubber.add_response("describe_training_job", describe_response(name, "InProgress", "Training"))
+    sagemaker.stubber.add_response(
+        "describe_training_job",
+        describe_response(name, "Completed", "Completed", model_artifact="s3://m/model.tar.gz"),
+    )
+    pipeline = LocalCodePipeline("TrainingPipeline-test", execution, "test")
+    clients({"sagemaker": sagemaker.recorder, "codepipeline": pipeline})
+    for _ in range(3):
+        event = pipeline.job_event("start-training", user_parameters(execution))
+        handler.lambda_handler(event, lambda_context)
+    assert [r.succeeded for r in pipeline.results] == [True, True, True]
+    assert pipeline.results[-1].output_variables == {
+        "MODEL_ARTIFACT": "s3://m/model.tar.gz",
+        "TRAINING_JOB_NAME": name,
+    }

@@ -1,0 +1,282 @@
+"""The shared module on its own: metric regexes, email formatting, data version, settings, job request."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import botocore.session
+import pytest
+from botocore.validate import validate_parameters
+from pipeline_common import data_version, metrics, notify, training_job
+from pipeline_common.data_version import DataObject, DataVersion
+from pipeline_common.errors import ConfigurationError
+from pipeline_common.settings import RecordStatusSettings, StartTrainingSettings, TrainingConfig
+
+from tests.conftest import Emulated
+from tests.lambdas.conftest import StartEnv
+
+# -- metrics ------------------------------------------------------------------------------------------------
+
+
+def test_metric_definitions_cover_every_channel_and_name_within_sagemaker_limits() -> None:
+    definitions = metrics.metric_definitions()
+    assert len(definitions) == 12
+    assert {d["Name"] for d in definitions} == {
+        f"{c}:{n}"
+        for c in ("train", "validation")
+        for n in ("rmse", "mae", "r2", "logloss", "accuracy", "auc")
+    }
+    assert all(len(d["Name"]) <= 255 and len(d["Regex"]) <= 500 for d in definitions)
+    assert all(re.compile(d["Regex"]).groups == 1 for d in definitions)
+
+
+@pytest.mark.parametrize(
+    ("line", "name", "value"),
+    [
+        ("METRIC validation:rmse=0.4213", "validation:rmse", 0.4213),
+        ("METRIC train:logloss=1e-05", "train:logloss", 1e-05),
+        ("METRIC train:r2=-0.25", "train:r2", -0.25),
+        ("METRIC validation:auc=9.5E+1", "validation:auc", 95.0),
+        ("2026-11-22 10:00:00 INFO METRIC validation:accuracy=.875", "validation:accuracy", 0.875),
+    ],
+)
+def test_metric_regexes_read_the_container_lines(line: str, name: str, value: float) -> None:
+    found = metrics.scrape(line)
+    assert found == {name: pytest.approx(value)}
+
+
+def test_metric_regexes_do_not_cross_names_or_channels() -> None:
+    log = "METRIC train:rmse=1.0\nMETRIC validation:rmse=2.0\nMETRIC train:rmse=0.5\nMETRIC validation:accuracy=0.9\n"
+    assert metrics.scrape(log) == {"train:rmse": 0.5, "validation:rmse": 2.0, "validation:accuracy": 0.9}
+
+
+# -- notify -------------------------------------------------------------------------------------------------
+RECORD: dict[str, Any] = {
+    "job_name": "mlpipe-dev-3f2c",
+    "status": "Completed",
+    "secondary_status": "Completed",
+    "commit_id": "abc1234def5678abc1234def5678abc1234def56",
+    "branch": "main",
+    "repo": "example-org/repo",
+    "trigger": "push",
+    "data_version": "0a1b2c3d4e5f",
+    "data_bucket": "data",
+    "data_prefix": "datasets/",
+    "image_uri": "repo:tag",
+    "instance_type": "ml.m5.large",
+    "instance_count": 2,
+    "created_at": "2026-11-22T10:00:00.000+00:00",
+    "started_at": "2026-11-22T10:01:00.000+00:00",
+    "ended_at": "2026-11-22T11:03:05.000+00:00",
+    "billable_seconds": 3725,
+    "metrics": {"validation:rmse": 0.4213},
+    "model_artifact": "s3://models/m/model.tar.gz",
+    "pipeline_execution_id": "exec-1",
+}
+
+
+def test_subject_format() -> None:
+    assert notify.subject("mlpipe", "dev", RECORD) == (
+        "[mlpipe/dev] Training Completed: mlpipe-dev-3f2c (abc1234, data v0a1b2c3d)"
+    )
+
+
+def test_subject_always_fits_sns_and_keeps_the_job_name_when_it_can() -> None:
+    job = "mlpipe-dev-12345678-1234-1234-1234-123456789012"  # prefix + execution id, as deployed
+    subject = notify.subject("mlpipe", "dev", {**RECORD, "job_name": job, "status": "InProgress"})
+    assert len(subject) < 100 and job in subject and "(abc1234" in subject
+    long = notify.subject("a" * 40, "b" * 20, {**RECORD, "job_name": "j" * 63})
+    assert len(long) < 100 and long.isascii() and "..." in long
+    unknown = notify.subject("p", "e", {"job_name": "j", "status": "Failed"})
+    assert unknown == "[p/e] Training Failed: j (unknown, data vunknown)"
+
+
+def test_body_is_a_readable_summary() -> None:
+    body = notify.body("eu-west-1", "TrainingPipeline-dev", {**RECORD, "failure_reason": None})
+    assert "Training job mlpipe-dev-3f2c is Completed." in body
+    assert "Duration:      1h02m05s" in body
+    assert "2 x ml.m5.large" in body
+    assert "validation:rmse  0.4213" in body
+    # 3725 s x 2 instances = 2.069 instance-hours x $0.115
+    assert "~$0.2380 (2.069 instance-hours of ml.m5.large" in body
+    assert (
+        "https://eu-west-1.console.aws.amazon.com/sagemaker/home?region=eu-west-1#/jobs/mlpipe-dev-3f2c"
+        in body
+    )
+    assert "log-group/$252Faws$252Fsagemaker$252FTrainingJobs" in body
+    assert "pipelines/TrainingPipeline-dev/executions/exec-1/timeline?region=eu-west-1" in body
+    assert "Reason:" not in body
+
+
+def test_cost_is_unknown_for_unknown_types_and_notes_spot() -> None:
+    assert notify.estimated_cost({**RECORD, "instance_type": "ml.x99.huge"}).startswith("unknown")
+    assert notify.estimated_cost({k: v for k, v in RECORD.items() if k != "billable_seconds"}).startswith(
+        "unknown"
+    )
+    spot = notify.estimated_cost({**RECORD, "use_spot": True, "training_seconds": 7450})
+    assert "managed spot" in spot and "50% saved" in spot
+
+
+def test_a_running_job_has_no_duration_yet() -> None:
+    body = notify.body("us-east-1", "p", {**RECORD, "status": "InProgress", "ended_at": None})
+    assert "Duration:      unknown (still running)" in body
+
+
+# -- data version -------------------------------------------------------------------------------------------
+def test_the_manifest_hash_is_deterministic_and_content_sensitive() -> None:
+    a = DataObject("d/train/a.csv", "v1", "e1", 10)
+    b = DataObject("d/train/b.csv", "v2", "e2", 10)
+    assert data_version.manifest_hash([a, b]) == data_version.manifest_hash([b, a])
+    assert re.fullmatch(r"[0-9a-f]{12}", data_version.manifest_hash([a, b]))
+    assert data_version.manifest_hash([a, b]) != data_version.manifest_hash(
+        [a, DataObject(b.key, "v3", "e2", 10)]
+    )
+    assert data_version.manifest_hash([a, b]) != data_version.manifest_hash([a])
+
+
+def test_current_objects_skip_old_versions_delete_markers_and_folder_markers() -> None:
+    pages = [
+        {
+            "Versions": [
+                {"Key": "d/train/", "VersionId": "f", "IsLatest": True, "Size": 0, "ETag": '"x"'},
+                {"Key": "d/train/a.csv", "VersionId": "new", "IsLatest": True, "Size": 5, "ETag": '"ea"'},
+                {"Key": "d/train/a.csv", "VersionId": "old", "IsLatest": False, "Size": 5, "ETag": '"eo"'},
+                {"Key": "d/train/gone.csv", "VersionId": "g", "IsLatest": False, "Size": 5, "ETag": '"eg"'},
+            ],
+            "DeleteMarkers": [{"Key": "d/train/gone.csv", "VersionId": "dm", "IsLatest": True}],
+        }
+    ]
+    assert data_version.current_objects(pages) == [DataObject("d/train/a.csv", "new", "ea", 5)]
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+def test_resolve_against_versioned_and_unversioned_buckets(
+    versioned: bool, emulated: Emulated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = emulated.data_bucket(versioned=versioned)
+    emulated.put_objects(
+        bucket, {"d/train/a.csv": b"1", "d/train/": b"", "d/validation/v.csv": b"2", "x/o.csv": b"3"}
+    )
+    first = data_version.resolve(bucket, "d/")
+    assert sorted(first.version_ids) == ["d/train/a.csv", "d/validation/v.csv"]
+    assert all((v != "null") == versioned for v in first.version_ids.values())
+    assert data_version.resolve(bucket, "d/").manifest_hash == first.manifest_hash
+    emulated.put_objects(bucket, {"d/train/a.csv": b"changed"})
+    assert data_version.resolve(bucket, "d/").manifest_hash != first.manifest_hash
+
+
+# -- settings -----------------------------------------------------------------------------------------------
+def test_every_missing_variable_is_named(start_env: StartEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AUDIT_TABLE_NAME", "DATA_BUCKET", "KMS_KEY_ARN", "JOB_NAME_PREFIX", "TRAINING_CONFIG"):
+        with monkeypatch.context() as patch:
+            patch.delenv(name)
+            with pytest.raises(ConfigurationError, match=name):
+                StartTrainingSettings.from_env()
+
+
+def test_record_status_settings_name_the_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PROJECT_NAME", "TOPIC_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError, match="PROJECT_NAME"):
+        RecordStatusSettings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "JSON object"),
+        ('{"instance_type": "m5.large"}', "instance_type"),
+        ('{"instance_type": "ml.m5.large", "instance_count": 0}', "instance_count"),
+        ('{"instance_type": "ml.m5.large", "use_spot": "maybe"}', "use_spot"),
+        ('{"instance_type": "ml.m5.large", "colour": "red"}', "unknown keys colour"),
+        (
+            '{"instance_type": "ml.m5.large", "use_spot": true, "max_runtime_seconds": 100, "max_wait_seconds": 50}',
+            "max_wait_seconds",
+        ),
+        ('{"instance_type": "ml.m5.large", "hyperparameters": {"a": [1]}}', "hyperparameters"),
+    ],
+)
+def test_training_config_is_validated(config: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        TrainingConfig.from_json(config)
+
+
+def test_training_config_defaults_and_conversions() -> None:
+    config = TrainingConfig.from_json(
+        json.dumps(
+            {
+                "instance_type": "ml.m5.large",
+                "use_spot": "true",
+                "max_runtime_seconds": 600,
+                "hyperparameters": {"n": 5, "b": True},
+            }
+        )
+    )
+    assert config.use_spot and config.max_wait_seconds == 1200
+    assert config.hyperparameters == {"n": "5", "b": "true"}
+
+
+# -- the training job request -------------------------------------------------------------------------------
+def test_job_names_are_deterministic_valid_and_bounded() -> None:
+    assert training_job.job_name("mlpipe-dev-", "3f2c-uuid") == "mlpipe-dev-3f2c-uuid"
+    long = training_job.job_name("a-long-prefix-for-names-", "x" * 60)
+    assert len(long) <= 63 and long == training_job.job_name("a-long-prefix-for-names-", "x" * 60)
+    assert long != training_job.job_name("a-long-prefix-for-names-", "x" * 59 + "y")
+    odd = training_job.job_name("p-", "exec_id/with:odd chars-")
+    assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", odd)
+
+
+def _request(monkeypatch: pytest.MonkeyPatch, config: dict[str, Any]) -> dict[str, Any]:
+    monkeypatch.setenv("TRAINING_CONFIG", json.dumps(config))
+    settings = StartTrainingSettings.from_env()
+    params = training_job.JobParameters(
+        "img:1", "sha256:1", "c" * 40, "feature/x#1", "o/r", "exec-1", "manual"
+    )
+    data = DataVersion("bucket", "datasets/", (DataObject("datasets/train/a.csv", "v1", "e", 3),))
+    return training_job.create_request(settings, params, data, "mlpipe-test-exec-1")
+
+
+def test_the_request_is_valid_for_the_sagemaker_api(
+    start_env: StartEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shape = (
+        botocore.session.get_session()
+        .get_service_model("sagemaker")
+        .operation_model("CreateTrainingJob")
+        .input_shape
+    )
+    for config in (
+        {"instance_type": "ml.m5.large"},
+        {
+            "instance_type": "ml.g5.xlarge",
+            "use_spot": True,
+            "max_runtime_seconds": 1800,
+            "hyperparameters": {"a": "1"},
+        },
+    ):
+        validate_parameters(_request(monkeypatch, config), shape)
+
+
+def test_spot_training_gets_max_wait_and_a_checkpoint_uri(
+    start_env: StartEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = _request(
+        monkeypatch, {"instance_type": "ml.m5.large", "use_spot": True, "max_runtime_seconds": 1800}
+    )
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 1800, "MaxWaitTimeInSeconds": 3600}
+    assert request["CheckpointConfig"] == {"S3Uri": "s3://models-bucket/checkpoints/mlpipe-test-exec-1/"}
+    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train"]  # no validation objects
+    assert {"Key": "branch", "Value": "feature/x_1"} in request["Tags"]  # tag values are sanitised
+
+
+def test_instances_with_local_storage_get_no_volume_key(
+    start_env: StartEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        "VolumeKmsKeyId" not in _request(monkeypatch, {"instance_type": "ml.g4dn.xlarge"})["ResourceConfig"]
+    )
+    assert "VolumeKmsKeyId" in _request(monkeypatch, {"instance_type": "ml.c5.xlarge"})["ResourceConfig"]
