@@ -134,3 +134,16 @@ def test_each_bad_value_is_one_line_naming_the_key(overrides: dict[str, Any], ke
     assert "\n" not in message
     assert message.startswith(f"{key}: expected ")
     assert words in message
+
+
+def test_build_app_merges_the_local_file_under_explicit_overrides(tmp_path: Path) -> None:
+    from stacks import build_app
+
+    (tmp_path / "cdk.json").write_text((ROOT / "cdk.json").read_text())
+    (tmp_path / "cdk.local.json").write_text(
+        json.dumps({"context": {"env_name": "staging", "github_owner": "real-org"}})
+    )
+    app = build_app({"github_owner": "cli-org"}, outdir=str(tmp_path / "out"), project_root=tmp_path)
+    stacks = {child.node.id: child for child in app.node.children}
+    assert {"TrainingData-staging", "TrainingPipeline-staging"} <= set(stacks)
+    assert stacks["TrainingPipeline-staging"].config.github_owner == "cli-org"  # type: ignore[attr-defined]
