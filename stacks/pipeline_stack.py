@@ -112,7 +112,7 @@ class PipelineStack(Stack):
 
         self.sagemaker_role = self._sagemaker_role()
         self.start_training = self._start_training()
-        self.build_project, self.cache_repository = self._build_project()
+        self.build_project = self._build_project()
         self.pipeline = self._pipeline()
         self.record_status = self._record_status()
         self.data_trigger = self._data_trigger()
@@ -377,7 +377,7 @@ class PipelineStack(Stack):
         return function
 
     # -- Build stage ----------------------------------------------------------------------------------------
-    def _build_project(self) -> tuple[codebuild.PipelineProject, ecr.IRepository]:
+    def _build_project(self) -> codebuild.PipelineProject:
         config, data = self.config, self.data
         cache_repository = data.cache_repository
         log_group = logs.LogGroup(
@@ -429,7 +429,7 @@ class PipelineStack(Stack):
                 r"Resource::arn:aws:codebuild:[^:]+:\d{12}:report-group/<ImageBuild[0-9A-F]+>-\*",
             ],
         )
-        return project, cache_repository
+        return project
 
     # -- Pipeline ---------------------------------------------------------------------------------------------
     def _pipeline(self) -> codepipeline.Pipeline:
