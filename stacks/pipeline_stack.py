@@ -443,7 +443,8 @@ class PipelineStack(Stack):
             connection_arn=config.connection_arn,
             output=source_output,
             variables_namespace="Source",
-            trigger_on_push=False,  # the V2 git trigger below decides
+            # The V2 git trigger below decides; with a trigger, default change detection is off anyway.
+            trigger_on_push=False,
         )
         build = actions.CodeBuildAction(
             action_name="BuildImage",
