@@ -7,6 +7,7 @@ pins the content in the manifest hash).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,9 @@ from pipeline_common import aws
 
 CHANNELS = ("train", "validation")
 HASH_LENGTH = 12
+ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "403"})
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,44 @@ def current_objects(pages: Iterable[dict[str, Any]]) -> list[DataObject]:
 
 
 def resolve(bucket: str, prefix: str) -> DataVersion:
-    """List `<prefix>train/` and `<prefix>validation/` and pin every current object's version."""
+    """List `<prefix>train/` and `<prefix>validation/` and pin every current object's version.
+
+    ListObjectVersions needs s3:ListBucketVersions. Without it, fall back to ListObjectsV2 plus one
+    HeadObject per object (s3:ListBucket + s3:GetObject), which also returns each current version id.
+    """
     s3 = aws.client("s3")
-    pages: list[dict[str, Any]] = []
+    try:
+        pages: list[dict[str, Any]] = []
+        for channel in CHANNELS:
+            paginator = s3.get_paginator("list_object_versions")
+            pages.extend(paginator.paginate(Bucket=bucket, Prefix=f"{prefix}{channel}/"))
+        objects = current_objects(pages)
+    except Exception as error:
+        if aws.error_code(error) not in ACCESS_DENIED:
+            raise
+        logger.warning(
+            "ListObjectVersions denied on s3://%s/%s (grant s3:ListBucketVersions); using HeadObject per object",
+            bucket,
+            prefix,
+        )
+        objects = _objects_by_head(s3, bucket, prefix)
+    return DataVersion(bucket=bucket, prefix=prefix, objects=tuple(objects))
+
+
+def _objects_by_head(s3: Any, bucket: str, prefix: str) -> list[DataObject]:
+    objects = []
     for channel in CHANNELS:
-        paginator = s3.get_paginator("list_object_versions")
-        pages.extend(paginator.paginate(Bucket=bucket, Prefix=f"{prefix}{channel}/"))
-    return DataVersion(bucket=bucket, prefix=prefix, objects=tuple(current_objects(pages)))
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}{channel}/"):
+            for item in page.get("Contents", []):
+                if is_folder_marker(item["Key"], int(item.get("Size", 0))):
+                    continue
+                head = s3.head_object(Bucket=bucket, Key=item["Key"])
+                objects.append(
+                    DataObject(
+                        key=item["Key"],
+                        version_id=str(head.get("VersionId") or "null"),
+                        etag=str(head.get("ETag", "")).strip('"'),
+                        size=int(head.get("ContentLength", item.get("Size", 0))),
+                    )
+                )
+    return sorted(objects, key=lambda obj: obj.key)

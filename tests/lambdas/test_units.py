@@ -167,6 +167,36 @@ def test_resolve_against_versioned_and_unversioned_buckets(
     assert data_version.resolve(bucket, "d/").manifest_hash != first.manifest_hash
 
 
+@pytest.mark.parametrize("versioned", [True, False])
+def test_without_list_bucket_versions_the_same_versions_come_from_head_object(
+    versioned: bool, emulated: Emulated, clients: Any
+) -> None:
+    from botocore.exceptions import ClientError
+
+    bucket = emulated.data_bucket(versioned=versioned)
+    emulated.put_objects(bucket, {"d/train/a.csv": b"1", "d/train/": b"", "d/validation/v.csv": b"2"})
+    expected = data_version.resolve(bucket, "d/")
+
+    class NoListVersions:
+        def __init__(self, s3: Any) -> None:
+            self._s3 = s3
+
+        def get_paginator(self, operation: str) -> Any:
+            if operation == "list_object_versions":
+                raise ClientError(
+                    {"Error": {"Code": "AccessDenied", "Message": "denied"}}, "ListObjectVersions"
+                )
+            return self._s3.get_paginator(operation)
+
+        def head_object(self, **kwargs: Any) -> Any:
+            return self._s3.head_object(**kwargs)
+
+    clients({"s3": NoListVersions(emulated.client("s3"))})
+    fallback = data_version.resolve(bucket, "d/")
+    assert fallback.version_ids == expected.version_ids
+    assert fallback.manifest_hash == expected.manifest_hash
+
+
 # -- settings -----------------------------------------------------------------------------------------------
 def test_every_missing_variable_is_named(start_env: StartEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AUDIT_TABLE_NAME", "DATA_BUCKET", "KMS_KEY_ARN", "JOB_NAME_PREFIX", "TRAINING_CONFIG"):
