@@ -122,7 +122,7 @@ def console_links(region: str, pipeline: str, record: Mapping[str, Any]) -> dict
     links = {
         "Training job": f"{base}/sagemaker/home?region={region}#/jobs/{job}",
         "Logs": f"{base}/cloudwatch/home?region={region}#logsV2:log-groups/log-group/{log_group}"
-        f"/log-events$3FlogStreamNameFilter$3D{quote(job, safe='')}",
+        f"$3FlogStreamNameFilter$3D{quote(job, safe='')}",
     }
     execution = record.get("pipeline_execution_id")
     if execution:
