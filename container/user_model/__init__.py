@@ -327,7 +327,6 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
         booster = start_model
     assert booster is not None
     meta["num_round"] = booster.num_boosted_rounds()
-    booster.set_param({"nthread": 1})  # serving predicts per request; workers give the parallelism
     return Model(booster=booster, meta=meta)
 
 
@@ -340,6 +339,7 @@ def save(model: Model, directory: Path) -> None:
 def load(directory: Path) -> Model:
     meta = json.loads((directory / META_FILE).read_text())
     booster = xgb.Booster(model_file=str(directory / MODEL_FILE))
+    # Serving predicts per request and the workers give the parallelism: one thread each, no oversubscription.
     booster.set_param({"nthread": int(os.environ.get("MODEL_PREDICT_THREADS", "1"))})
     return Model(booster=booster, meta=meta)
 

@@ -1,0 +1,128 @@
+"""Training benchmark: load + train the default model on a synthetic 1,000,000 x 20 CSV (~190 MB).
+
+The run goes through the container's own `train` code path (sagemaker_contract.training on an /opt/ml
+tree), in a child process, so wall time and peak RSS (ru_maxrss of the child) are the whole job's:
+interpreter start, imports, CSV parse, QuantileDMatrix, 100 hist rounds at depth 6, metrics, model save.
+The CSV is generated once (fixed seed) and cached in $BENCH_CACHE_DIR (default ~/.cache/ml-pipeline-bench).
+
+    python bench/train.py [--rows 1000000] [--features 20] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "ml-pipeline-bench"))
+
+
+def synthetic_csv(rows: int, features: int) -> Path:
+    """Target first, then features; 5 decimals (about 190 MB for 1M x 20). Generated with pyarrow: seconds."""
+    path = CACHE / f"synthetic-{rows}x{features}-v2.csv"
+    if path.exists():
+        return path
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(rows, features)).astype(np.float32).round(5)
+    # A non-linear target with interactions, so 100 rounds of depth 6 have real work to do.
+    y = (
+        (
+            2.0 * x[:, 0]
+            + np.sin(3 * x[:, 1])
+            + x[:, 2] * x[:, 3]
+            + np.where(x[:, 4] > 0.5, 1.5, -0.5)
+            + 0.3 * x[:, 5:].sum(axis=1)
+            + rng.normal(0, 0.3, rows)
+        )
+        .astype(np.float32)
+        .round(4)
+    )
+    columns = {"target": y, **{f"f{i}": x[:, i] for i in range(features)}}
+    tmp = path.with_suffix(".tmp")
+    pcsv.write_csv(pa.table(columns), tmp)
+    tmp.replace(path)
+    return path
+
+
+CHILD = """
+import os, sys, time
+sys.path.insert(0, {container!r})
+started = time.perf_counter()
+from sagemaker_contract import training
+code = training.main()
+print(f"child wall {{time.perf_counter() - started:.2f}} s", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="XGBoost threads (0 = all cores)")
+    args = parser.parse_args()
+
+    generated = time.perf_counter()
+    csv = synthetic_csv(args.rows, args.features)
+    generated = time.perf_counter() - generated
+    csv_bytes = csv.stat().st_size
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    try:
+        opt = work / "opt_ml"
+        (opt / "input" / "config").mkdir(parents=True)
+        (opt / "input" / "data" / "train").mkdir(parents=True)
+        os.symlink(csv, opt / "input" / "data" / "train" / "train.csv")
+        hyperparameters = {"num_round": "100", "max_depth": "6", "eta": "0.2", "nthread": str(args.threads)}
+        (opt / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+        env = {**os.environ, "OPT_ML_DIR": str(opt), "PYTHONDONTWRITEBYTECODE": "1"}
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-c", CHILD.format(container=str(ROOT / "container"))],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wall = time.perf_counter() - started
+        peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+        if result.returncode != 0:
+            print(result.stdout[-2000:], result.stderr[-3000:], sep="\n")
+            return 1
+        metrics = [line for line in result.stdout.splitlines() if line.startswith("METRIC ")]
+        phases = [line for line in result.stderr.splitlines() if line.startswith(("read ", "child wall"))]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"train bench: {args.rows:,} rows x {args.features} features, CSV {csv_bytes / 1e6:.0f} MB "
+          f"({'generated in ' + format(generated, '.1f') + ' s' if generated > 1 else 'cached'} at {csv})")  # fmt: skip
+    print(f"  default model: XGBoost hist, 100 rounds, depth 6, eta 0.2, {os.cpu_count()} cores")
+    print(f"  wall time      {wall:6.2f} s   (whole `train` run in a child process)")
+    for line in phases:
+        print(f"    {line}")
+    print(f"  rows/s         {args.rows / wall:10,.0f}")
+    print(f"  peak RSS       {peak_rss / 1e6:6.0f} MB  = {peak_rss / csv_bytes:.2f}x the CSV size")
+    for line in metrics:
+        print(f"    {line}")
+    goals = [("wall time < 15 s", wall < 15), ("peak RSS < 2.5x the CSV size", peak_rss < 2.5 * csv_bytes)]
+    for text, met in goals:
+        print(f"  {'met ' if met else 'MISS'}  {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
