@@ -35,12 +35,12 @@ container-tool:  ## Container engine for image builds (docker if an engine runs,
 	bash scripts/setup-container-tool.sh
 
 synth: setup  ## Synthesize all stacks with cdk-nag (fails on any finding).
-	$(CDK) synth --all --quiet $(if $(CONTEXT),$(CONTEXT),)
+	$(CDK) synth --quiet $(if $(CONTEXT),$(CONTEXT),)
 
 lint: setup  ## ruff, plus cfn-lint on freshly synthesized templates.
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(CDK) synth --all --quiet
+	$(CDK) synth --quiet
 	$(VENV)/bin/cfn-lint cdk.out/*.template.json
 
 test: setup container-tool  ## Lint, then every test (stacks, lambdas, container image, e2e).

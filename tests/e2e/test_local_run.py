@@ -1,0 +1,223 @@
+"""`make local-run` as a user runs it: real emulator, real image, real handlers, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts import container_tool
+from scripts.emulator import MotoServer
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.image]
+
+
+def local_run(endpoint_url: str | None, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = ["--output", str(output), *extra]
+    if endpoint_url:
+        args += ["--endpoint-url", endpoint_url]
+    return subprocess.run(
+        ["make", "--no-print-directory", "local-run", f"ARGS={' '.join(args)}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "160"},
+        check=False,
+    )
+
+
+def run_files(output: Path) -> dict[str, Any]:
+    (run_dir,) = [p for p in output.iterdir() if p.is_dir()]
+    return {
+        "record": json.loads((run_dir / "record.json").read_text()),
+        "email": (run_dir / "email.txt").read_text(),
+        "emails": json.loads((run_dir / "emails.json").read_text()),
+    }
+
+
+def runs_json(endpoint_url: str, *filters: str) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.runs",
+            "--endpoint-url",
+            endpoint_url,
+            "--region",
+            "us-east-1",
+            "--json",
+            *filters,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"},
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def leftover_containers() -> list[str]:
+    return [
+        name for prefix in ("local-train-", "local-serve-") for name in container_tool.list_containers(prefix)
+    ]
+
+
+def moto_servers() -> list[str]:
+    return subprocess.run(
+        ["pgrep", "-f", "moto.server"], capture_output=True, text=True, check=False
+    ).stdout.split()
+
+
+def git_head() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[str]:
+    with MotoServer() as server:
+        yield server.endpoint_url
+
+
+@pytest.fixture(scope="module")
+def happy_run(
+    emulator: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], dict]:
+    output = tmp_path_factory.mktemp("happy")
+    result = local_run(emulator, output)
+    return result, run_files(output)
+
+
+@pytest.fixture(scope="module")
+def failed_run(
+    emulator: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], dict]:
+    output = tmp_path_factory.mktemp("failed")
+    result = local_run(emulator, output, "--hyperparameters", "max_depth=-1")
+    return result, run_files(output)
+
+
+def test_happy_path_exits_zero_with_a_complete_record(happy_run: tuple) -> None:
+    result, files = happy_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = files["record"]
+    assert record["status"] == "Completed"
+    assert record["commit_id"] == git_head()
+    assert record["job_name"].startswith("mlpipe-dev-")
+    assert record["trigger"] == "manual"
+    assert record["image_uri"].startswith("ml-pipeline-trainer:")
+    assert record["image_digest"].startswith("sha256:")
+    assert record["data_version"]
+    assert record["data_versions"], "the exact S3 version ids of the training data are recorded"
+    assert record["model_artifact"].endswith("/output/model.tar.gz")
+    assert record["hyperparameters"]
+    assert any(name.startswith("validation:") for name in record["metrics"])
+    for stage in (
+        "Source",
+        "Synth",
+        "Emulator",
+        "Data",
+        "Build",
+        "Train",
+        "Record and notify",
+        "Smoke-serve",
+    ):
+        assert f"✓ {stage}" in result.stdout
+
+
+def test_happy_path_email_reads_well(happy_run: tuple) -> None:
+    _, files = happy_run
+    record, email = files["record"], files["email"]
+    subject = email.splitlines()[0]
+    assert subject.startswith("Subject: [")
+    assert "Training Completed" in subject and record["job_name"] in subject
+    assert record["commit_id"][:7] in subject
+    for metric in record["metrics"]:
+        assert metric in email
+    assert "console.aws.amazon.com" in email
+    assert files["emails"][-1]["attributes"]["status"] == "Completed"
+
+
+def test_runs_lists_the_run_from_the_emulator(happy_run: tuple, emulator: str) -> None:
+    _, files = happy_run
+    job_name = files["record"]["job_name"]
+    completed = runs_json(emulator, "--status", "Completed")
+    assert job_name in [run["job_name"] for run in completed]
+    by_commit = runs_json(emulator, "--commit", files["record"]["commit_id"])
+    assert job_name in [run["job_name"] for run in by_commit]
+
+
+def test_failed_training_fails_the_run_with_the_reason_everywhere(failed_run: tuple, emulator: str) -> None:
+    result, files = failed_run
+    assert result.returncode != 0
+    record = files["record"]
+    assert record["status"] == "Failed"
+    assert "max_depth" in record["failure_reason"]
+    assert "Training Failed" in files["email"].splitlines()[0]
+    assert "max_depth" in files["email"]
+    assert "max_depth" in result.stdout  # the CodePipeline failure message is shown
+    assert record["job_name"] in [run["job_name"] for run in runs_json(emulator, "--status", "Failed")]
+
+
+def test_nothing_is_left_running(happy_run: tuple, failed_run: tuple, tmp_path: Path) -> None:
+    assert leftover_containers() == []
+    # A run that starts its own emulator stops it again: no moto server outlives it.
+    before = moto_servers()
+    result = local_run(None, tmp_path, "--hyperparameters", "max_depth=-1")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert sorted(moto_servers()) == sorted(before)
+    assert leftover_containers() == []
+
+
+def test_ctrl_c_during_training_cleans_up(happy_run: tuple, tmp_path: Path) -> None:
+    """Interrupting mid-training stops the training container and the emulator the run started."""
+    before = moto_servers()
+    # Enough rounds that training is still running when the interrupt arrives.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scripts.local_run",
+            "--output",
+            str(tmp_path),
+            "--poll-seconds",
+            "0.2",
+            "--hyperparameters",
+            "num_round=100000",
+            "eta=0.001",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert process.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 300
+    for line in process.stdout:
+        seen.append(line)
+        if "✓ Build" in line or time.monotonic() > deadline:
+            break
+    # Wait until the training container exists, then interrupt like Ctrl-C.
+    while not container_tool.list_containers("local-train-") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert container_tool.list_containers("local-train-"), "".join(seen)[-3000:]
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, "".join(seen)[-2000:] + output[-2000:]
+    assert "interrupted" in output
+    assert leftover_containers() == []
+    assert sorted(moto_servers()) == sorted(before)
