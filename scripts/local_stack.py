@@ -7,6 +7,7 @@ Intrinsic functions are resolved against the emulator's physical names.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -73,7 +74,10 @@ class LocalDeployment:
 
     # -- creation -------------------------------------------------------------------------------------
     def create(self, session: Any, endpoint_url: str) -> None:
-        """Create buckets, tables, topics and queues of both stacks; then resolve the Lambda environments."""
+        """Create buckets, tables, topics and queues of both stacks; then resolve the Lambda environments.
+
+        Idempotent, like a second deploy: resources that already exist in the emulator are reused.
+        """
         clients = {
             name: session.client(name, endpoint_url=endpoint_url, region_name=self.region)
             for name in ("s3", "dynamodb", "sns", "sqs")
@@ -106,14 +110,13 @@ class LocalDeployment:
         self, clients: dict[str, Any], stack: StackTemplate, lid: str, props: dict
     ) -> LocalResource:
         name = physical_name(stack.name, lid)
-        clients["s3"].create_bucket(
-            Bucket=name,
-            **(
-                {}
-                if self.region == "us-east-1"
-                else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
-            ),
+        location = (
+            {}
+            if self.region == "us-east-1"
+            else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
         )
+        with contextlib.suppress(clients["s3"].exceptions.BucketAlreadyOwnedByYou):
+            clients["s3"].create_bucket(Bucket=name, **location)
         status = props.get("VersioningConfiguration", {}).get("Status")
         if status:
             clients["s3"].put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
@@ -135,7 +138,11 @@ class LocalDeployment:
         ]
         if indexes:
             request["GlobalSecondaryIndexes"] = indexes
-        description = clients["dynamodb"].create_table(**request)["TableDescription"]
+        try:
+            description = clients["dynamodb"].create_table(**request)["TableDescription"]
+        except clients["dynamodb"].exceptions.ResourceInUseException:
+            # A reused emulator already has it (a second run): deploying again changes nothing.
+            description = clients["dynamodb"].describe_table(TableName=name)["Table"]
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
             clients["dynamodb"].update_time_to_live(

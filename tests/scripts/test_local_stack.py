@@ -110,6 +110,16 @@ def test_lambda_environment_is_resolved_to_local_names(deployment: Any) -> None:
     assert environment["LITERAL"] == "datasets/"
 
 
+def test_deploying_again_into_the_same_emulator_reuses_resources(deployment: Any) -> None:
+    local, session = deployment
+    table = local.resource(DATA, "AWS::DynamoDB::Table", "Audit").ref
+    session.client("dynamodb").put_item(TableName=table, Item={"job_name": {"S": "kept"}})
+    again = LocalDeployment(DATA, PIPELINE, "eu-west-1")
+    again.create(session, endpoint_url=None)
+    assert again.resource(DATA, "AWS::DynamoDB::Table", "Audit").ref == table
+    assert session.client("dynamodb").get_item(TableName=table, Key={"job_name": {"S": "kept"}})["Item"]
+
+
 def test_missing_pieces_are_clear_errors(deployment: Any, tmp_path: Any) -> None:
     local, _ = deployment
     with pytest.raises(TemplateError, match="no Lambda with handler nope"):
