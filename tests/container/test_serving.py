@@ -270,3 +270,24 @@ def test_real_server_predicts_and_stops_on_sigterm(server: tuple[int, subprocess
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
     assert time.monotonic() - started < 10
+
+
+def test_fast_predict_matches_inplace_predict(model_dir: Path, tmp_path: Path) -> None:
+    import user_model
+    import xgboost as xgb
+
+    assert user_model._fast_predict is not None
+    model = user_model.load(model_dir)
+    x = np.array([[float(v) for v in row.split(",")] for row in ROWS[:200]], dtype=np.float32)
+    np.testing.assert_array_equal(user_model.predict(model, x), model.booster.inplace_predict(x))
+    # Multiclass: one row of probabilities per input row.
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(300, 4)).astype(np.float32)
+    labels = np.digitize(features[:, 0], [-0.5, 0.5]).astype(np.float32)
+    booster = xgb.train(
+        {"objective": "multi:softprob", "num_class": 3}, xgb.DMatrix(features, label=labels), 5
+    )
+    multi = user_model.Model(booster=booster, meta={"problem_type": "classification"})
+    got = user_model.predict(multi, features[:7])
+    assert got.shape == (7, 3)
+    np.testing.assert_allclose(got, booster.inplace_predict(features[:7]), rtol=1e-6)
