@@ -349,10 +349,17 @@ class PipelineStack(Stack):
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
                     "sagemaker:AddTags",
+                    "sagemaker:ListTags",  # a retried invocation checks the existing job's data version
                 ],
                 resources=[self.training_job_arn],
             ),
             *self._read_data_statements(),
+            # The exact data version is the object version ids under the prefix (ListObjectVersions).
+            iam.PolicyStatement(
+                actions=["s3:ListBucketVersions"],
+                resources=[data.data_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [config.data_prefix, f"{config.data_prefix}*"]}},
+            ),
             iam.PolicyStatement(
                 actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 resources=[data.audit_table.table_arn],
@@ -590,7 +597,6 @@ class PipelineStack(Stack):
             environment={
                 "DATA_BUCKET": data.data_bucket.bucket_name,
                 "DATA_PREFIX": config.data_prefix,
-                "IDEMPOTENCY_TABLE_NAME": self.idempotency_table.table_name,
             },
         )
         function.add_event_source(
@@ -602,10 +608,10 @@ class PipelineStack(Stack):
             )
         )
         for statement in [
+            # No idempotency table: StartPipelineExecution's clientRequestToken already dedupes a batch.
             iam.PolicyStatement(
                 actions=["codepipeline:StartPipelineExecution"], resources=[self.pipeline_arn]
             ),
-            self._idempotency_statement(),
             *self._kms_statement(),
         ]:
             function.add_to_role_policy(statement)

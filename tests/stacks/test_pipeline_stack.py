@@ -174,7 +174,7 @@ EXPECTED_ENV = {
     },
     "record_status.handler.lambda_handler": COMMON
     | {"AUDIT_TABLE_NAME", "TOPIC_ARN", "JOB_NAME_PREFIX", "IDEMPOTENCY_TABLE_NAME"},
-    "data_trigger.handler.lambda_handler": COMMON | {"DATA_BUCKET", "DATA_PREFIX", "IDEMPOTENCY_TABLE_NAME"},
+    "data_trigger.handler.lambda_handler": COMMON | {"DATA_BUCKET", "DATA_PREFIX"},
 }
 
 
@@ -344,6 +344,7 @@ def test_sagemaker_actions_are_scoped_to_the_job_prefix(synthesized: Synthesized
                 "sagemaker:AddTags",
                 "sagemaker:CreateTrainingJob",
                 "sagemaker:DescribeTrainingJob",
+                "sagemaker:ListTags",
                 "sagemaker:StopTrainingJob",
             },
         ),
@@ -381,6 +382,16 @@ def test_sagemaker_role_least_privilege(synthesized: Synthesized) -> None:
     assert "ImageRepository" in pull["Resource"]["Fn::ImportValue"]
     logs = json.dumps(by_action["logs:PutLogEvents"])
     assert "log-group:/aws/sagemaker/TrainingJobs" in logs
+
+
+def test_start_training_may_list_data_versions_under_the_prefix_only(synthesized: Synthesized) -> None:
+    (statement,) = [
+        s
+        for s in statements(synthesized, "StartTrainingRole")
+        if "s3:ListBucketVersions" in as_list(s["Action"])
+    ]
+    assert statement["Condition"] == {"StringLike": {"s3:prefix": ["datasets/", "datasets/*"]}}
+    assert "DataBucket" in json.dumps(statement["Resource"])
 
 
 def test_data_trigger_may_only_start_this_pipeline(synthesized: Synthesized) -> None:
