@@ -32,7 +32,9 @@ class ScoringService:
 
     @classmethod
     def predict(cls, data: pd.DataFrame):  # untyped, as in the original example
-        return cls.get_model().predict(xgb.DMatrix(data.values))
+        # nthread=1 like the container's server (the original left it at "all cores", which with several
+        # workers oversubscribes the CPU and made this baseline ~5x slower here: we don't count that).
+        return cls.get_model().predict(xgb.DMatrix(data.values, nthread=1))
 
 
 app = flask.Flask(__name__)
