@@ -10,6 +10,7 @@ EventBridge-shaped "SageMaker Training Job State Change" event.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -156,9 +157,12 @@ class LocalSageMaker:
             time.sleep(poll_seconds)
 
     def stop_all(self) -> None:
+        """Remove every job's container, running or ended (safe to call more than once)."""
         for job in list(self._jobs.values()):
-            if job.process is not None and job.process.poll() is None:
+            if job.process is not None:
                 self._stop_container(job.container_name)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    job.process.wait(timeout=30)
 
     # -- internals -------------------------------------------------------------------------------------
     def _job(self, name: str, operation: str) -> LocalTrainingJob:
@@ -221,6 +225,8 @@ class LocalSageMaker:
                 self._finish(job, "Stopped", "Training job reached its MaxRuntimeInSeconds and was stopped.")
             return
         job.metrics = self._scrape_metrics(job)
+        # SageMaker releases the instance when the job ends: nothing of an ended job keeps running here either.
+        self._stop_container(job.container_name)
         if exit_code == 0:
             self._transition(job, "InProgress", "Uploading", "Uploading generated training model")
             job.model_artifact = self._upload_model(job)

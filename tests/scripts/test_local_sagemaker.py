@@ -87,12 +87,14 @@ def s3() -> Any:
         yield client
 
 
-def make_sagemaker(s3: Any, tmp_path: Path, behaviour: str, events: list[dict[str, Any]]) -> LocalSageMaker:
+def make_sagemaker(
+    s3: Any, tmp_path: Path, behaviour: str, events: list[dict[str, Any]], removed: list[str] | None = None
+) -> LocalSageMaker:
     return LocalSageMaker(
         s3_client=s3,
         workdir=tmp_path,
         start_container=fake_container(behaviour),
-        stop_container=lambda name: None,
+        stop_container=(removed if removed is not None else []).append,
         on_state_change=events.append,
         region="us-east-1",
     )
@@ -100,10 +102,12 @@ def make_sagemaker(s3: Any, tmp_path: Path, behaviour: str, events: list[dict[st
 
 def test_completed_job_has_metrics_model_artifact_and_two_state_changes(s3: Any, tmp_path: Path) -> None:
     events: list[dict[str, Any]] = []
-    sagemaker = make_sagemaker(s3, tmp_path, "ok", events)
+    removed: list[str] = []
+    sagemaker = make_sagemaker(s3, tmp_path, "ok", events, removed)
 
     sagemaker.create_training_job(**training_request("job-1"))
     description = sagemaker.wait("job-1", poll_seconds=0.05)
+    assert len(removed) == 1 and "job-1" in removed[0], "an ended job's container is removed"
 
     assert description["TrainingJobStatus"] == "Completed"
     metrics = {m["MetricName"]: m["Value"] for m in description["FinalMetricDataList"]}
@@ -123,10 +127,12 @@ def test_completed_job_has_metrics_model_artifact_and_two_state_changes(s3: Any,
 
 def test_failed_job_reports_the_failure_file(s3: Any, tmp_path: Path) -> None:
     events: list[dict[str, Any]] = []
-    sagemaker = make_sagemaker(s3, tmp_path, "fail", events)
+    removed: list[str] = []
+    sagemaker = make_sagemaker(s3, tmp_path, "fail", events, removed)
 
     sagemaker.create_training_job(**training_request("job-2"))
     description = sagemaker.wait("job-2", poll_seconds=0.05)
+    assert len(removed) == 1 and "job-2" in removed[0], "a failed job's container is removed"
 
     assert description["TrainingJobStatus"] == "Failed"
     assert (
