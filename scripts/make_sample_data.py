@@ -39,7 +39,9 @@ def generate(rows: int, rng: np.random.Generator) -> np.ndarray:
     city = rng.integers(0, 2, rows)
     latitude = np.where(city == 0, rng.normal(34.05, 0.6, rows), rng.normal(37.6, 0.6, rows))
     longitude = np.where(city == 0, rng.normal(-118.25, 0.7, rows), rng.normal(-122.2, 0.5, rows))
-    coast_distance = np.minimum(np.hypot(latitude - 34.0, longitude + 118.5), np.hypot(latitude - 37.7, longitude + 122.4))
+    coast_distance = np.minimum(
+        np.hypot(latitude - 34.0, longitude + 118.5), np.hypot(latitude - 37.7, longitude + 122.4)
+    )
     value = (
         0.45 * income
         + 0.9 * np.exp(-coast_distance)
@@ -59,7 +61,9 @@ def write_csv(path: Path, table: np.ndarray) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--train-rows", type=int, default=2000)
     parser.add_argument("--validation-rows", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "sample")
