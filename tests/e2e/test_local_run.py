@@ -176,7 +176,7 @@ def test_nothing_is_left_running(happy_run: tuple, failed_run: tuple, tmp_path: 
     # A run that starts its own emulator stops it again: no moto server outlives it.
     before = moto_servers()
     result = local_run(None, tmp_path, "--hyperparameters", "max_depth=-1")
-    assert result.returncode == 1, result.stdout[-3000:]
+    assert result.returncode != 0, result.stdout[-3000:]  # make reports a failed recipe as 2
     assert sorted(moto_servers()) == sorted(before)
     assert leftover_containers() == []
 
