@@ -4,9 +4,10 @@ Both run on the host with this venv's python, on loopback, with the same trained
 number of gunicorn workers (cores, or --workers): ours is `python -m sagemaker_contract serve` (the image's
 exact code and server), the baseline is bench/classic_byoc/predictor.py (Flask + pandas.read_csv).
 The load generator is a small asyncio HTTP/1.1 client in this process (keep-alive when the server allows it).
-Running on the host keeps the container runtime's port-forwarding proxy out of the numbers.
+By default both run on the host (no container networking in the numbers); `--container` runs the container's
+server in the real image instead (built with scripts/container_tool.py, published on a loopback port).
 
-    python bench/serve.py [--seconds 3] [--workers N]
+    python bench/serve.py [--seconds 3] [--workers N] [--container]
 """
 
 from __future__ import annotations
@@ -167,6 +168,9 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--container", action="store_true", help="run the container's server in the real image"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     try:
@@ -185,11 +189,22 @@ def main() -> int:
                        "--log-level", "warning", "--no-control-socket", "predictor:app"]  # fmt: skip
         classic_env = {"MODEL_DIR": str(model_dir)}
         results: dict[tuple[str, int, int], dict[str, float]] = {}
+        if args.container:
+            sys.path.insert(0, str(ROOT))
+            from scripts import container_tool
+
+            image = "mlpipe-bench-serve:latest"
+            container_tool.build_image(image)
+            ours_server = container_tool.serve(image, model_dir, port=ours_port, workers=args.workers)
+        else:
+            ours_server = server(ours_cmd, ours_env, ours_port, ROOT, work / "ours.log")
+        where = "in the image, published loopback port" if args.container else "on the host, loopback"
         print(
-            f"serve bench: {args.workers} worker(s) each, {os.cpu_count()} cores, {args.seconds:.0f} s per cell, host + loopback"
+            f"serve bench: {args.workers} worker(s) each, {os.cpu_count()} cores, {args.seconds:.0f} s per cell; "
+            f"container server {where}; classic baseline on the host"
         )
         with (
-            server(ours_cmd, ours_env, ours_port, ROOT, work / "ours.log"),
+            ours_server,
             server(
                 classic_cmd, classic_env, classic_port, ROOT / "bench" / "classic_byoc", work / "classic.log"
             ),
