@@ -1,8 +1,7 @@
 """The notification email: one per real status transition of a training job, built from the audit record.
 
 Subject: `[<project>/<env>] Training <Status>: <job> (<short sha>, data v<short data version>)`, at most 99
-ASCII characters (SNS allows < 100): if that is too long the data version goes first (it is in the body),
-then the job name is shortened in the middle.
+ASCII characters (SNS allows < 100): if that is too long the job name is shortened in the middle.
 Message attributes `status` and `job_name` (String) let subscribers filter, e.g. to failures only.
 """
 
@@ -16,6 +15,8 @@ from urllib.parse import quote
 from pipeline_common import aws
 
 MAX_SUBJECT = 99
+# Below this many characters a shortened job name stops being recognisable.
+MIN_JOB_NAME_IN_SUBJECT = 24
 SHORT_SHA = 7
 SHORT_DATA_VERSION = 8
 
@@ -53,21 +54,27 @@ def short(value: Any, length: int) -> str:
 
 
 def subject(project: str, env: str, record: Mapping[str, Any]) -> str:
-    """The full form if it fits SNS's limit; else without the data version; else the job name shortened
-    in the middle. The body always carries everything."""
+    """The full form if it fits SNS's limit. Else the job name is shortened in the middle (a deployed job
+    name is the prefix plus a 36-character execution id, too long to fit with the rest), keeping commit and
+    data version; only if that leaves too little of the job name is the data version dropped. The body
+    and the `job_name` message attribute always carry the full name."""
     status = str(record.get("status", "Unknown"))
     job = str(record.get("job_name", "?"))
     sha = short(record.get("commit_id"), SHORT_SHA)
     data = short(record.get("data_version"), SHORT_DATA_VERSION)
     head = f"[{project}/{env}] Training {status}: "
-    for candidate in (f"{head}{job} ({sha}, data v{data})", f"{head}{job} ({sha})"):
-        if len(_ascii(candidate)) <= MAX_SUBJECT:
-            return _ascii(candidate)
-    tail = f" ({sha})"
-    room = max(MAX_SUBJECT - len(head) - len(tail), 9)
-    keep_end = (room - 3) // 2
-    shortened = f"{job[: room - 3 - keep_end]}...{job[len(job) - keep_end :]}"
-    return _ascii(f"{head}{shortened}{tail}")[:MAX_SUBJECT]
+    tails = (f" ({sha}, data v{data})", f" ({sha})")
+    full = f"{head}{job}{tails[0]}"
+    if len(_ascii(full)) <= MAX_SUBJECT:
+        return _ascii(full)
+    for tail in tails:
+        room = MAX_SUBJECT - len(head) - len(tail)
+        if room >= MIN_JOB_NAME_IN_SUBJECT or tail == tails[-1]:
+            room = max(room, 9)
+            keep_end = (room - 3) // 3
+            shortened = f"{job[: room - 3 - keep_end]}...{job[len(job) - keep_end :]}"
+            return _ascii(f"{head}{shortened}{tail}")[:MAX_SUBJECT]
+    raise AssertionError("unreachable")
 
 
 def _ascii(text: str) -> str:

@@ -142,8 +142,8 @@ def test_happy_path_email_reads_well(happy_run: tuple) -> None:
     record, email = files["record"], files["email"]
     subject = email.splitlines()[0]
     assert subject.startswith("Subject: [")
-    assert "Training Completed" in subject and record["job_name"] in subject
-    assert record["commit_id"][:7] in subject
+    assert "Training Completed" in subject and record["job_name"][:24] in subject
+    assert f"({record['commit_id'][:7]}, data v{record['data_version'][:8]})" in subject
     for metric in record["metrics"]:
         assert metric in email
     assert "console.aws.amazon.com" in email

@@ -70,5 +70,5 @@ def test_a_failed_job_carries_its_reason_into_the_record_the_email_and_the_pipel
     emails = emulated.read_inbox(record_env.inbox)
     assert [e["attributes"]["status"] for e in emails] == ["InProgress", "Failed"]
     failed = emails[-1]
-    assert failed["subject"].startswith(f"[mlpipe/test] Training Failed: {name} ({COMMIT[:7]}")
+    assert failed["subject"].startswith(f"[mlpipe/test] Training Failed: {name[:24]}")
     assert REASON in failed["body"] and "Status:        Failed" in failed["body"]

@@ -84,7 +84,8 @@ def test_started_then_completed_updates_every_field_and_sends_two_emails(
     assert [e["attributes"]["status"] for e in emails] == ["InProgress", "Completed"]
     assert all(e["attributes"]["job_name"] == name for e in emails)
     completed = emails[-1]
-    assert completed["subject"].startswith(f"[mlpipe/test] Training Completed: {name} ({COMMIT[:7]}")
+    assert completed["subject"].startswith(f"[mlpipe/test] Training Completed: {name[:24]}")
+    assert f"({COMMIT[:7]}, data v" in completed["subject"] and len(completed["subject"]) < 100
     assert len(completed["subject"]) < 100
     body = completed["body"]
     for expected in (
@@ -195,7 +196,7 @@ def test_a_failed_job_carries_its_reason_into_the_record_and_the_email(
     assert record is not None and record["status"] == "Failed" and record["failure_reason"] == reason
     (email,) = emulated.read_inbox(record_env.inbox)
     assert email["attributes"]["status"] == "Failed"
-    assert email["subject"].startswith(f"[mlpipe/test] Training Failed: {name}")
+    assert email["subject"].startswith(f"[mlpipe/test] Training Failed: {name[:24]}")
     assert f"Reason:        {reason}" in email["body"]
 
 

@@ -83,10 +83,12 @@ def test_subject_format() -> None:
     )
 
 
-def test_subject_always_fits_sns_and_keeps_the_job_name_when_it_can() -> None:
+def test_subject_always_fits_sns_and_keeps_commit_and_data_version() -> None:
     job = "mlpipe-dev-12345678-1234-1234-1234-123456789012"  # prefix + execution id, as deployed
     subject = notify.subject("mlpipe", "dev", {**RECORD, "job_name": job, "status": "InProgress"})
-    assert len(subject) < 100 and job in subject and "(abc1234" in subject
+    assert len(subject) < 100 and subject.isascii()
+    assert subject.startswith("[mlpipe/dev] Training InProgress: mlpipe-dev-12345678-")
+    assert "..." in subject and subject.endswith("9012 (abc1234, data v0a1b2c3d)")
     long = notify.subject("a" * 40, "b" * 20, {**RECORD, "job_name": "j" * 63})
     assert len(long) < 100 and long.isascii() and "..." in long
     unknown = notify.subject("p", "e", {"job_name": "j", "status": "Failed"})
