@@ -34,6 +34,7 @@ META_FILE = "model-meta.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)\.ubj$")
 # Classification is inferred when the target looks like class labels (see infer_problem_type).
 MAX_INFERRED_CLASSES = 20
+SKETCH_SAMPLE_ROWS = 200_000
 
 
 class ModelError(Exception):
@@ -53,6 +54,8 @@ class Dataset:
 class Model:
     booster: xgb.Booster
     meta: dict[str, Any] = field(default_factory=dict)
+    # Predictions already computed during fit, by id() of the feature matrix (never saved).
+    cached_predictions: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def problem_type(self) -> str:
@@ -269,7 +272,11 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
 
     # QuantileDMatrix bins the float32 matrix directly: no extra full-size copy (memory-efficient).
     dtrain = xgb.QuantileDMatrix(
-        train.x, label=y_train, max_bin=params["max_bin"], nthread=xgb_params["nthread"]
+        train.x,
+        label=y_train,
+        max_bin=params["max_bin"],
+        ref=_sketch_reference(train.x, y_train, params, xgb_params["nthread"]),
+        nthread=xgb_params["nthread"],
     )
     evals = [(dtrain, "train")]
     if validation is not None:
@@ -327,7 +334,23 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
         booster = start_model
     assert booster is not None
     meta["num_round"] = booster.num_boosted_rounds()
-    return Model(booster=booster, meta=meta)
+    model = Model(booster=booster, meta=meta)
+    if start_model is None and not (early and booster.num_boosted_rounds() < remaining):
+        # XGBoost caches the training matrix's predictions: the train metrics come almost free.
+        model.cached_predictions[id(train.x)] = booster.predict(dtrain)
+    return model
+
+
+def _sketch_reference(x: np.ndarray, y: np.ndarray, params: dict[str, Any], nthread: int) -> Any:
+    """For big data, the bin boundaries (quantiles) from a 200k-row sample: the full sketch is the slowest
+    part of building the matrix (2.3 s vs 0.5 s on 1M x 20 here), and 256 quantiles from 200k rows are the
+    same to within noise (same RMSE in the bench). Small data: None (the exact sketch)."""
+    if x.shape[0] < 4 * SKETCH_SAMPLE_ROWS:
+        return None
+    rows = np.sort(
+        np.random.default_rng(params["seed"]).choice(x.shape[0], SKETCH_SAMPLE_ROWS, replace=False)
+    )
+    return xgb.QuantileDMatrix(x[rows], label=y[rows], max_bin=params["max_bin"], nthread=nthread)
 
 
 def save(model: Model, directory: Path) -> None:
@@ -410,7 +433,9 @@ _fast_predict = _make_fast_predict()
 
 
 def evaluate(model: Model, dataset: Dataset) -> dict[str, float]:
-    predictions = predict(model, dataset.x)
+    predictions = model.cached_predictions.get(id(dataset.x))
+    if predictions is None:
+        predictions = predict(model, dataset.x)
     if model.problem_type == "classification":
         y = _encode_other(dataset, model.meta["classes"])
         return classification_metrics(y, predictions, len(model.meta["classes"]))
