@@ -98,7 +98,16 @@ graphroot = "/var/lib/containers/storage"
 EOF
 fi
 
-podman info >/dev/null 2>&1 || die "podman is installed but 'podman info' fails: $(podman info 2>&1 | tail -3)"
+if ! podman info >/dev/null 2>&1; then
+  # overlay cannot sit on some filesystems (e.g. an overlay root inside another container): fall back to vfs,
+  # about 10x slower to build but working. Only safe before any image exists, which is the case here.
+  if grep -qF "$MARK" /etc/containers/storage.conf && ! podman images -q 2>/dev/null | grep -q .; then
+    log "overlay storage does not work here: falling back to vfs ($(podman info 2>&1 | tail -1))"
+    sed -i 's/^driver = "overlay"/driver = "vfs"/' /etc/containers/storage.conf
+    rm -rf /var/lib/containers/storage /run/containers/storage
+  fi
+  podman info >/dev/null 2>&1 || die "podman is installed but 'podman info' fails: $(podman info 2>&1 | tail -3)"
+fi
 
 # 3. The base image: pull only when asked, else build the stand-in.
 if ! podman image exists "$BASE_IMAGE"; then
