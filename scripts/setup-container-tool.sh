@@ -101,7 +101,9 @@ fi
 if ! podman info >/dev/null 2>&1; then
   # overlay cannot sit on some filesystems (e.g. an overlay root inside another container): fall back to vfs,
   # about 10x slower to build but working. Only safe before any image exists, which is the case here.
-  if grep -qF "$MARK" /etc/containers/storage.conf && ! podman images -q 2>/dev/null | grep -q .; then
+  images_json=/var/lib/containers/storage/overlay-images/images.json
+  if grep -qF "$MARK" /etc/containers/storage.conf && grep -q '^driver = "overlay"' /etc/containers/storage.conf &&
+    { [[ ! -s $images_json ]] || [[ $(tr -d '[:space:]' <"$images_json") == "[]" ]]; }; then
     log "overlay storage does not work here: falling back to vfs ($(podman info 2>&1 | tail -1))"
     sed -i 's/^driver = "overlay"/driver = "vfs"/' /etc/containers/storage.conf
     rm -rf /var/lib/containers/storage /run/containers/storage
