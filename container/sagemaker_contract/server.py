@@ -49,7 +49,9 @@ def options() -> dict[str, Any]:
     return {
         "bind": f"0.0.0.0:{port}",
         "workers": workers,
-        "worker_class": "sync",
+        "worker_class": os.environ.get("SAGEMAKER_MODEL_SERVER_WORKER_CLASS", "sync"),
+        "threads": int(os.environ.get("SAGEMAKER_MODEL_SERVER_THREADS") or 1),
+        "keepalive": 5,
         "timeout": timeout,
         "graceful_timeout": 20,  # under SageMaker's 30 s between SIGTERM and SIGKILL
         "backlog": 2048,
@@ -78,6 +80,10 @@ def _drop_privileges() -> None:
 def main(args: list[str]) -> int:
     _drop_privileges()
     opts = options()
+    if os.environ.get("SAGEMAKER_MODEL_SERVER", "prefork") != "gunicorn":
+        from sagemaker_contract import prefork
+
+        return prefork.serve(int(opts["bind"].rsplit(":", 1)[1]), opts["workers"])
     # gunicorn computed its default uid/gid at import (as root); pin them to who we are now.
     opts["user"], opts["group"] = os.getuid(), os.getgid()
     print(f"serving on {opts['bind']} with {opts['workers']} worker(s)", file=sys.stderr, flush=True)

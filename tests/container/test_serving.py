@@ -291,3 +291,41 @@ def test_fast_predict_matches_inplace_predict(model_dir: Path, tmp_path: Path) -
     got = user_model.predict(multi, features[:7])
     assert got.shape == (7, 3)
     np.testing.assert_allclose(got, booster.inplace_predict(features[:7]), rtol=1e-6)
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_real_server_http_details(server: tuple[int, subprocess.Popen]) -> None:
+    port, _ = server
+    # Chunked upload, as some clients send it.
+    body = "\n".join(ROWS[:2]).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    answer = _raw(
+        port,
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked,
+    )
+    assert answer.startswith(b"HTTP/1.1 200") and len(answer.split(b"\r\n\r\n", 1)[1].split()) == 2
+    # Expect: 100-continue gets the interim answer, then the real one.
+    answer = _raw(
+        port,
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nExpect: 100-continue\r\n"
+        + b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+    )
+    assert answer.startswith(b"HTTP/1.1 100 Continue") and b"HTTP/1.1 200" in answer
+    # Over 6 MB: 413 with a reason, the client is not reset mid-upload.
+    big = (ROWS[0] + "\n").encode() * (6 * 1024 * 1024 // len(ROWS[0]) + 10)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", "/invocations", body=big, headers={"Content-Type": "text/csv"})
+    response = connection.getresponse()
+    assert response.status == 413 and b"6 MB" in response.read()
+    # HEAD /ping and a malformed request.
+    assert _raw(port, b"HEAD /ping HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")
+    assert _raw(port, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400")
