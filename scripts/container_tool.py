@@ -30,17 +30,6 @@ class ContainerToolError(RuntimeError):
     """A container build or run failed; the message carries the relevant log tail."""
 
 
-class Engine(str):
-    """The engine's command name ("docker" or "podman").
-
-    A str, so `subprocess.run([engine(), "ps"])` works; iterating it yields the whole command as one
-    argument, so `[*engine(), "ps"]` works too (used by the e2e tests).
-    """
-
-    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
-        yield str(self)
-
-
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
@@ -50,7 +39,7 @@ def ensure_ready() -> None:
     engine()
 
 
-def engine() -> Engine:
+def engine() -> str:
     """'docker' or 'podman', after making sure it works. Raises ContainerToolError if neither does."""
     global _engine
     with _lock:
@@ -65,7 +54,7 @@ def engine() -> Engine:
                     f"(scripts/setup-container-tool.sh exited {result.returncode}).\n{_tail(result.stderr)}"
                 )
             _engine = name
-        return Engine(_engine)
+        return _engine
 
 
 def _run(args: list[str], timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
