@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.audit_schema import AUDIT_TABLE_SCHEMA
+
 # -- no real AWS, ever ------------------------------------------------------------------------------------
 _FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -117,33 +119,7 @@ class Emulated:
 
     def audit_table(self) -> str:
         name = unique_name("audit")
-        self.client("dynamodb").create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "job_name", "KeyType": "HASH"}],
-            AttributeDefinitions=[
-                {"AttributeName": attribute, "AttributeType": "S"}
-                for attribute in ("job_name", "commit_id", "created_at", "status", "updated_at")
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": "by-commit",
-                    "KeySchema": [
-                        {"AttributeName": "commit_id", "KeyType": "HASH"},
-                        {"AttributeName": "created_at", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                },
-                {
-                    "IndexName": "by-status",
-                    "KeySchema": [
-                        {"AttributeName": "status", "KeyType": "HASH"},
-                        {"AttributeName": "updated_at", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                },
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        self.client("dynamodb").create_table(TableName=name, **AUDIT_TABLE_SCHEMA)
         return name
 
     def idempotency_table(self) -> str:

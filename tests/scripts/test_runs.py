@@ -12,39 +12,14 @@ from botocore.client import BaseClient
 from moto import mock_aws
 
 from scripts import runs
+from tests.audit_schema import AUDIT_TABLE_SCHEMA
 
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40
 
 
 def audit_table(dynamodb: Any, name: str = "audit") -> Any:
-    return dynamodb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "job_name", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": name_, "AttributeType": "S"}
-            for name_ in ("job_name", "commit_id", "created_at", "status", "updated_at")
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by-commit",
-                "KeySchema": [
-                    {"AttributeName": "commit_id", "KeyType": "HASH"},
-                    {"AttributeName": "created_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            },
-            {
-                "IndexName": "by-status",
-                "KeySchema": [
-                    {"AttributeName": "status", "KeyType": "HASH"},
-                    {"AttributeName": "updated_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            },
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    return dynamodb.create_table(TableName=name, **AUDIT_TABLE_SCHEMA)
 
 
 def record(job: str, status: str, commit: str, minute: int, **extra: Any) -> dict[str, Any]:
