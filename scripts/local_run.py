@@ -486,6 +486,11 @@ def _summary(report: RunReport, record: dict[str, Any], work: Path) -> None:
     for stage, outcome, seconds in report.stages:
         add_row(stage, f"{outcome} {seconds:.1f}s")
     add_row("total", f"{sum(s for _, _, s in report.stages):.1f}s")
+    (work / "stages.json").write_text(
+        json.dumps(
+            [{"stage": s, "outcome": o, "seconds": round(t, 3)} for s, o, t in report.stages], indent=2
+        )
+    )
     if report.traceback:
         (work / "traceback.txt").write_text(report.traceback)
         add_row("traceback", str(work / "traceback.txt"))
