@@ -62,7 +62,7 @@ destroy: setup  ## Tear down the pipeline stack only; the data stack (buckets, t
 
 bench: setup container-tool  ## Benchmarks: Lambda cold imports, serving, training, the local run.
 	$(PY) bench/lambda_imports.py
-	$(PY) bench/serve.py
+	$(PY) bench/serve.py --container
 	$(PY) bench/train.py
 	$(PY) bench/local_run.py
 

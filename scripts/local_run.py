@@ -467,7 +467,7 @@ def _show_emails(emails: list[dict[str, Any]], work: Path) -> None:
 def _summary(report: RunReport, record: dict[str, Any], work: Path) -> None:
     table = Table(title="local run", show_header=False)
     table.add_column("field", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
 
     def add_row(field: str, value: str) -> None:
         table.add_row(field, Text(value))  # values are data, never rich markup
