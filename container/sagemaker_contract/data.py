@@ -32,12 +32,18 @@ SKIP_NAMES = ("_SUCCESS", "_committed", "_started")
 CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*invalid value '(.*)'")
 
 
-def _is_number(token: str) -> bool:
-    token = token.strip().strip('"')
-    if token == "" or token.lower() in ("nan", "na", "null"):
-        return True
+MISSING_TOKENS = ("", "nan", "na", "null")
+
+
+def cell_value(token: str) -> float:
+    """One CSV cell as a number; empty and NaN/NA/null cells are missing values. ValueError otherwise."""
+    token = token.strip()
+    return float("nan") if token.lower() in MISSING_TOKENS else float(token)
+
+
+def is_number(token: str) -> bool:
     try:
-        float(token)
+        cell_value(token)
     except ValueError:
         return False
     return True
@@ -45,7 +51,7 @@ def _is_number(token: str) -> bool:
 
 def looks_like_header(tokens: list[str]) -> bool:
     cells = [t.strip().strip('"') for t in tokens if t.strip().strip('"')]
-    return bool(cells) and not any(_is_number(t) for t in cells)
+    return bool(cells) and not any(is_number(t) for t in cells)
 
 
 def channel_files(directory: Path) -> list[Path]:

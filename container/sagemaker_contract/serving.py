@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import user_model
 
-from sagemaker_contract.data import looks_like_header
+from sagemaker_contract.data import cell_value, is_number, looks_like_header
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoint limit
 SMALL_CSV_BYTES = 16 * 1024  # below this, pure-Python splitting beats pyarrow's per-call overhead
@@ -59,13 +59,6 @@ def _media_type(header: str | None) -> str:
 
 
 # -- parsing --------------------------------------------------------------------------------------------
-def _float_or_nan(token: str) -> float:
-    token = token.strip()
-    if token == "" or token.lower() in ("nan", "na", "null"):
-        return float("nan")
-    return float(token)
-
-
 def parse_csv(body: bytes) -> np.ndarray:
     if len(body) > SMALL_CSV_BYTES:
         return _parse_csv_arrow(body)
@@ -92,25 +85,13 @@ def parse_csv(body: bytes) -> np.ndarray:
         if len(row) != width:
             raise BadRequest(f"CSV row {number} has {len(row)} values but row 1 has {width}.")
         try:
-            values.append([_float_or_nan(t) for t in row])
+            values.append([cell_value(t) for t in row])
         except ValueError:
-            bad = next(t for t in row if not _numeric_token(t))
+            bad = next(t for t in row if not is_number(t))
             raise BadRequest(
                 f"CSV row {number} has a non-numeric value '{bad.strip()[:40]}'; send numbers only."
             ) from None
     return np.array(values, dtype=np.float32)
-
-
-def _numeric_token(token: str) -> bool:
-    try:
-        _float_or_nan(token)
-    except ValueError:
-        return False
-    return True
-
-
-def _numeric_row(row: list[str]) -> bool:
-    return all(_numeric_token(t) for t in row)
 
 
 def _parse_csv_arrow(body: bytes) -> np.ndarray:

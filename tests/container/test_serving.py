@@ -191,6 +191,13 @@ def test_accept_json_for_csv_request(app) -> None:
             400,
             b"non-numeric",
         ),
+        # A quoted number is not a number to the CSV reader: a clear 400 naming it, not a 500.
+        (
+            b'"7.4",' + ROWS[0].encode().split(b",", 1)[1],
+            {"Content-Type": "text/csv"},
+            400,
+            b"non-numeric value '\"7.4\"'",
+        ),
         (ROWS[0].encode() + b"\n1,2", {"Content-Type": "text/csv"}, 400, b"row 2 has 2 values"),
         (b"", {"Content-Type": "text/csv"}, 400, b"empty"),
         (b"{not json", {"Content-Type": "application/json"}, 400, b"not valid JSON"),
