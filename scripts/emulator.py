@@ -13,6 +13,7 @@ Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 DEFAULT_START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
@@ -173,3 +174,21 @@ if __name__ == "__main__":  # `python -m scripts.emulator`: run one until Ctrl-C
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
+
+
+def read_sns_inbox(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Drain an SQS queue subscribed to an SNS topic (raw delivery off): the messages as SNS sent them,
+    [{subject, body, attributes: {name: value}}] in arrival order. This is how the local run and the tests
+    read the emails the topic would send."""
+    emails: list[dict[str, Any]] = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        if not messages.get("Messages"):
+            return emails
+        for message in messages["Messages"]:
+            envelope = json.loads(message["Body"])
+            attributes = {k: v.get("Value") for k, v in envelope.get("MessageAttributes", {}).items()}
+            emails.append(
+                {"subject": envelope.get("Subject"), "body": envelope["Message"], "attributes": attributes}
+            )
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lambdas"))  # the Lambda asset root, as /var/task in AWS
 
 from scripts import container_tool  # noqa: E402
-from scripts.emulator import MotoServer  # noqa: E402
+from scripts.emulator import MotoServer, read_sns_inbox  # noqa: E402
 from scripts.local_pipeline import LocalCodePipeline  # noqa: E402
 from scripts.local_sagemaker import LocalSageMaker  # noqa: E402
 from scripts.local_stack import LocalDeployment, StackTemplate  # noqa: E402
@@ -249,22 +249,6 @@ def invoke(handler_path: str, event: dict[str, Any]) -> Any:
     return handler(event, LambdaContext(function_name=module_name.split(".")[0]))
 
 
-def read_emails(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    """SNS delivered each email to this queue too; the envelope holds the subject and body as sent."""
-    emails = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-        if not messages.get("Messages"):
-            return emails
-        for message in messages["Messages"]:
-            envelope = json.loads(message["Body"])
-            attributes = {k: v.get("Value") for k, v in envelope.get("MessageAttributes", {}).items()}
-            emails.append(
-                {"subject": envelope.get("Subject"), "body": envelope["Message"], "attributes": attributes}
-            )
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-
-
 def smoke_serve(image: str, s3: Any, model_uri: str, validation_csv: Path | None, work: Path) -> None:
     bucket, _, key = model_uri.removeprefix("s3://").partition("/")
     model_dir = work / "serve" / "model"
@@ -419,7 +403,7 @@ def run(args: argparse.Namespace) -> int:
 
             with report.stage("Record and notify"):
                 record = _record(audit_table, job_name)
-                emails = read_emails(sqs, email_queue)
+                emails = read_sns_inbox(sqs, email_queue)
                 _show_emails(emails, work)
 
             validation = (
@@ -434,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
             if sagemaker is not None and "job_name" in locals():
                 with contextlib.suppress(Exception):
                     record = record or _record(audit_table, job_name)
-                    emails = emails or read_emails(sqs, email_queue)
+                    emails = emails or read_sns_inbox(sqs, email_queue)
                     if emails:
                         _show_emails(emails, work)
         finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from scripts.emulator import read_sns_inbox
 from tests.audit_schema import AUDIT_TABLE_SCHEMA
 
 # -- no real AWS, ever ------------------------------------------------------------------------------------
@@ -169,26 +170,7 @@ class Emulated:
 
     def read_inbox(self, queue_url: str) -> list[dict[str, Any]]:
         """Drain the inbox: [{subject, body, attributes: {name: value}}] in arrival order."""
-        sqs = self.client("sqs")
-        emails: list[dict[str, Any]] = []
-        while True:
-            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-                "Messages", []
-            )
-            if not messages:
-                return emails
-            for message in messages:
-                envelope = json.loads(message["Body"])
-                emails.append(
-                    {
-                        "subject": envelope.get("Subject"),
-                        "body": envelope.get("Message"),
-                        "attributes": {
-                            k: v.get("Value") for k, v in envelope.get("MessageAttributes", {}).items()
-                        },
-                    }
-                )
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return read_sns_inbox(self.client("sqs"), queue_url)
 
     def get_record(self, table: str, job_name: str) -> dict[str, Any] | None:
         from pipeline_common import audit
