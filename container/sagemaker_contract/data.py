@@ -49,6 +49,13 @@ def is_number(token: str) -> bool:
     return True
 
 
+def is_numeric_arrow_type(arrow_type: pa.DataType) -> bool:
+    """Columns the model can take as float32: integers, floats and booleans (training and serving alike)."""
+    return (
+        pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type)
+    )
+
+
 def looks_like_header(tokens: list[str]) -> bool:
     cells = [t.strip().strip('"') for t in tokens if t.strip().strip('"')]
     return bool(cells) and not any(is_number(t) for t in cells)
@@ -190,11 +197,7 @@ def _parquet_source(path: Path, label: str) -> _Source | None:
         return None
     schema = parquet.schema_arrow
     for field in schema:
-        if not (
-            pa.types.is_integer(field.type)
-            or pa.types.is_floating(field.type)
-            or pa.types.is_boolean(field.type)
-        ):
+        if not is_numeric_arrow_type(field.type):
             raise UserError(
                 f"Column '{field.name}' of {label} has type {field.type}, not a number. Every column must be "
                 "numeric; encode text and categories as numbers before training."

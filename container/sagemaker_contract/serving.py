@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import user_model
 
-from sagemaker_contract.data import cell_value, is_number, looks_like_header
+from sagemaker_contract.data import cell_value, is_number, is_numeric_arrow_type, looks_like_header
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoint limit
 SMALL_CSV_BYTES = 16 * 1024  # below this, pure-Python splitting beats pyarrow's per-call overhead
@@ -171,11 +171,7 @@ def parse_parquet(body: bytes, feature_names: list[str]) -> np.ndarray:
     if set(feature_names) <= set(table.column_names):
         table = table.select(feature_names)  # by name, in the model's order (extra columns ignored)
     for field in table.schema:
-        if not (
-            pa.types.is_integer(field.type)
-            or pa.types.is_floating(field.type)
-            or pa.types.is_boolean(field.type)
-        ):
+        if not is_numeric_arrow_type(field.type):
             raise BadRequest(
                 f"Parquet column '{field.name}' has type {field.type}; send numeric columns only."
             )
