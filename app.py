@@ -10,7 +10,8 @@ import sys
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
-from stacks import ConfigError, build_app
+from stacks.application import build_app
+from stacks.config import ConfigError
 
 
 def main() -> None:

@@ -1,6 +1,5 @@
-"""The CDK app: TrainingData-<env> (stateful) and TrainingPipeline-<env> (stateless)."""
+"""The CDK app: TrainingData-<env> (stateful) and TrainingPipeline-<env> (stateless).
 
-from stacks.application import build_app
-from stacks.config import ConfigError, PipelineConfig
-
-__all__ = ["ConfigError", "PipelineConfig", "build_app"]
+Import what you need from its modules (`stacks.application.build_app`, `stacks.config`): this package
+stays import-free so light modules such as `stacks.functions` can be read without loading the CDK.
+"""

@@ -26,6 +26,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks import functions
 from stacks.buildspec import buildspec
 from stacks.config import PROJECT_ROOT, VALID_RETENTION_DAYS, PipelineConfig
 from stacks.nag import acknowledge, acknowledge_findings
@@ -48,11 +49,7 @@ def objects_under(prefix: str) -> str:
     return rf"Resource::.+/{re.escape(prefix)}\*"
 
 
-HANDLERS = {
-    "StartTraining": "start_training.handler.lambda_handler",
-    "RecordStatus": "record_status.handler.lambda_handler",
-    "DataTrigger": "data_trigger.handler.lambda_handler",
-}
+HANDLERS = {spec.construct_id: spec.handler for spec in functions.ALL}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 from aws_cdk import App
 from aws_cdk.assertions import Template
 
-from stacks import build_app
+from stacks.application import build_app
 
 
 @dataclass

@@ -137,7 +137,7 @@ def test_each_bad_value_is_one_line_naming_the_key(overrides: dict[str, Any], ke
 
 
 def test_build_app_merges_the_local_file_under_explicit_overrides(tmp_path: Path) -> None:
-    from stacks import build_app
+    from stacks.application import build_app
 
     (tmp_path / "cdk.json").write_text((ROOT / "cdk.json").read_text())
     (tmp_path / "cdk.local.json").write_text(

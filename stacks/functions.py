@@ -1,0 +1,22 @@
+"""The pipeline's Lambda functions: construct id and handler, the one place both are written.
+
+The stacks build each function from its spec; the local run finds the same function in the synthesized
+template by its handler. Kept free of CDK imports so the local run can read it cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    construct_id: str  # the construct id in the pipeline stack
+    handler: str  # module.function inside the Lambda asset (lambdas/)
+
+
+START_TRAINING = FunctionSpec("StartTraining", "start_training.handler.lambda_handler")
+RECORD_STATUS = FunctionSpec("RecordStatus", "record_status.handler.lambda_handler")
+DATA_TRIGGER = FunctionSpec("DataTrigger", "data_trigger.handler.lambda_handler")
+
+ALL = (START_TRAINING, RECORD_STATUS, DATA_TRIGGER)
