@@ -26,9 +26,12 @@ from typing import Any
 
 from pipeline_common import aws
 
+# The training job statuses SageMaker reports (TrainingJobStatus), in the order a job goes through them.
 STATUS_RANK: dict[str, int] = {"InProgress": 1, "Stopping": 2, "Completed": 3, "Failed": 3, "Stopped": 3}
+STATUSES = tuple(STATUS_RANK)
 CREATED_RANK = 0
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+RUNNING_STATUSES = frozenset(STATUSES) - TERMINAL_STATUSES
 
 TRANSITION = "transition"
 REFRESHED = "refreshed"

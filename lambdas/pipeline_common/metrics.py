@@ -9,6 +9,7 @@ and `scripts/runs.py` key them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 
 CHANNELS = ("train", "validation")
 NAMES = ("rmse", "mae", "r2", "logloss", "accuracy", "auc")
@@ -37,15 +38,20 @@ def metric_definitions() -> list[dict[str, str]]:
     return definitions
 
 
-def scrape(log_text: str) -> dict[str, float]:
-    """Apply the definitions to log text as SageMaker does (the last value of each metric wins)."""
+def apply_definitions(definitions: Iterable[Mapping[str, str]], log_text: str) -> dict[str, float]:
+    """What SageMaker does with a job's MetricDefinitions: each regex over the log, the first capture group
+    as the value, and the last parseable value of each metric wins."""
     found: dict[str, float] = {}
-    for definition in metric_definitions():
-        values = re.findall(definition["Regex"], log_text)
-        for value in reversed(values):
+    for definition in definitions:
+        for match in reversed(list(re.finditer(definition["Regex"], log_text))):
             try:
-                found[definition["Name"]] = float(value)
+                found[definition["Name"]] = float(match.group(1))
                 break
-            except ValueError:
+            except (IndexError, ValueError):
                 continue
     return found
+
+
+def scrape(log_text: str) -> dict[str, float]:
+    """This project's definitions applied to log text."""
+    return apply_definitions(metric_definitions(), log_text)

@@ -92,13 +92,18 @@ def duration_seconds(record: Mapping[str, Any]) -> float | None:
         return None
 
 
-def duration_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown (still running)"
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
+def format_duration(seconds: float) -> str:
+    """4.2s, 2m05s, 1h02m03s: the one duration format of emails, `mlpipe-runs` and the local run."""
+    if seconds < 60:
+        return f"{max(0.0, seconds):.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def duration_text(seconds: float | None) -> str:
+    return "unknown (still running)" if seconds is None else format_duration(seconds)
 
 
 def estimated_cost(record: Mapping[str, Any]) -> str:

@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 REQUIRED_PARAMETERS = ("image_uri", "commit_id", "branch", "repo", "pipeline_execution_id")
 OPTIONAL_PARAMETERS = ("image_digest", "trigger")
 DEFAULT_TRIGGER = "push"
-RUNNING = frozenset({"InProgress", "Stopping"})
 MAX_FAILURE_MESSAGE = 5000
 MAX_SUMMARY = 2048
 TOKEN_VERSION = 1
@@ -233,7 +232,7 @@ def check(job_id: str, token: str) -> ActionResult:
         raise
     status = str(description.get("TrainingJobStatus", ""))
     secondary = str(description.get("SecondaryStatus", ""))
-    if status in RUNNING:
+    if status in audit.RUNNING_STATUSES:
         summary = f"Training job {name}: {status} ({secondary})"
         report_success(
             job_id,
@@ -255,7 +254,7 @@ def check(job_id: str, token: str) -> ActionResult:
             },
         )
         return ActionResult("succeeded", name, summary, outputs)
-    if status in ("Failed", "Stopped"):
+    if status in audit.TERMINAL_STATUSES:
         reason = str(description.get("FailureReason") or "no FailureReason given")
         message = f"Training job {name} {status}: {reason}"
         report_failure(job_id, message, "JobFailed", name)
