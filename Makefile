@@ -14,17 +14,19 @@ ARGS ?=
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup container-tool synth lint test local-run runs deploy destroy bench clean
+.PHONY: help setup container-tool synth lint test local-run runs emulator deploy destroy bench clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 setup: $(PY_STAMP) $(NODE_STAMP)  ## Python venv + pinned CDK CLI (idempotent).
 
-$(PY_STAMP): requirements.txt requirements-dev.txt container/requirements.txt
+$(PY_STAMP): requirements.txt requirements-dev.txt container/requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# This checkout's packages and console scripts (mlpipe-local-run, mlpipe-runs, mlpipe-emulator).
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -49,10 +51,13 @@ test: setup container-tool  ## Lint, then every test (stacks, lambdas, container
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 local-run: setup container-tool  ## Run one whole pipeline execution locally (ARGS="--help" for options).
-	$(PY) -m scripts.local_run $(ARGS)
+	$(VENV)/bin/mlpipe-local-run $(ARGS)
 
 runs: setup  ## List audit records (ARGS="--endpoint-url http://127.0.0.1:PORT --status Failed").
-	$(PY) -m scripts.runs $(ARGS)
+	$(VENV)/bin/mlpipe-runs $(ARGS)
+
+emulator: setup  ## Start an emulator that outlives single runs (pass its URL to local-run/runs as --endpoint-url).
+	$(VENV)/bin/mlpipe-emulator $(ARGS)
 
 deploy: setup  ## Deploy both stacks to the AWS account in your credentials.
 	$(CDK) deploy --all $(ARGS)

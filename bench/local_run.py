@@ -1,4 +1,4 @@
-"""Local-run benchmark: seconds per stage of `python -m scripts.local_run`, warm (image cached).
+"""Local-run benchmark: seconds per stage of `mlpipe-local-run`, warm (image cached).
 
 Runs the whole local pipeline execution `--runs` times (the first run also builds the image if it is
 not cached yet) and prints each stage's median over the warm runs, next to the goal (< 60 s in total).
@@ -24,7 +24,7 @@ GOAL_SECONDS = 60.0
 def one_run(output: Path) -> tuple[float, dict[str, float]]:
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.local_run", "--output", str(output)],
+        [str(Path(sys.executable).parent / "mlpipe-local-run"), "--output", str(output)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -5,7 +5,7 @@ number of gunicorn workers (cores, or --workers): ours is `python -m sagemaker_c
 exact code and server), the baseline is bench/classic_byoc/predictor.py (Flask + pandas.read_csv).
 The load generator is a small asyncio HTTP/1.1 client in this process (keep-alive when the server allows it).
 By default both run on the host (no container networking in the numbers); `--container` runs the container's
-server in the real image instead (built with scripts/container_tool.py, published on a loopback port).
+server in the real image instead (built with mlpipe.local.containers, published on a loopback port).
 
     python bench/serve.py [--seconds 3] [--workers N] [--container]
 """
@@ -191,11 +191,11 @@ def main() -> int:
         results: dict[tuple[str, int, int], dict[str, float]] = {}
         if args.container:
             sys.path.insert(0, str(ROOT))
-            from scripts import container_tool
+            from mlpipe.local import containers
 
             image = "mlpipe-bench-serve:latest"
-            container_tool.build_image(image)
-            ours_server = container_tool.serve(image, model_dir, port=ours_port, workers=args.workers)
+            containers.build_image(image)
+            ours_server = containers.serve(image, model_dir, port=ours_port, workers=args.workers)
         else:
             ours_server = server(ours_cmd, ours_env, ours_port, ROOT, work / "ours.log")
         where = "in the image, published loopback port" if args.container else "on the host, loopback"

@@ -1,7 +1,7 @@
 """Shared test set-up: no test can reach real AWS, and a lazily started moto server for those that want one.
 
 Fake credentials and region are set at import, before any boto3 client exists. The moto server
-(`scripts.emulator.MotoServer`) starts only when a test asks for the `moto_server` fixture, once per
+(`mlpipe.local.emulator.MotoServer`) starts only when a test asks for the `moto_server` fixture, once per
 session; tests that don't (stacks, container, scripts with `mock_aws`) pay nothing for it.
 """
 
@@ -16,8 +16,13 @@ from typing import Any
 
 import pytest
 
-from scripts.emulator import read_sns_inbox
+from mlpipe.local.emulator import read_sns_inbox
+from mlpipe.local.lambda_runtime import LambdaContext
 from tests.audit_schema import AUDIT_TABLE_SCHEMA
+
+# Each handler's environment on the moto server, and stubbed clients (tests/lambda_fixtures.py): shared by
+# the Lambda tests and the local-run tests that drive the handlers.
+pytest_plugins = ["tests.lambda_fixtures"]
 
 # -- no real AWS, ever ------------------------------------------------------------------------------------
 _FAKE_AWS_ENV = {
@@ -49,7 +54,7 @@ REGION = "us-east-1"
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[Any]:
     """One moto server for the session, started on first use (a free loopback port)."""
-    from scripts.emulator import MotoServer
+    from mlpipe.local.emulator import MotoServer
 
     with MotoServer() as server:
         yield server
@@ -192,22 +197,7 @@ def emulated(aws_endpoint: str) -> Emulated:
 
 
 # -- Lambda invocation helpers ----------------------------------------------------------------------------
-@dataclass
-class FakeLambdaContext:
-    """The attributes Powertools reads from the Lambda context object."""
-
-    function_name: str = "test-function"
-    memory_limit_in_mb: int = 256
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
-
-
 @pytest.fixture
-def lambda_context() -> FakeLambdaContext:
-    return FakeLambdaContext(aws_request_id=str(uuid.uuid4()))
+def lambda_context() -> LambdaContext:
+    """The same context object the local run passes to the handlers."""
+    return LambdaContext(function_name="test-function", region=REGION)

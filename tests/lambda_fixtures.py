@@ -1,5 +1,6 @@
-"""Fixtures for the Lambda tests: each handler's environment on the moto server, and stubbed clients for
-the calls moto lacks or fakes (CodePipeline job results and pipeline starts, SageMaker)."""
+"""Fixtures for tests that invoke the handlers: each handler's environment on the moto server, and stubbed
+clients for the calls moto lacks or fakes (CodePipeline job results and pipeline starts, SageMaker).
+A pytest plugin (see tests/conftest.py), so tests/lambdas and tests/local both use them."""
 
 from __future__ import annotations
 

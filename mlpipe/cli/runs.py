@@ -1,4 +1,4 @@
-"""List training runs from the audit table: `python -m scripts.runs [--status S] [--commit C] [--json]`.
+"""`mlpipe-runs`: list training runs from the audit table.
 
 Works against real AWS (default credentials and region) and against the local emulator
 (`--endpoint-url`). Every listing is a DynamoDB Query on one of the table's indexes, never a Scan:
@@ -15,14 +15,13 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import boto3
-from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
+from pipeline_common.audit import STATUSES, from_item
+from pipeline_common.notify import duration_seconds, format_duration
 
-STATUSES = ("InProgress", "Stopping", "Completed", "Failed", "Stopped")
 COMMIT_INDEX = "by-commit"
 STATUS_INDEX = "by-status"
 FULL_SHA_LENGTH = 40
@@ -40,7 +39,9 @@ class RunsQuery:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="runs", description="List training runs from the audit table.")
+    parser = argparse.ArgumentParser(
+        prog="mlpipe-runs", description="List training runs from the audit table."
+    )
     parser.add_argument("--status", choices=STATUSES, help="only runs in this status")
     parser.add_argument("--commit", help="only runs of this commit (full SHA, or a short one git resolves)")
     parser.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
@@ -72,12 +73,12 @@ def resolve_commit(commit: str) -> str:
     return out.stdout.strip()
 
 
-def find_audit_table(dynamodb_client: Any) -> str:
+def find_audit_table(dynamodb: Any) -> str:
     """The audit table is the one keyed on job_name with the by-commit and by-status indexes."""
     candidates = []
-    for page in dynamodb_client.get_paginator("list_tables").paginate():
+    for page in dynamodb.get_paginator("list_tables").paginate():
         for name in page["TableNames"]:
-            table = dynamodb_client.describe_table(TableName=name)["Table"]
+            table = dynamodb.describe_table(TableName=name)["Table"]
             keys = [k["AttributeName"] for k in table["KeySchema"] if k["KeyType"] == "HASH"]
             indexes = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
             if keys == ["job_name"] and {COMMIT_INDEX, STATUS_INDEX} <= indexes:
@@ -89,42 +90,41 @@ def find_audit_table(dynamodb_client: Any) -> str:
     return candidates[0]
 
 
-def query_runs(table: Any, query: RunsQuery) -> list[dict[str, Any]]:
+def query_runs(dynamodb: Any, table: str, query: RunsQuery) -> list[dict[str, Any]]:
     if query.commit:
-        condition = Key("commit_id").eq(query.commit)
-        kwargs: dict[str, Any] = {}
+        request: dict[str, Any] = {
+            "KeyConditionExpression": "commit_id = :commit",
+            "ExpressionAttributeValues": {":commit": {"S": query.commit}},
+        }
         if query.status:
-            kwargs["FilterExpression"] = Attr("status").eq(query.status)
-        return _query_index(table, COMMIT_INDEX, condition, query.limit, **kwargs)
-    statuses = [query.status] if query.status else list(STATUSES)
+            request["FilterExpression"] = "#status = :status"
+            request["ExpressionAttributeNames"] = {"#status": "status"}
+            request["ExpressionAttributeValues"][":status"] = {"S": query.status}
+        return _query_index(dynamodb, table, COMMIT_INDEX, request, query.limit)
     runs: list[dict[str, Any]] = []
-    for status in statuses:
-        runs.extend(_query_index(table, STATUS_INDEX, Key("status").eq(status), query.limit))
+    for status in [query.status] if query.status else STATUSES:
+        request = {
+            "KeyConditionExpression": "#status = :status",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {":status": {"S": status}},
+        }
+        runs.extend(_query_index(dynamodb, table, STATUS_INDEX, request, query.limit))
     runs.sort(key=lambda run: str(run.get("updated_at", "")), reverse=True)
     return runs[: query.limit]
 
 
-def _query_index(table: Any, index: str, condition: Any, limit: int, **kwargs: Any) -> list[dict[str, Any]]:
+def _query_index(
+    dynamodb: Any, table: str, index: str, request: dict[str, Any], limit: int
+) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
-    request = {"IndexName": index, "KeyConditionExpression": condition, "ScanIndexForward": False, **kwargs}
+    request = {"TableName": table, "IndexName": index, "ScanIndexForward": False, **request}
     while len(items) < limit:
-        page = table.query(**request)
-        items.extend(page["Items"])
+        page = dynamodb.query(**request)
+        items.extend(from_item(item) for item in page["Items"])
         if "LastEvaluatedKey" not in page:
             break
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     return items[:limit]
-
-
-def plain(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal; make records JSON-friendly."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | set | tuple):
-        return [plain(v) for v in value]
-    return value
 
 
 def headline_metric(metrics: dict[str, Any] | None) -> str:
@@ -140,14 +140,8 @@ def headline_metric(metrics: dict[str, Any] | None) -> str:
 
 
 def duration_text(run: dict[str, Any]) -> str:
-    start, end = run.get("started_at") or run.get("created_at"), run.get("ended_at")
-    if not start or not end:
-        return "-"
-    try:
-        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-    except (TypeError, ValueError):
-        return "-"
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s" if seconds >= 60 else f"{seconds:.1f}s"
+    seconds = duration_seconds(run)
+    return "-" if seconds is None else format_duration(seconds)
 
 
 def short_time(stamp: str | None) -> str:
@@ -190,15 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commit = resolve_commit(args.commit) if args.commit else None
         session = boto3.session.Session(region_name=args.region)
-        client_args = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
-        dynamodb = session.resource("dynamodb", **client_args)
-        table_name = args.table or find_audit_table(dynamodb.meta.client)
-        runs = plain(query_runs(dynamodb.Table(table_name), RunsQuery(args.status, commit, args.limit)))
+        dynamodb = session.client(
+            "dynamodb", **({"endpoint_url": args.endpoint_url} if args.endpoint_url else {})
+        )
+        table = args.table or find_audit_table(dynamodb)
+        runs = query_runs(dynamodb, table, RunsQuery(args.status, commit, args.limit))
     except RunsError as error:
-        print(f"runs: {error}", file=sys.stderr)
+        print(f"mlpipe-runs: {error}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as error:
-        print(f"runs: AWS error: {error}", file=sys.stderr)
+        print(f"mlpipe-runs: AWS error: {error}", file=sys.stderr)
         return 1
     if args.json:
         json.dump(runs, sys.stdout, indent=2, sort_keys=True, default=str)

@@ -1,4 +1,4 @@
-"""A local stand-in for the CodePipeline side of the Train action, used by `make local-run`.
+"""A local stand-in for the CodePipeline side of the Train action, used by `mlpipe-local-run`.
 
 CodePipeline invokes the start-training Lambda with a job event, and the Lambda answers through
 PutJobSuccessResult (with a continuation token while training runs) or PutJobFailureResult. This class
@@ -16,6 +16,8 @@ from typing import Any
 
 import botocore.session
 from botocore.validate import validate_parameters
+
+from mlpipe.local.emulator import ACCOUNT
 
 _MODEL = botocore.session.get_session().get_service_model("codepipeline")
 
@@ -105,4 +107,4 @@ class LocalCodePipeline:
         if last is not None and last.succeeded and last.continuation_token:
             data["continuationToken"] = last.continuation_token
         # Each invocation is a new job id, as in CodePipeline; only the token links them.
-        return {"CodePipeline.job": {"id": str(uuid.uuid4()), "accountId": "123456789012", "data": data}}
+        return {"CodePipeline.job": {"id": str(uuid.uuid4()), "accountId": ACCOUNT, "data": data}}

@@ -1,6 +1,6 @@
 """Build and run the training image with docker (when an engine runs) or rootful podman.
 
-Shared by tests/container, `make local-run` and bench/. `ensure_ready()` runs
+Shared by the local run, tests/container and bench/. `ensure_ready()` runs
 scripts/setup-container-tool.sh once per process (idempotent and fast when already set up).
 """
 
@@ -10,16 +10,15 @@ import contextlib
 import http.client
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CONTAINER_DIR = ROOT / "container"
-SETUP_SCRIPT = ROOT / "scripts" / "setup-container-tool.sh"
+from mlpipe.local.net import free_port
+from mlpipe.project import CONTAINER_DIR, SETUP_CONTAINER_TOOL
+
 DEFAULT_BASE_IMAGE = "public.ecr.aws/docker/library/python:3.11-slim"
 
 _lock = threading.Lock()
@@ -44,9 +43,11 @@ def engine() -> str:
     global _engine
     with _lock:
         if _engine is None:
-            if not SETUP_SCRIPT.exists():
-                raise ContainerToolError(f"{SETUP_SCRIPT} is missing")
-            result = subprocess.run(["bash", str(SETUP_SCRIPT)], capture_output=True, text=True, check=False)
+            if not SETUP_CONTAINER_TOOL.exists():
+                raise ContainerToolError(f"{SETUP_CONTAINER_TOOL} is missing")
+            result = subprocess.run(
+                ["bash", str(SETUP_CONTAINER_TOOL)], capture_output=True, text=True, check=False
+            )
             name = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
             if result.returncode != 0 or name not in ("docker", "podman") or not shutil.which(name):
                 raise ContainerToolError(
@@ -118,12 +119,6 @@ def remove_container(name: str) -> None:
 def list_containers(prefix: str = "") -> list[str]:
     names = _run(["ps", "-a", "--format", "{{.Names}}"]).stdout.split()
     return [n for n in names if n.startswith(prefix)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _ping(port: int) -> int | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LOCAL_ACCOUNT = "123456789012"  # moto's default account
+from mlpipe.local.emulator import ACCOUNT
 
 
 class TemplateError(Exception):
@@ -162,7 +162,7 @@ class LocalDeployment:
     ) -> LocalResource:
         name = physical_name(stack.name, lid, max_length=80)
         url = clients["sqs"].create_queue(QueueName=name)["QueueUrl"]
-        arn = f"arn:aws:sqs:{self.region}:{LOCAL_ACCOUNT}:{name}"
+        arn = f"arn:aws:sqs:{self.region}:{ACCOUNT}:{name}"
         return LocalResource(ref=url, arn=arn, attributes={"QueueName": name, "QueueUrl": url})
 
     # -- lookups ----------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ class LocalDeployment:
     def _ref(self, stack: StackTemplate, name: str) -> str:
         pseudo = {
             "AWS::Region": self.region,
-            "AWS::AccountId": LOCAL_ACCOUNT,
+            "AWS::AccountId": ACCOUNT,
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::StackName": stack.name,
@@ -246,7 +246,7 @@ class LocalDeployment:
             return local.arn if attribute == "Arn" else local.attributes.get(attribute, local.ref)
         resource_type = stack.resources.get(logical_id, {}).get("Type", "AWS::Unknown::Thing")
         service = resource_type.split("::")[1].lower()
-        return f"arn:aws:{service}:{self.region}:{LOCAL_ACCOUNT}:{physical_name(stack.name, logical_id)}"
+        return f"arn:aws:{service}:{self.region}:{ACCOUNT}:{physical_name(stack.name, logical_id)}"
 
     def _import(self, export_name: str) -> Any:
         for stack in (self.data, self.pipeline):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,15 @@ import urllib.request
 from types import TracebackType
 from typing import IO, Any, Self
 
+from mlpipe.local.net import free_port
+
+ACCOUNT = "123456789012"  # moto's default account: every emulated ARN carries it
 DEFAULT_START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
 
 class EmulatorError(RuntimeError):
     """The emulator could not be started or reached; the message says why."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(url: str, timeout: float = 1.0) -> bool:
@@ -168,14 +164,6 @@ class MotoServer:
         self.stop()
 
 
-if __name__ == "__main__":  # `python -m scripts.emulator`: run one until Ctrl-C
-    with MotoServer() as server:
-        print(f"moto server at {server.endpoint_url} (pid {server.pid}); Ctrl-C stops it", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
-
-
 def read_sns_inbox(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     """Drain an SQS queue subscribed to an SNS topic (raw delivery off): the messages as SNS sent them,
     [{subject, body, attributes: {name: value}}] in arrival order. This is how the local run and the tests
@@ -192,3 +180,22 @@ def read_sns_inbox(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
                 {"subject": envelope.get("Subject"), "body": envelope["Message"], "attributes": attributes}
             )
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`mlpipe-emulator`: one emulator that outlives single runs (pass its URL as --endpoint-url)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mlpipe-emulator", description=main.__doc__)
+    parser.add_argument("--port", type=int, help="loopback port (default: a free one)")
+    args = parser.parse_args(argv)
+    with MotoServer(port=args.port) as server:
+        print(f"emulator at {server.endpoint_url} (pid {server.pid}); Ctrl-C stops it", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""A local stand-in for the SageMaker training API, used by `make local-run`.
+"""A local stand-in for the SageMaker training API, used by `mlpipe-local-run`.
 
 It takes the same requests the start-training Lambda sends to SageMaker (validated against the real
 botocore service model), runs the training image in a local container with SageMaker's /opt/ml layout,
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import subprocess
 import tarfile
 import threading
@@ -27,10 +26,14 @@ from typing import Any
 import botocore.session
 from botocore.exceptions import ClientError
 from botocore.validate import validate_parameters
+from pipeline_common.audit import TERMINAL_STATUSES
+from pipeline_common.metrics import apply_definitions
+from sagemaker_contract.paths import OptMl
+
+from mlpipe.local.emulator import ACCOUNT
 
 # SageMaker truncates FailureReason to 1,024 characters.
 MAX_FAILURE_REASON = 1024
-TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 
 StartContainer = Callable[[str, Path, str, Path], subprocess.Popen]
 """(image, opt_ml_dir, container_name, log_file) -> a running `train` container process."""
@@ -73,6 +76,11 @@ class LocalTrainingJob:
         return self.workdir / "opt_ml"
 
     @property
+    def layout(self) -> OptMl:
+        """The /opt/ml tree as the container's own contract code names it (one definition of it)."""
+        return OptMl(self.opt_ml)
+
+    @property
     def log_file(self) -> Path:
         return self.workdir / "train.log"
 
@@ -88,7 +96,7 @@ class LocalSageMaker:
         stop_container: StopContainer,
         on_state_change: StateChangeListener,
         region: str,
-        account: str = "123456789012",
+        account: str = ACCOUNT,
     ) -> None:
         self._s3 = s3_client
         self._workdir = workdir
@@ -172,10 +180,9 @@ class LocalSageMaker:
 
     def _prepare(self, job: LocalTrainingJob) -> None:
         """Lay out /opt/ml exactly as SageMaker does before it starts the container."""
-        request = job.request
-        config = job.opt_ml / "input" / "config"
-        config.mkdir(parents=True)
-        (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
+        request, layout = job.request, job.layout
+        layout.config_dir.mkdir(parents=True)
+        layout.hyperparameters.write_text(json.dumps(request.get("HyperParameters", {})))
         input_config = {
             channel["ChannelName"]: {
                 "ContentType": channel.get("ContentType", ""),
@@ -187,16 +194,17 @@ class LocalSageMaker:
             }
             for channel in request.get("InputDataConfig", [])
         }
-        (config / "inputdataconfig.json").write_text(json.dumps(input_config))
-        (config / "resourceconfig.json").write_text(
+        layout.inputdataconfig.write_text(json.dumps(input_config))
+        layout.resourceconfig.write_text(
             json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"})
         )
         self._transition(job, "InProgress", "Downloading", "Downloading input data")
         for channel in request.get("InputDataConfig", []):
-            self._download_channel(channel, job.opt_ml / "input" / "data" / channel["ChannelName"])
-        for writable in ("model", "output", "output/data", "checkpoints"):
-            (job.opt_ml / writable).mkdir(parents=True, exist_ok=True)
-        # The image runs as a non-root user; on SageMaker it owns /opt/ml, here the host folders are root's.
+            self._download_channel(channel, layout.channel(channel["ChannelName"]))
+        for writable in (layout.model_dir, layout.output_dir, layout.output_data_dir, layout.checkpoint_dir):
+            writable.mkdir(parents=True, exist_ok=True)
+        # SageMaker hands the container a writable /opt/ml. The container's root may be another host uid
+        # (rootless engines map it), so the host folders are made writable by any uid.
         for path in [job.opt_ml, *job.opt_ml.rglob("*")]:
             path.chmod(0o777 if path.is_dir() else 0o666)
 
@@ -235,21 +243,12 @@ class LocalSageMaker:
             self._finish(job, "Failed", self._failure_reason(job, exit_code))
 
     def _scrape_metrics(self, job: LocalTrainingJob) -> dict[str, float]:
-        """Apply the job's MetricDefinitions to its logs, as SageMaker does; the last value wins."""
+        """Apply the job's own MetricDefinitions to its logs, as SageMaker does."""
         logs = job.log_file.read_text(errors="replace") if job.log_file.exists() else ""
-        metrics: dict[str, float] = {}
-        for definition in job.request["AlgorithmSpecification"].get("MetricDefinitions", []):
-            values = re.findall(definition["Regex"], logs)
-            if values:
-                last = values[-1][0] if isinstance(values[-1], tuple) else values[-1]
-                try:
-                    metrics[definition["Name"]] = float(last)
-                except ValueError:
-                    continue
-        return metrics
+        return apply_definitions(job.request["AlgorithmSpecification"].get("MetricDefinitions", []), logs)
 
     def _failure_reason(self, job: LocalTrainingJob, exit_code: int) -> str:
-        failure_file = job.opt_ml / "output" / "failure"
+        failure_file = job.layout.failure_file
         reason = failure_file.read_text(errors="replace").strip() if failure_file.exists() else ""
         if not reason:
             reason = f"AlgorithmError: the training container exited with code {exit_code}"
@@ -263,7 +262,7 @@ class LocalSageMaker:
         key = "/".join(part for part in (prefix, job.name, "output", "model.tar.gz") if part)
         archive = job.workdir / "model.tar.gz"
         with tarfile.open(archive, "w:gz") as tar:
-            for path in sorted((job.opt_ml / "model").iterdir()):
+            for path in sorted(job.layout.model_dir.iterdir()):
                 tar.add(path, arcname=path.name)
         self._s3.upload_file(str(archive), bucket, key)
         return f"s3://{bucket}/{key}"

@@ -11,7 +11,7 @@ import pytest
 from botocore.client import BaseClient
 from moto import mock_aws
 
-from scripts import runs
+from mlpipe.cli import runs
 from tests.audit_schema import AUDIT_TABLE_SCHEMA
 
 COMMIT_A = "a" * 40

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import container_tool
+from mlpipe.local import containers
 from tests.container.conftest import METRIC_RE, SAMPLE, make_opt_ml
 
 pytestmark = pytest.mark.image
@@ -25,11 +25,11 @@ ROWS = [
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
     tag = "mlpipe-container-tests:latest"
-    container_tool.build_image(tag)
+    containers.build_image(tag)
     yield tag
-    leftovers = container_tool.list_containers(PREFIX)
+    leftovers = containers.list_containers(PREFIX)
     for name in leftovers:
-        container_tool.remove_container(name)
+        containers.remove_container(name)
     assert leftovers == [], f"containers left behind: {leftovers}"
 
 
@@ -39,11 +39,11 @@ def run_training(image: str, opt_ml: Path, tmp_path: Path) -> tuple[int, str]:
         path.chmod(0o777 if path.is_dir() else 0o666)
     name = f"{PREFIX}train-{uuid.uuid4().hex[:8]}"
     log_file = tmp_path / f"{name}.log"
-    process = container_tool.start_training_container(image, opt_ml, name, log_file)
+    process = containers.start_training_container(image, opt_ml, name, log_file)
     try:
         code = process.wait(timeout=180)
     finally:
-        container_tool.remove_container(name)
+        containers.remove_container(name)
     return code, log_file.read_text()
 
 
@@ -56,7 +56,7 @@ def trained(image: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, 
 
 
 def test_image_size_is_reported(image: str) -> None:
-    size = container_tool.image_size_bytes(image)
+    size = containers.image_size_bytes(image)
     print(f"image size: {size / 1e6:.0f} MB")
     assert size < 700e6  # goal < 500 MB on the official base; a margin for other bases
 
@@ -97,20 +97,20 @@ def _post(base_url: str, body: str, content_type: str = "text/csv") -> tuple[int
 def test_serve_in_container(image: str, trained: tuple[int, str, Path]) -> None:
     _, _, opt = trained
     name = f"{PREFIX}serve-{uuid.uuid4().hex[:8]}"
-    with container_tool.serve(image, opt / "model", name=name) as base_url:
+    with containers.serve(image, opt / "model", name=name) as base_url:
         status, body = _post(base_url, "\n".join(ROWS[:5]))
         assert status == 200 and len(body.split()) == 5
         status, body = _post(base_url, '{"instances": [[1, 2]]}', "application/json")
         assert status == 400 and b"needs 8 feature values" in body
-        assert name in container_tool.list_containers(PREFIX)
-    assert name not in container_tool.list_containers(PREFIX)
+        assert name in containers.list_containers(PREFIX)
+    assert name not in containers.list_containers(PREFIX)
 
 
 def test_serve_stops_on_sigterm(image: str, trained: tuple[int, str, Path]) -> None:
     _, _, opt = trained
-    engine = container_tool.engine()
+    engine = containers.engine()
     name = f"{PREFIX}sigterm-{uuid.uuid4().hex[:8]}"
-    port = container_tool.free_port()
+    port = containers.free_port()
     subprocess.run(
         [engine, "run", "-d", "--init", "--name", name, "-p", f"127.0.0.1:{port}:8080",
          "-v", f"{opt / 'model'}:/opt/ml/model:ro", image, "serve"],
@@ -118,9 +118,9 @@ def test_serve_stops_on_sigterm(image: str, trained: tuple[int, str, Path]) -> N
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and container_tool._ping(port) != 200:
+        while time.monotonic() < deadline and containers._ping(port) != 200:
             time.sleep(0.2)
-        assert container_tool._ping(port) == 200, container_tool.container_logs(name)
+        assert containers._ping(port) == 200, containers.container_logs(name)
         started = time.monotonic()
         subprocess.run([engine, "kill", "--signal", "TERM", name], check=True, capture_output=True)
         waited = subprocess.run(
@@ -129,6 +129,6 @@ def test_serve_stops_on_sigterm(image: str, trained: tuple[int, str, Path]) -> N
         elapsed = time.monotonic() - started
         assert int(waited.stdout.strip().splitlines()[-1]) in (0, 143)
         assert elapsed < 5, f"took {elapsed:.1f} s to stop"
-        assert "shut down" in container_tool.container_logs(name).lower()
+        assert "shut down" in containers.container_logs(name).lower()
     finally:
-        container_tool.remove_container(name)
+        containers.remove_container(name)

@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from scripts import container_tool
-from scripts.emulator import MotoServer
+from mlpipe.local import containers
+from mlpipe.local.emulator import MotoServer
+from mlpipe.local.run import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent  # the console scripts `make setup` installs
 pytestmark = [pytest.mark.e2e, pytest.mark.image]
 
 
@@ -48,9 +50,7 @@ def run_files(output: Path) -> dict[str, Any]:
 def runs_json(endpoint_url: str, *filters: str) -> list[dict[str, Any]]:
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "scripts.runs",
+            str(VENV_BIN / "mlpipe-runs"),
             "--endpoint-url",
             endpoint_url,
             "--region",
@@ -69,7 +69,7 @@ def runs_json(endpoint_url: str, *filters: str) -> list[dict[str, Any]]:
 
 def leftover_containers() -> list[str]:
     return [
-        name for prefix in ("local-train-", "local-serve-") for name in container_tool.list_containers(prefix)
+        name for prefix in ("local-train-", "local-serve-") for name in containers.list_containers(prefix)
     ]
 
 
@@ -124,17 +124,8 @@ def test_happy_path_exits_zero_with_a_complete_record(happy_run: tuple) -> None:
     assert record["model_artifact"].endswith("/output/model.tar.gz")
     assert record["hyperparameters"]
     assert any(name.startswith("validation:") for name in record["metrics"])
-    for stage in (
-        "Source",
-        "Synth",
-        "Emulator",
-        "Data",
-        "Build",
-        "Train",
-        "Record and notify",
-        "Smoke-serve",
-    ):
-        assert f"✓ {stage}" in result.stdout
+    for stage in STAGES:
+        assert f"✓ {stage.name}" in result.stdout
 
 
 def test_happy_path_email_reads_well(happy_run: tuple) -> None:
@@ -187,9 +178,7 @@ def test_ctrl_c_during_training_cleans_up(happy_run: tuple, tmp_path: Path) -> N
     # Enough rounds that training is still running when the interrupt arrives.
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "scripts.local_run",
+            str(VENV_BIN / "mlpipe-local-run"),
             "--output",
             str(tmp_path),
             "--poll-seconds",
@@ -212,9 +201,9 @@ def test_ctrl_c_during_training_cleans_up(happy_run: tuple, tmp_path: Path) -> N
         if "✓ Build" in line or time.monotonic() > deadline:
             break
     # Wait until the training container exists, then interrupt like Ctrl-C.
-    while not container_tool.list_containers("local-train-") and time.monotonic() < deadline:
+    while not containers.list_containers("local-train-") and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert container_tool.list_containers("local-train-"), "".join(seen)[-3000:]
+    assert containers.list_containers("local-train-"), "".join(seen)[-3000:]
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 130, "".join(seen)[-2000:] + output[-2000:]

@@ -10,6 +10,7 @@ from record_status import handler as record_status
 from start_training import handler as start_training
 
 from tests.conftest import Emulated
+from tests.lambda_fixtures import RecordEnv, StartEnv
 from tests.lambdas.builders import (
     COMMIT,
     PREFIX,
@@ -19,7 +20,6 @@ from tests.lambdas.builders import (
     state_change_event,
     user_parameters,
 )
-from tests.lambdas.conftest import RecordEnv, StartEnv
 
 REASON = "AlgorithmError: ValueError: max_depth must be >= 0, got -1 (see /opt/ml/output/failure)"
 

@@ -11,8 +11,8 @@ from pipeline_common.errors import BadInputError
 from record_status import handler
 
 from tests.conftest import Emulated
+from tests.lambda_fixtures import RecordEnv
 from tests.lambdas.builders import COMMIT, IMAGE_URI, PREFIX, state_change_event
-from tests.lambdas.conftest import RecordEnv
 
 METRICS = {"validation:rmse": 0.4213, "train:rmse": 0.301, "validation:r2": 0.87}
 

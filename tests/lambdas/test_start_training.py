@@ -15,6 +15,7 @@ from pipeline_common import audit
 from start_training import handler
 
 from tests.conftest import Emulated
+from tests.lambda_fixtures import StartEnv
 from tests.lambdas.builders import (
     COMMIT,
     IMAGE_DIGEST,
@@ -25,7 +26,6 @@ from tests.lambdas.builders import (
     job_arn,
     user_parameters,
 )
-from tests.lambdas.conftest import StartEnv
 
 METRICS = {"validation:rmse": 0.4213, "train:rmse": 0.301}
 
@@ -391,8 +391,8 @@ def test_an_event_that_is_not_a_codepipeline_job_raises(start_env: StartEnv, lam
 def test_the_job_results_are_valid_for_the_local_codepipeline_stand_in(
     start_env: StartEnv, stub: Any, clients: Any, lambda_context: Any
 ) -> None:
-    """`make local-run` answers for CodePipeline with scripts/local_pipeline.py, validated against the API."""
-    from scripts.local_pipeline import LocalCodePipeline
+    """The local run answers for CodePipeline with mlpipe.local.codepipeline, validated against the API."""
+    from mlpipe.local.codepipeline import LocalCodePipeline
 
     execution, name = new_job()
     sagemaker = stub("sagemaker")

@@ -15,7 +15,7 @@ from pipeline_common.errors import ConfigurationError
 from pipeline_common.settings import RecordStatusSettings, StartTrainingSettings, TrainingConfig
 
 from tests.conftest import Emulated
-from tests.lambdas.conftest import StartEnv
+from tests.lambda_fixtures import StartEnv
 
 # -- metrics ------------------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from scripts.local_stack import LocalDeployment, StackTemplate, TemplateError
+from mlpipe.local.deployment import LocalDeployment, StackTemplate, TemplateError
 
 DATA = StackTemplate(
     "TrainingData-dev",

@@ -1,6 +1,5 @@
-"""scripts/emulator.py, which every Lambda test stands on: starts on a free port, resets, always stops.
-
-(Here rather than in tests/scripts/ because the Lambda tests own the shared moto fixtures.)"""
+"""mlpipe.local.emulator, which the local run and every Lambda test stand on: starts on a free port, resets,
+always stops."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from scripts.emulator import EmulatorError, MotoServer
+from mlpipe.local.emulator import EmulatorError, MotoServer
 from tests.conftest import boto3_session
 
 

@@ -1,5 +1,5 @@
-"""The handlers driven the way `make local-run` drives them: scripts/local_pipeline.py answers for
-CodePipeline, scripts/local_sagemaker.py runs the job (here a small Python process instead of the image),
+"""The handlers driven the way the local run drives them: mlpipe.local.codepipeline answers for
+CodePipeline, mlpipe.local.sagemaker runs the job (here a small Python process instead of the image),
 and every state-change event it emits goes to record-status. No container engine needed."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from record_status import handler as record_status
 from start_training import handler as start_training
 
 from tests.conftest import Emulated
+from tests.lambda_fixtures import RecordEnv, StartEnv
 from tests.lambdas.builders import PREFIX, user_parameters
-from tests.lambdas.conftest import RecordEnv, StartEnv
 
 FAKE_TRAIN = """
 import pathlib, sys
@@ -36,8 +36,8 @@ print("METRIC validation:r2=8.7e-1")
 def run_pipeline(
     behaviour: str, emulated: Emulated, tmp_path: Path, clients: Any, lambda_context: Any
 ) -> tuple[Any, str]:
-    from scripts.local_pipeline import LocalCodePipeline
-    from scripts.local_sagemaker import LocalSageMaker
+    from mlpipe.local.codepipeline import LocalCodePipeline
+    from mlpipe.local.sagemaker import LocalSageMaker
 
     def start_container(image: str, opt_ml: Path, name: str, log_file: Path) -> subprocess.Popen:
         log = log_file.open("w")

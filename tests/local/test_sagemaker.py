@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 from moto import mock_aws
 
-from scripts.local_sagemaker import LocalSageMaker
+from mlpipe.local.sagemaker import LocalSageMaker
 
 FAKE_TRAIN = """
 import pathlib, sys

@@ -1,0 +1,72 @@
+"""What the local run's stages hand each other: the options and everything a stage has made so far."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlpipe.local.console import StageFailed
+
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command line, parsed (see `mlpipe.local.cli`)."""
+
+    data: Path
+    output: Path
+    env: str | None = None
+    hyperparameter_overrides: dict[str, str] = field(default_factory=dict)
+    endpoint_url: str | None = None
+    context: tuple[str, ...] = ()
+    poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    commit: str
+    branch: str
+    author: str
+    message: str
+    repo: str
+    dirty: bool
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    tag: str
+    digest: str  # sha256:..., what the pipeline's Build stage exports as IMAGE_DIGEST
+
+
+@dataclass
+class RunState:
+    """Filled in stage by stage; `need` reads a field a later stage depends on."""
+
+    options: Options
+    work: Path
+    cleanup: contextlib.ExitStack
+    region: str = REGION
+    source: SourceInfo | None = None
+    templates: Any = None  # (data, pipeline) StackTemplates, from Synth
+    endpoint_url: str | None = None
+    session: Any = None  # boto3 Session with the emulator's credentials
+    deployment: Any = None  # LocalDeployment, from Emulator
+    email_inbox: str | None = None  # SQS queue subscribed to the notification topic
+    data_versions: dict[str, str] = field(default_factory=dict)  # key -> S3 version id, from Data
+    image: BuiltImage | None = None
+    job_name: str | None = None
+    model_artifact: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    emails: list[dict[str, Any]] = field(default_factory=list)
+
+    def need(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value is None:
+            raise StageFailed(f"an earlier stage did not provide {name}")
+        return value
+
+    def client(self, service: str) -> Any:
+        return self.need("session").client(service, endpoint_url=self.need("endpoint_url"))
