@@ -40,6 +40,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument("--output", type=Path, default=ROOT / ".local-run", help="where run files go")
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="CodePipeline re-invoke interval")
+    parser.add_argument(
+        "--faults",
+        type=int,
+        metavar="SEED",
+        help="inject seeded transient faults (throttling, 5xx, dropped connections, calls applied while the "
+        "caller sees an error) into the handlers' AWS calls; the run must still complete",
+    )
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.hyperparameters:
@@ -57,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         endpoint_url=args.endpoint_url,
         context=tuple(args.context),
         poll_seconds=args.poll_seconds,
+        faults_seed=args.faults,
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe.local.emulator import ACCOUNT
+from mlpipe.local.iam import LOCAL_TRUST_POLICY, SESSION_SECONDS
 
 
 class TemplateError(Exception):
@@ -54,6 +55,30 @@ class LocalFunction:
     logical_id: str
     handler: str
     environment: dict[str, str]
+    role_arn: str  # the function's execution role, created in the emulator from the template
+
+
+def allowed_actions(document: dict[str, Any]) -> list[str]:
+    """The actions a policy document allows (Allow statements' Action), in order, without repeats."""
+    actions: list[str] = []
+    for statement in document.get("Statement", []):
+        if statement.get("Effect") != "Allow":
+            continue
+        listed = statement.get("Action", [])
+        for action in [listed] if isinstance(listed, str) else listed:
+            if action not in actions:
+                actions.append(action)
+    return actions
+
+
+def actions_only(document: dict[str, Any]) -> dict[str, Any]:
+    """The same actions on any resource, without conditions: what moto can enforce (see mlpipe.local.iam)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": allowed_actions(document) or ["none:None"], "Resource": "*"}
+        ],
+    }
 
 
 def physical_name(stack: str, logical_id: str, max_length: int = 63) -> str:
@@ -71,23 +96,31 @@ class LocalDeployment:
         self.region = region
         self.resources: dict[tuple[str, str], LocalResource] = {}
         self.functions: dict[str, LocalFunction] = {}
+        self._role_actions: dict[str, list[str]] = {}  # role ARN -> actions its policies allow
 
     # -- creation -------------------------------------------------------------------------------------
-    def create(self, session: Any, endpoint_url: str) -> None:
-        """Create buckets, tables, topics and queues of both stacks; then resolve the Lambda environments.
+    def create(self, session: Any, endpoint_url: str, only: tuple[str, ...] | None = None) -> None:
+        """Create both stacks' buckets, tables, topics, queues, roles and role policies; then resolve the
+        Lambda environments. Roles keep their actions but allow them on any resource (`mlpipe.local.iam`).
 
         Idempotent, like a second deploy: resources that already exist in the emulator are reused.
+        `only` limits it to some resource types (the tests create roles only, and their own tables).
         """
         clients = {
             name: session.client(name, endpoint_url=endpoint_url, region_name=self.region)
-            for name in ("s3", "dynamodb", "sns", "sqs")
+            for name in ("s3", "dynamodb", "sns", "sqs", "iam")
         }
-        for stack in (self.data, self.pipeline):
-            for logical_id, resource in stack.resources.items():
-                creator = self._creators().get(resource["Type"])
-                if creator is not None:
+        creators = self._creators()
+        # Types in dependency order (a policy names its roles), each stack's resources in template order.
+        for resource_type, creator in creators.items():
+            if only is not None and resource_type not in only:
+                continue
+            for stack in (self.data, self.pipeline):
+                for logical_id, resource in stack.of_type(resource_type).items():
                     props = resource.get("Properties", {})
-                    self.resources[(stack.name, logical_id)] = creator(clients, stack, logical_id, props)
+                    created = creator(clients, stack, logical_id, props)
+                    if created is not None:
+                        self.resources[(stack.name, logical_id)] = created
         for logical_id, resource in self.pipeline.of_type("AWS::Lambda::Function").items():
             props = resource.get("Properties", {})
             variables = props.get("Environment", {}).get("Variables", {})
@@ -95,15 +128,18 @@ class LocalDeployment:
                 logical_id=logical_id,
                 handler=props.get("Handler", ""),
                 environment={k: str(self.resolve(self.pipeline, v)) for k, v in variables.items()},
+                role_arn=str(self.resolve(self.pipeline, props.get("Role", ""))),
             )
 
-    def _creators(self) -> dict[str, Callable[..., LocalResource]]:
+    def _creators(self) -> dict[str, Callable[..., LocalResource | None]]:
         return {
             "AWS::S3::Bucket": self._create_bucket,
             "AWS::DynamoDB::Table": self._create_table,
             "AWS::DynamoDB::GlobalTable": self._create_table,
             "AWS::SNS::Topic": self._create_topic,
             "AWS::SQS::Queue": self._create_queue,
+            "AWS::IAM::Role": self._create_role,
+            "AWS::IAM::Policy": self._attach_policy,
         }
 
     def _create_bucket(
@@ -165,6 +201,37 @@ class LocalDeployment:
         arn = f"arn:aws:sqs:{self.region}:{ACCOUNT}:{name}"
         return LocalResource(ref=url, arn=arn, attributes={"QueueName": name, "QueueUrl": url})
 
+    def _create_role(
+        self, clients: dict[str, Any], stack: StackTemplate, lid: str, props: dict
+    ) -> LocalResource:
+        name = physical_name(stack.name, lid, max_length=64)
+        try:
+            arn = clients["iam"].create_role(
+                RoleName=name, AssumeRolePolicyDocument=LOCAL_TRUST_POLICY, MaxSessionDuration=SESSION_SECONDS
+            )["Role"]["Arn"]
+        except clients["iam"].exceptions.EntityAlreadyExistsException:
+            arn = clients["iam"].get_role(RoleName=name)["Role"]["Arn"]
+        self._role_actions[arn] = []
+        for policy in props.get("Policies", []):
+            self._put_actions(clients["iam"], name, policy["PolicyName"], policy["PolicyDocument"])
+            self._role_actions[arn] += allowed_actions(policy["PolicyDocument"])
+        return LocalResource(ref=name, arn=arn)
+
+    def _attach_policy(self, clients: dict[str, Any], stack: StackTemplate, lid: str, props: dict) -> None:
+        for role in props.get("Roles", []):
+            role_name = str(self.resolve(stack, role))
+            self._put_actions(clients["iam"], role_name, lid, props["PolicyDocument"])
+            arn = f"arn:aws:iam::{ACCOUNT}:role/{role_name}"
+            self._role_actions.setdefault(arn, []).extend(allowed_actions(props["PolicyDocument"]))
+
+    @staticmethod
+    def _put_actions(iam: Any, role_name: str, policy_name: str, document: dict[str, Any]) -> None:
+        iam.put_role_policy(
+            RoleName=role_name,
+            PolicyName=policy_name[:128],
+            PolicyDocument=json.dumps(actions_only(document)),
+        )
+
     # -- lookups ----------------------------------------------------------------------------------------
     def resource(self, stack: StackTemplate, resource_type: str, hint: str) -> LocalResource:
         """The one resource of a type whose logical id contains `hint` (e.g. the audit table)."""
@@ -178,6 +245,16 @@ class LocalDeployment:
                 f"expected one {resource_type} like {hint!r} in {stack.name}, found {len(matches)}"
             )
         return matches[0]
+
+    def register_role(self, role_arn: str, actions: list[str]) -> None:
+        """A role made outside the templates (`LocalCloud.ad_hoc_role`), so its credentials can be used."""
+        self._role_actions[role_arn] = list(actions)
+
+    def role_actions(self, role_arn: str) -> tuple[str, ...]:
+        """What a role created from the templates may do (its policies' actions)."""
+        if role_arn not in self._role_actions:
+            raise TemplateError(f"no role {role_arn} was created from the templates")
+        return tuple(dict.fromkeys(self._role_actions[role_arn]))
 
     def function(self, handler: str) -> LocalFunction:
         if handler not in self.functions:

@@ -34,9 +34,17 @@ class LambdaContext:
 
 
 @contextlib.contextmanager
-def lambda_environment(function_env: Mapping[str, str], endpoint_url: str, region: str) -> Iterator[None]:
-    """The function's configured environment plus what the Lambda runtime sets, for one invocation."""
+def lambda_environment(
+    function_env: Mapping[str, str],
+    endpoint_url: str,
+    region: str,
+    credentials: Mapping[str, str] | None = None,
+) -> Iterator[None]:
+    """For one invocation: the function's configured environment, then what the Lambda runtime sets
+    (region, function name, the role's credentials), and the local AWS endpoint."""
     saved = dict(os.environ)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(name, None)
     os.environ.update(function_env)
     os.environ.update(
         {
@@ -48,9 +56,9 @@ def lambda_environment(function_env: Mapping[str, str], endpoint_url: str, regio
             "AWS_LAMBDA_FUNCTION_NAME": function_env.get("POWERTOOLS_SERVICE_NAME", "local-function"),
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_LOG_LEVEL": os.environ.get("LOCAL_RUN_LOG_LEVEL", "WARNING"),
+            **(credentials or {}),
         }
     )
-    os.environ.pop("AWS_PROFILE", None)
     try:
         yield
     finally:

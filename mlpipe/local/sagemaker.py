@@ -1,16 +1,22 @@
-"""A local stand-in for the SageMaker training API, used by `mlpipe-local-run`.
+"""A local stand-in for the SageMaker training API, used by `mlpipe-local-run` and the tests.
 
-It takes the same requests the start-training Lambda sends to SageMaker (validated against the real
-botocore service model), runs the training image in a local container with SageMaker's /opt/ml layout,
-and answers DescribeTrainingJob like the service: status, secondary status, failure reason from
-/opt/ml/output/failure, final metrics scraped from the logs with the job's own MetricDefinitions, and
-the model packaged as model.tar.gz in the job's S3 output path. Every state change is reported as an
-EventBridge-shaped "SageMaker Training Job State Change" event.
+It takes the same requests the start-training Lambda sends to SageMaker (through the local gateway, which
+checks the caller's IAM actions; validated here against botocore's service model), runs the training image
+in a local container with SageMaker's /opt/ml layout, and answers DescribeTrainingJob like the service:
+status, secondary status, failure reason from /opt/ml/output/failure, final metrics scraped from the logs
+with the job's own MetricDefinitions, and the model packaged as model.tar.gz in the job's S3 output path.
+Like SageMaker, it reads the channels and writes the model as the job's execution role (`s3_as_role`),
+so that role's permissions are enforced too.
+
+Every state change is reported as a "SageMaker Training Job State Change" event shaped like AWS's
+published sample (tests/fixtures/aws_samples): times as strings of epoch milliseconds, tags as a map,
+no final metrics or billable time, and a FailureReason only when the job Failed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import subprocess
 import tarfile
@@ -21,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import botocore.session
 from botocore.exceptions import ClientError
@@ -39,11 +45,39 @@ StartContainer = Callable[[str, Path, str, Path], subprocess.Popen]
 """(image, opt_ml_dir, container_name, log_file) -> a running `train` container process."""
 StopContainer = Callable[[str], None]
 StateChangeListener = Callable[[dict[str, Any]], None]
+S3ForRole = Callable[[str], Any]
+"""role ARN -> an S3 client with that role's credentials."""
+
+# The event's detail: DescribeTrainingJob's fields that EventBridge's schema for this event carries.
+EVENT_DETAIL_FIELDS = (
+    "TrainingJobName",
+    "TrainingJobArn",
+    "TrainingJobStatus",
+    "SecondaryStatus",
+    "HyperParameters",
+    "AlgorithmSpecification",
+    "RoleArn",
+    "InputDataConfig",
+    "OutputDataConfig",
+    "ResourceConfig",
+    "StoppingCondition",
+    "CreationTime",
+    "TrainingStartTime",
+    "TrainingEndTime",
+    "LastModifiedTime",
+    "SecondaryStatusTransitions",
+    "ModelArtifacts",
+)
+
+
+@functools.cache
+def _service_model() -> Any:
+    """SageMaker's model is a 3 MB JSON document: load it once, not per request."""
+    return botocore.session.get_session().get_service_model("sagemaker")
 
 
 def _service_model_shape(operation: str) -> Any:
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return model.operation_model(operation).input_shape
+    return _service_model().operation_model(operation).input_shape
 
 
 def _client_error(code: str, message: str, operation: str) -> ClientError:
@@ -86,11 +120,13 @@ class LocalTrainingJob:
 
 
 class LocalSageMaker:
-    """Implements the SageMaker calls the start-training Lambda makes, backed by a local container."""
+    """Implements the SageMaker calls the pipeline's Lambdas make, backed by local containers."""
+
+    signing_name = "sagemaker"
 
     def __init__(
         self,
-        s3_client: Any,
+        s3_as_role: S3ForRole,
         workdir: Path,
         start_container: StartContainer,
         stop_container: StopContainer,
@@ -98,7 +134,7 @@ class LocalSageMaker:
         region: str,
         account: str = ACCOUNT,
     ) -> None:
-        self._s3 = s3_client
+        self._s3_as_role = s3_as_role
         self._workdir = workdir
         self._start_container = start_container
         self._stop_container = stop_container
@@ -107,6 +143,29 @@ class LocalSageMaker:
         self._account = account
         self._jobs: dict[str, LocalTrainingJob] = {}
         self._lock = threading.Lock()
+
+    # -- LocalService: what the gateway calls ------------------------------------------------------------
+    OPERATIONS: ClassVar[dict[str, str]] = {
+        "CreateTrainingJob": "create_training_job",
+        "DescribeTrainingJob": "describe_training_job",
+        "StopTrainingJob": "stop_training_job",
+        "ListTags": "list_tags",
+    }
+
+    def implements(self, operation: str) -> bool:
+        return operation in self.OPERATIONS
+
+    def required_actions(self, operation: str, params: dict[str, Any]) -> list[str]:
+        """What AWS checks besides the operation's own action."""
+        needed = []
+        if operation == "CreateTrainingJob":
+            needed.append("iam:PassRole")  # the execution role is passed to SageMaker
+            if params.get("Tags"):
+                needed.append("sagemaker:AddTags")  # tags on create need AddTags
+        return needed
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        return getattr(self, self.OPERATIONS[operation])(**params)
 
     # -- SageMaker API ---------------------------------------------------------------------------------
     def create_training_job(self, **request: Any) -> dict[str, Any]:
@@ -146,6 +205,12 @@ class LocalSageMaker:
         self._poll(job)
         return self._describe(job)
 
+    def list_tags(self, ResourceArn: str, **_: Any) -> dict[str, Any]:  # boto3's parameter name
+        for job in self._jobs.values():
+            if job.arn == ResourceArn:
+                return {"Tags": list(job.request.get("Tags", []))}
+        raise _client_error("ValidationException", f"Resource {ResourceArn} not found.", "ListTags")
+
     def stop_training_job(self, TrainingJobName: str) -> dict[str, Any]:  # boto3's parameter name
         job = self._job(TrainingJobName, "StopTrainingJob")
         if job.status == "InProgress":
@@ -155,6 +220,16 @@ class LocalSageMaker:
                 job.process.wait(timeout=60)
             self._finish(job, "Stopped", None)
         return {}
+
+    def restore_job(self, job: LocalTrainingJob) -> None:
+        """Add a job in a given state, as if SageMaker had run it (for harnesses that start from a finished
+        job; no container, no S3)."""
+        with self._lock:
+            self._jobs[job.name] = job
+
+    def job(self, name: str) -> LocalTrainingJob:
+        """A job's full local state (its request, container, times), for the harness and tests."""
+        return self._job(name, "DescribeTrainingJob")
 
     def wait(self, name: str, poll_seconds: float = 0.2) -> dict[str, Any]:
         """Block until the job ends (for callers that are not a CodePipeline continuation loop)."""
@@ -199,8 +274,9 @@ class LocalSageMaker:
             json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"})
         )
         self._transition(job, "InProgress", "Downloading", "Downloading input data")
+        s3 = self._s3_as_role(request["RoleArn"])
         for channel in request.get("InputDataConfig", []):
-            self._download_channel(channel, layout.channel(channel["ChannelName"]))
+            self._download_channel(s3, channel, layout.channel(channel["ChannelName"]))
         for writable in (layout.model_dir, layout.output_dir, layout.output_data_dir, layout.checkpoint_dir):
             writable.mkdir(parents=True, exist_ok=True)
         # SageMaker hands the container a writable /opt/ml. The container's root may be another host uid
@@ -208,18 +284,18 @@ class LocalSageMaker:
         for path in [job.opt_ml, *job.opt_ml.rglob("*")]:
             path.chmod(0o777 if path.is_dir() else 0o666)
 
-    def _download_channel(self, channel: dict[str, Any], target: Path) -> None:
+    def _download_channel(self, s3: Any, channel: dict[str, Any], target: Path) -> None:
         uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         target.mkdir(parents=True, exist_ok=True)
-        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 relative = item["Key"][len(prefix) :].lstrip("/")
                 if not relative or relative.endswith("/"):
                     continue
                 destination = target / relative
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                self._s3.download_file(bucket, item["Key"], str(destination))
+                s3.download_file(bucket, item["Key"], str(destination))
 
     def _poll(self, job: LocalTrainingJob) -> None:
         if job.status not in ("InProgress", "Stopping") or job.process is None:
@@ -264,7 +340,7 @@ class LocalSageMaker:
         with tarfile.open(archive, "w:gz") as tar:
             for path in sorted(job.layout.model_dir.iterdir()):
                 tar.add(path, arcname=path.name)
-        self._s3.upload_file(str(archive), bucket, key)
+        self._s3_as_role(job.request["RoleArn"]).upload_file(str(archive), bucket, key)
         return f"s3://{bucket}/{key}"
 
     def _finish(self, job: LocalTrainingJob, status: str, reason: str | None) -> None:
@@ -321,8 +397,13 @@ class LocalSageMaker:
         return description
 
     def _event(self, job: LocalTrainingJob) -> dict[str, Any]:
-        """EventBridge's shape: detail is the DescribeTrainingJob output, times in epoch milliseconds."""
-        detail = _epoch_millis(self._describe(job))
+        """The state-change event as EventBridge delivers it (see the module docstring)."""
+        description = self._describe(job)
+        detail = {
+            name: _as_event_value(description[name]) for name in EVENT_DETAIL_FIELDS if name in description
+        }
+        if job.status == "Failed" and job.failure_reason:
+            detail["FailureReason"] = job.failure_reason
         detail["Tags"] = {tag["Key"]: tag["Value"] for tag in job.request.get("Tags", [])}
         return {
             "version": "0",
@@ -337,11 +418,12 @@ class LocalSageMaker:
         }
 
 
-def _epoch_millis(value: Any) -> Any:
+def _as_event_value(value: Any) -> Any:
+    """Times as the published sample gives them: strings of epoch milliseconds."""
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        return str(int(value.timestamp() * 1000))
     if isinstance(value, dict):
-        return {k: _epoch_millis(v) for k, v in value.items()}
+        return {k: _as_event_value(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_epoch_millis(v) for v in value]
+        return [_as_event_value(v) for v in value]
     return value

@@ -23,6 +23,7 @@ class Options:
     endpoint_url: str | None = None
     context: tuple[str, ...] = ()
     poll_seconds: float = 1.0
+    faults_seed: int | None = None  # seeded transient faults on the handlers' AWS calls
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,11 @@ class RunState:
     region: str = REGION
     source: SourceInfo | None = None
     templates: Any = None  # (data, pipeline) StackTemplates, from Synth
-    endpoint_url: str | None = None
-    session: Any = None  # boto3 Session with the emulator's credentials
+    cloud: Any = None  # LocalCloud: moto with IAM enforced, the gateway and the stand-ins, from Emulator
     deployment: Any = None  # LocalDeployment, from Emulator
+    sagemaker: Any = None  # LocalSageMaker
+    codepipeline: Any = None  # LocalCodePipeline
+    events: list[dict[str, Any]] = field(default_factory=list)  # state-change events not yet delivered
     email_inbox: str | None = None  # SQS queue subscribed to the notification topic
     data_versions: dict[str, str] = field(default_factory=dict)  # key -> S3 version id, from Data
     image: BuiltImage | None = None
@@ -69,4 +72,5 @@ class RunState:
         return value
 
     def client(self, service: str) -> Any:
-        return self.need("session").client(service, endpoint_url=self.need("endpoint_url"))
+        """A client with the harness's own (full-access) credentials."""
+        return self.need("cloud").client(service)

@@ -1,41 +1,62 @@
-"""Emulator: a moto server (or --endpoint-url), and the stacks' resources created in it from the templates.
+"""Emulator: the local AWS, and the stacks' resources created in it from the synthesized templates.
 
+moto (in this process, or the emulator at --endpoint-url) with IAM enforced, the gateway with the SageMaker and CodePipeline stand-ins,
+and from the templates: buckets, tables, topic, queues, and every IAM role with its policies' actions.
 Each Lambda's environment is resolved from the same templates, so local and cloud cannot drift. An SQS
 queue subscribed to the notification topic is the inbox the emails are read from, exactly as SNS sent them.
 """
 
 from __future__ import annotations
 
-import boto3
-
+from mlpipe.local import containers
+from mlpipe.local.cloud import LocalCloud
+from mlpipe.local.codepipeline import LocalCodePipeline
 from mlpipe.local.console import note
 from mlpipe.local.deployment import LocalDeployment
-from mlpipe.local.emulator import MotoServer
+from mlpipe.local.sagemaker import LocalSageMaker
 from mlpipe.local.state import RunState
-from stacks.functions import RECORD_STATUS
+from stacks.functions import RECORD_STATUS, START_TRAINING
 
 EMAIL_INBOX = "local-run-email-inbox"
+PIPELINE_VARIABLES = {"TRIGGER": "push", "DATA_CHANGE": "none"}  # the pipeline's declared defaults
 
 
 def run(state: RunState) -> None:
     data, pipeline = state.need("templates")
-    endpoint = state.options.endpoint_url or state.cleanup.enter_context(MotoServer()).endpoint_url
-    state.endpoint_url = endpoint
-    state.session = boto3.session.Session(
-        aws_access_key_id="local", aws_secret_access_key="local", region_name=state.region
+    cloud: LocalCloud = state.cleanup.enter_context(
+        LocalCloud.running(state.region, state.options.endpoint_url)
     )
-    deployment = LocalDeployment(data, pipeline, state.region)
-    deployment.create(state.session, endpoint)
+    state.cloud = cloud
+    deployment = cloud.deploy(LocalDeployment(data, pipeline, state.region))
     state.deployment = deployment
-    sqs = state.client("sqs")
+    state.sagemaker = LocalSageMaker(
+        s3_as_role=cloud.s3_as_role,
+        workdir=state.work / "jobs",
+        start_container=containers.start_training_container,
+        stop_container=containers.remove_container,
+        on_state_change=state.events.append,
+        region=state.region,
+    )
+    state.cleanup.callback(state.sagemaker.stop_all)
+    state.codepipeline = LocalCodePipeline(
+        deployment.function(START_TRAINING.handler).environment["PIPELINE_NAME"], PIPELINE_VARIABLES
+    )
+    cloud.add_service(state.sagemaker)
+    cloud.add_service(state.codepipeline)
+    sqs = cloud.client("sqs")
     inbox = sqs.create_queue(QueueName=EMAIL_INBOX)["QueueUrl"]
     inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    state.client("sns").subscribe(
+    cloud.client("sns").subscribe(
         TopicArn=deployment.function(RECORD_STATUS.handler).environment["TOPIC_ARN"],
         Protocol="sqs",
         Endpoint=inbox_arn,
     )
     state.email_inbox = inbox
-    note(f"moto at {endpoint}; {len(deployment.resources)} resources from the templates")
+    roles = sum(1 for key in deployment.resources if key[1] in deployment.pipeline.of_type("AWS::IAM::Role"))
+    where = state.options.endpoint_url or "in this process"
+    note(
+        f"local AWS at {cloud.gateway.url} (moto {where}, IAM enforced); "
+        f"{len(deployment.resources)} resources from the templates ({roles} roles)"
+    )

@@ -1,28 +1,30 @@
 """Train: the start-training handler, invoked the way CodePipeline invokes it, until the job ends.
 
-`LocalCodePipeline` answers for CodePipeline (job results, continuation tokens) and `LocalSageMaker` runs
-the job in the real image; each state change it reports goes to the record-status handler, as
-EventBridge would deliver it. Both stand-ins reach the handlers through `pipeline_common.aws.use_clients`.
+The local CodePipeline hands out the Lambda invoke action's jobs (each continuation is a new job carrying
+the token) and takes their results; the local SageMaker runs the job in the real image. Each state change
+it reports goes to the record-status handler, as EventBridge would deliver it. Both handlers run under
+their own roles, through the gateway, as Lambda's asynchronous invocations: a failed invocation is retried
+twice with the same event.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
+from collections import Counter
 from typing import Any
 
 from pipeline_common import aws as lambda_aws
 
-from mlpipe.local import containers
-from mlpipe.local.codepipeline import LocalCodePipeline
-from mlpipe.local.console import StageFailed, note
-from mlpipe.local.lambda_runtime import invoke, lambda_environment
-from mlpipe.local.sagemaker import LocalSageMaker
+from mlpipe.local.cloud import LocalCloud
+from mlpipe.local.console import StageFailed, note, warn
+from mlpipe.local.deployment import LocalFunction
+from mlpipe.local.faults import TRANSIENT, FaultInjector, FaultPlan
 from mlpipe.local.state import RunState
 from stacks.functions import RECORD_STATUS, START_TRAINING
 
 TRIGGER = "manual"
+ASYNC_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
 
 
 def training_environment(environment: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
@@ -32,29 +34,58 @@ def training_environment(environment: dict[str, str], overrides: dict[str, str])
     return {**environment, "TRAINING_CONFIG": json.dumps(config)}
 
 
+def invoke_async(
+    cloud: LocalCloud,
+    function: LocalFunction,
+    event: dict[str, Any],
+    environment: dict[str, str] | None = None,
+) -> None:
+    """Lambda's asynchronous invocation: an error is retried with the same event, twice."""
+    for attempt in range(1, ASYNC_ATTEMPTS + 1):
+        try:
+            cloud.invoke(function, event, environment)
+            return
+        except Exception as error:
+            warn(
+                f"{function.logical_id} invocation {attempt}/{ASYNC_ATTEMPTS} failed: {type(error).__name__}: {error}"
+            )
+    raise StageFailed(
+        f"{function.logical_id} failed {ASYNC_ATTEMPTS} times on the same event (it would go to its DLQ)"
+    )
+
+
+def deliver_events(state: RunState, record: LocalFunction) -> None:
+    while state.events:
+        invoke_async(state.need("cloud"), record, state.events.pop(0))
+
+
+FAULT_RATE = 0.08  # of the handlers' request attempts, with --faults
+
+
 def run(state: RunState) -> None:
-    deployment, source, image = state.need("deployment"), state.need("source"), state.need("image")
-    endpoint, region = state.need("endpoint_url"), state.region
-    start_env = training_environment(
-        deployment.function(START_TRAINING.handler).environment, state.options.hyperparameter_overrides
-    )
-    record_env = deployment.function(RECORD_STATUS.handler).environment
-    events: list[dict[str, Any]] = []
-    sagemaker = LocalSageMaker(
-        s3_client=state.client("s3"),
-        workdir=state.work / "jobs",
-        start_container=containers.start_training_container,
-        stop_container=containers.remove_container,
-        on_state_change=events.append,
-        region=region,
-    )
-    state.cleanup.callback(sagemaker.stop_all)
-    execution_id = str(uuid.uuid4())
-    pipeline = LocalCodePipeline(
-        pipeline_name=start_env["PIPELINE_NAME"],
-        execution_id=execution_id,
-        trigger_detail=f"local-run by {source.author}",
-        variables={"TRIGGER": TRIGGER, "DATA_CHANGE": "none"},
+    if state.options.faults_seed is None:
+        _train(state)
+        return
+    plan = FaultPlan(seed=state.options.faults_seed, rate=FAULT_RATE, kinds=TRANSIENT)
+    with lambda_aws.client_hooks(FaultInjector(plan).install):
+        try:
+            _train(state)
+        finally:
+            kinds = Counter(fault.kind for fault in plan.injected)
+            note(
+                f"--faults {state.options.faults_seed}: {len(plan.injected)} of {plan.attempts} request attempts "
+                f"failed ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items())) or 'none'})"
+            )
+
+
+def _train(state: RunState) -> None:
+    cloud, deployment = state.need("cloud"), state.need("deployment")
+    source, image, pipeline = state.need("source"), state.need("image"), state.need("codepipeline")
+    start = deployment.function(START_TRAINING.handler)
+    record = deployment.function(RECORD_STATUS.handler)
+    start_env = training_environment(start.environment, state.options.hyperparameter_overrides)
+    execution_id = pipeline.start_execution(
+        "StartPipelineExecution", f"local-run by {source.author}", {"TRIGGER": TRIGGER}
     )
     user_parameters = {
         "image_uri": image.tag,
@@ -66,19 +97,20 @@ def run(state: RunState) -> None:
         "trigger": TRIGGER,
     }
     state.job_name = start_env["JOB_NAME_PREFIX"] + execution_id
-    with lambda_aws.use_clients({"sagemaker": sagemaker, "codepipeline": pipeline}):
-        while True:
-            with lambda_environment(start_env, endpoint, region):
-                invoke(START_TRAINING.handler, pipeline.job_event("start-training", user_parameters))
-            with lambda_environment(record_env, endpoint, region):
-                while events:
-                    invoke(RECORD_STATUS.handler, events.pop(0))
-            result = pipeline.last_result
-            if result is None:
-                raise StageFailed("the start-training handler returned without a job result")
-            if not result.succeeded or not result.continuation_token:
-                break
-            time.sleep(state.options.poll_seconds)
+    while True:
+        event = pipeline.new_job(execution_id, start.logical_id, user_parameters)
+        job_id = event["CodePipeline.job"]["id"]
+        invoke_async(cloud, start, event, start_env)
+        deliver_events(state, record)
+        result = pipeline.result(job_id)
+        if result is None:
+            pipeline.time_out(job_id)
+            raise StageFailed(
+                "the start-training handler returned without a job result: the action times out"
+            )
+        if not result.succeeded or not result.continuation_token:
+            break
+        time.sleep(state.options.poll_seconds)
     log_file = state.work / "jobs" / state.job_name / "train.log"
     if log_file.exists():
         for line in log_file.read_text(errors="replace").splitlines():

@@ -1,0 +1,113 @@
+"""IAM enforced locally: each function calls AWS with its own role's credentials, as in Lambda.
+
+- The harness (the local run, the tests) acts as an IAM user with full access, like the person deploying.
+- Each Lambda's role is created in moto from the synthesized template, with the same actions, and
+  assumed; the handler runs with those temporary credentials.
+- moto then denies any action the role lacks, for every service it emulates, and the gateway does the
+  same for the stand-ins. moto does not match resource ARNs (a statement on one table's ARN is denied for
+  that table), so the local roles allow their actions on "*": resource scoping and conditions are
+  checked statically on the templates (tests/stacks).
+
+moto's enforcement is switched with its control API (`POST /moto-api/reset-auth`): off while the harness
+user is created, on for everything after.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from mlpipe.local.emulator import ACCOUNT
+
+HARNESS_USER = "mlpipe-local-harness"
+HARNESS_ARN = f"arn:aws:iam::{ACCOUNT}:user/{HARNESS_USER}"
+SESSION_SECONDS = 12 * 3600
+# Roles are created with a trust policy naming the harness user, which plays the Lambda (or SageMaker)
+# service here; the real trust policies are asserted on the templates.
+LOCAL_TRUST_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": HARNESS_ARN}, "Action": "sts:AssumeRole"}],
+    }
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The variables the Lambda runtime sets for the function's role."""
+        variables = {"AWS_ACCESS_KEY_ID": self.access_key_id, "AWS_SECRET_ACCESS_KEY": self.secret_access_key}
+        if self.session_token:
+            variables["AWS_SESSION_TOKEN"] = self.session_token
+        return variables
+
+    def session(self, region: str) -> Any:
+        return boto3.session.Session(
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            aws_session_token=self.session_token,
+            region_name=region,
+        )
+
+
+def set_enforcement(endpoint_url: str, enabled: bool) -> None:
+    """moto checks every request's credentials and permissions from now on (or stops checking)."""
+    request = urllib.request.Request(
+        f"{endpoint_url}/moto-api/reset-auth",
+        data=b"0" if enabled else b"inf",
+        method="POST",
+        headers={"Content-Type": "text/plain"},  # moto reads the count from the raw body
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def harness_credentials(endpoint_url: str, region: str) -> Credentials:
+    """A fresh access key of the harness user (created on first use), with enforcement switched on.
+
+    Idempotent against a reused emulator: the user is kept, its older keys are replaced.
+    """
+    set_enforcement(endpoint_url, False)
+    try:
+        iam = boto3.session.Session(
+            aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap", region_name=region
+        ).client("iam", endpoint_url=endpoint_url)
+        try:
+            iam.create_user(UserName=HARNESS_USER)
+        except iam.exceptions.EntityAlreadyExistsException:
+            for key in iam.list_access_keys(UserName=HARNESS_USER)["AccessKeyMetadata"]:
+                iam.delete_access_key(UserName=HARNESS_USER, AccessKeyId=key["AccessKeyId"])
+        iam.put_user_policy(
+            UserName=HARNESS_USER,
+            PolicyName="full-access",
+            PolicyDocument=_policy(["*"]),
+        )
+        key = iam.create_access_key(UserName=HARNESS_USER)["AccessKey"]
+    finally:
+        set_enforcement(endpoint_url, True)
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+
+
+def _policy(actions: list[str]) -> str:
+    return json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+    )
+
+
+def assume(sts: Any, role_arn: str, session_name: str) -> Credentials:
+    """Temporary credentials of a role the harness may assume (created by `LocalDeployment`)."""
+    assumed = sts.assume_role(
+        RoleArn=role_arn, RoleSessionName=session_name[:64], DurationSeconds=SESSION_SECONDS
+    )
+    credentials = assumed["Credentials"]
+    return Credentials(
+        credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
+    )
