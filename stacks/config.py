@@ -24,8 +24,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VALID_RETENTION_DAYS = frozenset(
     {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
 )
-# SageMaker caps MaxRuntimeInSeconds at 5 days (a quota you can raise, but 5 days is the documented default).
-MAX_RUNTIME_LIMIT = 432_000
+# CodePipeline fails a Lambda invoke action 24 hours after it started, continuation tokens or not, so a job
+# watched by the Train action must end well within that: 23 hours for the job (spot: including the wait
+# for capacity), one for queueing, start-up and the last polls. SageMaker itself would allow 5 days.
+MAX_ACTION_SECONDS = 23 * 3600
+ACTION_LIMIT_REASON = "23 h: CodePipeline fails the Train action 24 h after it starts"
 # Training job names are at most 63 characters: the prefix plus a 36-character pipeline execution id.
 MAX_JOB_NAME_PREFIX = 63 - 36
 
@@ -93,9 +96,9 @@ def _string(raw: Mapping[str, Any], key: str, pattern: re.Pattern[str], expected
     return value
 
 
-def _int(raw: Mapping[str, Any], key: str, low: int, high: int) -> int:
+def _int(raw: Mapping[str, Any], key: str, low: int, high: int, why: str = "") -> int:
     value = raw.get(key)
-    expected = f"an integer from {low} to {high}"
+    expected = f"an integer from {low} to {high}" + (f" ({why})" if why else "")
     if value is None or value == "":
         raise ConfigError(key, expected, missing=True)
     if isinstance(value, bool):
@@ -269,7 +272,7 @@ def _training(values: Mapping[str, Any]) -> TrainingConfig:
         re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$"),
         "a SageMaker instance type like ml.m5.large",
     )
-    max_runtime = _int(values, "training_max_runtime_seconds", 1, MAX_RUNTIME_LIMIT)
+    max_runtime = _int(values, "training_max_runtime_seconds", 1, MAX_ACTION_SECONDS, ACTION_LIMIT_REASON)
     use_spot = _bool(values, "training_use_spot")
     max_wait: int | None = None
     if use_spot:
@@ -280,7 +283,7 @@ def _training(values: Mapping[str, Any]) -> TrainingConfig:
                 f"an integer >= training_max_runtime_seconds ({max_runtime}) when training_use_spot is true",
                 missing=True,
             )
-        max_wait = _int(values, "training_max_wait_seconds", 1, 2 * MAX_RUNTIME_LIMIT)
+        max_wait = _int(values, "training_max_wait_seconds", 1, MAX_ACTION_SECONDS, ACTION_LIMIT_REASON)
         if max_wait < max_runtime:
             raise ConfigError(
                 "training_max_wait_seconds",

@@ -25,6 +25,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+from pipeline_common.data_version import MANIFEST_NAME
 
 from stacks import functions
 from stacks.buildspec import buildspec
@@ -351,6 +352,17 @@ class PipelineStack(Stack):
                 resources=[self.training_job_arn],
             ),
             *self._read_data_statements(),
+            # The execution's data manifest, written once next to its model and read back by retries. ListBucket
+            # turns a missing manifest into 404 instead of 403.
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[data.artifacts_bucket.arn_for_objects(f"{config.model_prefix}*/{MANIFEST_NAME}")],
+            ),
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[data.artifacts_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{config.model_prefix}*"]}},
+            ),
             # The exact data version is the object version ids under the prefix (ListObjectVersions).
             iam.PolicyStatement(
                 actions=["s3:ListBucketVersions"],
@@ -376,6 +388,7 @@ class PipelineStack(Stack):
                 ANY_RESOURCE,
                 rf"Resource::{re.escape(self.training_job_arn)}",
                 objects_under(config.data_prefix),
+                rf"Resource::.+/{re.escape(config.model_prefix)}\*/{re.escape(MANIFEST_NAME)}",
             ],
         )
         return function
@@ -594,6 +607,7 @@ class PipelineStack(Stack):
             environment={
                 "DATA_BUCKET": data.data_bucket.bucket_name,
                 "DATA_PREFIX": config.data_prefix,
+                "IDEMPOTENCY_TABLE_NAME": self.idempotency_table.table_name,
             },
         )
         function.add_event_source(
@@ -605,9 +619,13 @@ class PipelineStack(Stack):
             )
         )
         for statement in [
-            # No idempotency table: StartPipelineExecution's clientRequestToken already dedupes a batch.
             iam.PolicyStatement(
                 actions=["codepipeline:StartPipelineExecution"], resources=[self.pipeline_arn]
+            ),
+            # Object versions already started (dedup with a TTL), in the idempotency table.
+            iam.PolicyStatement(
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                resources=[self.idempotency_table.table_arn],
             ),
             *self._kms_statement(),
         ]:

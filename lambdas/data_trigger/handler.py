@@ -1,7 +1,8 @@
 """data-trigger: an SQS batch of S3 Object Created events (via EventBridge) → one pipeline execution.
 
-Thin: read the batch with the Powertools SQS data class, coalesce it in `trigger.handle_batch`, return the
-partial batch response (`ReportBatchItemFailures`) so only failed messages are retried and dead-lettered.
+Thin: read the batch with the Powertools SQS data class, coalesce it in `trigger.handle_batch` (whose
+docstring states the guarantees), return the partial batch response (`ReportBatchItemFailures`) so only
+failed messages are retried and dead-lettered.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.set_correlation_id(trigger.request_token(message_id for message_id, _ in records))
     result = trigger.handle_batch(records, settings)
     logger.info(
-        "batch of %d: %d data objects, %d ignored, %d failed, pipeline started: %s",
+        "batch of %d: %d started, %d duplicates, %d ignored, %d failed, pipeline started: %s",
         len(records),
         len(result.objects),
+        len(result.duplicates),
         len(result.ignored),
         len(result.failed),
         result.started,

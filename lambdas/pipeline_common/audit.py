@@ -18,6 +18,7 @@ by another status.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,14 +53,31 @@ def now_iso() -> str:
     return iso(datetime.now(UTC))
 
 
+def epoch_millis(value: Any) -> int | None:
+    """A time as EventBridge gives it, as epoch milliseconds: a number, or a string of digits as in AWS's
+    published sample ("1583831889050"), or an ISO-8601 string; None when it is none of them."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | Decimal):
+        return int(value) if math.isfinite(float(value)) else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(float(text)) if text.replace(".", "", 1).isdigit() else None
+        except ValueError:
+            return None
+    return None
+
+
 def iso_from_millis(value: Any) -> str | None:
-    """EventBridge carries DescribeTrainingJob times as epoch milliseconds; boto3 as datetimes."""
+    """EventBridge carries times as epoch milliseconds (numbers or digit strings); boto3 as datetimes."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
         return iso(value)
-    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        return iso(datetime.fromtimestamp(float(value) / 1000, tz=UTC))
+    millis = epoch_millis(value)
+    if millis is not None:
+        return iso(datetime.fromtimestamp(millis / 1000, tz=UTC))
     if isinstance(value, str):
         try:
             return iso(datetime.fromisoformat(value.replace("Z", "+00:00")))
@@ -269,33 +287,72 @@ def apply_status(
     return StatusWrite(IGNORED, {})
 
 
-def claim_notification(table: str, job_name: str, status: str) -> bool:
-    """Mark the email for this rank as sent, once: True for exactly one caller per rank.
+# -- notifications: at least once per transition, under any single fault -----------------------------------
+# The email for a status is sent by whoever holds the record's notification lease for that status rank:
+#   lease: notify_lease_rank, notify_lease_until (epoch seconds), notify_lease_token (the invocation's id)
+#   done:  notified_rank, set only after SNS accepted the message
+# A crash, a failed publish or a lost response never leaves a lease that blocks the email for good: the
+# lease expires (LEASE_SECONDS, longer than a whole invocation: function timeout plus client timeouts), a
+# retry of the same invocation recognises its own token and carries on at once, and a lease for an older
+# status gives way to a newer one. The only duplicate is the one AWS forces: SNS accepted the message but
+# the invocation died before recording it.
+LEASE_SECONDS = 120
+NOTIFY_NAMES = {
+    "#st": "status",
+    "#rank": "status_rank",
+    "#nr": "notified_rank",
+    "#lr": "notify_lease_rank",
+    "#lu": "notify_lease_until",
+    "#lt": "notify_lease_token",
+}
 
-    Separate from the status write so that an email whose publish failed is sent by the retried event
-    (the retry finds the status already written, but the rank not yet notified).
-    """
+
+class LeaseHeld(Exception):
+    """Another invocation is sending this email right now: retry later (after its lease expires)."""
+
+
+def take_notification_lease(table: str, job_name: str, status: str, token: str) -> bool:
+    """True: this invocation must send the email for `status` now. False: it is sent, or the record has
+    moved past `status` (no stale email). Raises LeaseHeld while another invocation's lease runs."""
     from botocore.exceptions import ClientError
 
     rank = STATUS_RANK[status]
+    now = time.time()
     try:
         aws.client("dynamodb").update_item(
             TableName=table,
             Key={"job_name": {"S": job_name}},
-            UpdateExpression="SET #nr = :rank",
-            ConditionExpression="#st = :status AND #rank = :rank AND (attribute_not_exists(#nr) OR #nr < :rank)",
-            ExpressionAttributeNames={"#nr": "notified_rank", "#st": "status", "#rank": "status_rank"},
-            ExpressionAttributeValues={":rank": {"N": str(rank)}, ":status": {"S": status}},
+            UpdateExpression="SET #lr = :rank, #lu = :until, #lt = :token",
+            ConditionExpression=(
+                "#st = :status AND #rank = :rank AND (attribute_not_exists(#nr) OR #nr < :rank) AND "
+                "(attribute_not_exists(#lu) OR #lu < :now OR #lr < :rank OR #lt = :token)"
+            ),
+            ExpressionAttributeNames=NOTIFY_NAMES,
+            ExpressionAttributeValues={
+                ":rank": {"N": str(rank)},
+                ":status": {"S": status},
+                ":until": {"N": str(int(now + LEASE_SECONDS))},
+                ":now": {"N": str(int(now))},
+                ":token": {"S": token},
+            },
         )
         return True
     except ClientError as error:
-        if _is_condition_failure(error):
-            return False
-        raise
+        if not _is_condition_failure(error):
+            raise
+    record = get_record(table, job_name) or {}
+    if record.get("status") != status or record.get("notified_rank", -1) >= rank:
+        return False
+    if record.get("notify_lease_token") == token and record.get("notify_lease_rank") == rank:
+        return True  # our own write, applied while we saw an error
+    raise LeaseHeld(
+        f"the {status} email of {job_name} is being sent by another invocation "
+        f"(lease until {record.get('notify_lease_until')})"
+    )
 
 
-def release_notification(table: str, job_name: str, status: str) -> None:
-    """Undo `claim_notification` after a failed publish, so the retried event sends the email."""
+def mark_notified(table: str, job_name: str, status: str) -> None:
+    """The email for `status` was accepted by SNS: record it and drop the lease."""
     from botocore.exceptions import ClientError
 
     rank = STATUS_RANK[status]
@@ -303,13 +360,18 @@ def release_notification(table: str, job_name: str, status: str) -> None:
         aws.client("dynamodb").update_item(
             TableName=table,
             Key={"job_name": {"S": job_name}},
-            UpdateExpression="REMOVE #nr",
-            ConditionExpression="#nr = :rank",
-            ExpressionAttributeNames={"#nr": "notified_rank"},
+            UpdateExpression="SET #nr = :rank REMOVE #lr, #lu, #lt",
+            ConditionExpression="attribute_not_exists(#nr) OR #nr < :rank",
+            ExpressionAttributeNames={
+                "#nr": "notified_rank",
+                "#lr": "notify_lease_rank",
+                "#lu": "notify_lease_until",
+                "#lt": "notify_lease_token",
+            },
             ExpressionAttributeValues={":rank": {"N": str(rank)}},
         )
     except ClientError as error:
-        if not _is_condition_failure(error):
+        if not _is_condition_failure(error):  # already recorded (a retry): nothing to do
             raise
 
 

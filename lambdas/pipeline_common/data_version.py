@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline_common import aws
+from pipeline_common.errors import BadInputError
 
 CHANNELS = ("train", "validation")
 HASH_LENGTH = 12
@@ -132,3 +133,82 @@ def _objects_by_head(s3: Any, bucket: str, prefix: str) -> list[DataObject]:
                     )
                 )
     return sorted(objects, key=lambda obj: obj.key)
+
+
+# -- the manifest: one execution's data version, written once next to its model ---------------------------
+MANIFEST_NAME = "data-manifest.json"
+# The audit record repeats the key -> version id map only up to this many objects: a DynamoDB item is at most
+# 400 KB, and the manifest in S3 is the complete list at any size.
+INLINE_VERSION_LIMIT = 100
+
+
+def manifest_document(version: DataVersion) -> dict[str, Any]:
+    return {
+        "bucket": version.bucket,
+        "prefix": version.prefix,
+        "hash": version.manifest_hash,
+        "objects": [
+            {"key": o.key, "version_id": o.version_id, "etag": o.etag, "size": o.size}
+            for o in version.objects
+        ],
+    }
+
+
+def from_manifest_document(document: dict[str, Any]) -> DataVersion:
+    objects = tuple(
+        DataObject(key=o["key"], version_id=o["version_id"], etag=o["etag"], size=int(o["size"]))
+        for o in document.get("objects", [])
+    )
+    return DataVersion(bucket=document["bucket"], prefix=document["prefix"], objects=objects)
+
+
+def pin(data_bucket: str, data_prefix: str, manifest_bucket: str, manifest_key: str) -> DataVersion:
+    """The data version of one pipeline execution, fixed the first time it is asked for.
+
+    A retried invocation must train on, and record, what the first one saw, even if objects changed in
+    between: the first call lists the data and writes the manifest (only if none exists: `If-None-Match`);
+    every later call reads that manifest back. Idempotent under retries and concurrent calls. Data without
+    a train channel is refused before anything is written, so uploading it and retrying the action works.
+    """
+    import json
+
+    s3 = aws.client("s3")
+    existing = _read_manifest(s3, manifest_bucket, manifest_key)
+    if existing is not None:
+        return existing
+    version = resolve(data_bucket, data_prefix)
+    if not version.has_channel("train"):
+        raise BadInputError(
+            f"no training data: s3://{data_bucket}/{data_prefix}train/ has no objects "
+            "(zero-byte folder markers do not count)"
+        )
+    body = json.dumps(manifest_document(version), separators=(",", ":")).encode()
+    try:
+        s3.put_object(
+            Bucket=manifest_bucket,
+            Key=manifest_key,
+            Body=body,
+            ContentType="application/json",
+            IfNoneMatch="*",
+        )
+    except Exception as error:
+        if aws.error_code(error) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+            raise
+        # Another invocation (or this one's applied-but-lost write) got there first: that one is the version.
+        existing = _read_manifest(s3, manifest_bucket, manifest_key)
+        if existing is None:
+            raise
+        return existing
+    return version
+
+
+def _read_manifest(s3: Any, bucket: str, key: str) -> DataVersion | None:
+    import json
+
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as error:
+        if aws.error_code(error) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    return from_manifest_document(json.loads(body))

@@ -216,6 +216,7 @@ class DataTriggerSettings:
     pipeline_name: str
     data_bucket: str
     data_prefix: str
+    dedup_table_name: str
 
     @classmethod
     def from_env(cls) -> DataTriggerSettings:
@@ -225,4 +226,7 @@ class DataTriggerSettings:
             pipeline_name=_env("PIPELINE_NAME", "the pipeline the data trigger starts"),
             data_bucket=_env("DATA_BUCKET", "the training data bucket"),
             data_prefix=_prefix(_optional_env("DATA_PREFIX")),
+            dedup_table_name=_env(
+                "IDEMPOTENCY_TABLE_NAME", "remembers which object versions started an execution (dedup)"
+            ),
         )

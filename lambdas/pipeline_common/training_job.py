@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline_common.data_version import DataVersion
+from pipeline_common.data_version import MANIFEST_NAME, DataVersion
 from pipeline_common.metrics import metric_definitions
 from pipeline_common.settings import StartTrainingSettings
 
@@ -79,6 +79,11 @@ def checkpoint_uri(settings: StartTrainingSettings, name: str) -> str:
 
 def output_path(settings: StartTrainingSettings) -> str:
     return s3_uri(settings.model_bucket, settings.model_prefix)
+
+
+def manifest_key(settings: StartTrainingSettings, name: str) -> str:
+    """The job's data manifest, next to its model: `<model prefix><job>/data-manifest.json`."""
+    return f"{settings.model_prefix}{name}/{MANIFEST_NAME}"
 
 
 def model_artifact_uri(settings: StartTrainingSettings, name: str) -> str:

@@ -1,10 +1,10 @@
 """record-status: SageMaker Training Job State Change (EventBridge) → audit record + one email per transition.
 
-Thin: validate the event, then apply it once. The conditional update in `pipeline_common.audit` is the
-guarantee against duplicates and out-of-order events; Powertools idempotency on the event id (when
-IDEMPOTENCY_TABLE_NAME is set) short-circuits exact redeliveries before they touch the audit table.
-A malformed event is logged and raised, so EventBridge/Lambda retries and then dead-letters it; nothing
-is written for it.
+Thin: validate the event, then apply it (`recording`, whose docstring states the guarantees). The
+conditional updates in `pipeline_common.audit` are what keep it right under duplicates, disorder and
+faults; Powertools idempotency on the event id (when IDEMPOTENCY_TABLE_NAME is set) short-circuits exact
+redeliveries before they touch the audit table. A malformed event is logged and raised, so Lambda retries
+and then dead-letters it; nothing is written for it. Any other error is raised too, for the same retries.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "record-sta
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 
-def _process(change: recording.StateChange, settings: RecordStatusSettings) -> dict[str, Any]:
-    result = recording.record_and_notify(change, settings)
+def _process(
+    change: recording.StateChange, settings: RecordStatusSettings, invocation_id: str
+) -> dict[str, Any]:
+    result = recording.record_and_notify(change, settings, invocation_id)
     logger.info(
         "job %s %s: %s%s",
         change.job_name,
@@ -42,8 +44,11 @@ def _process_once(
     event: dict[str, Any], change: recording.StateChange, settings: RecordStatusSettings, context: Any
 ) -> dict[str, Any]:
     """Powertools idempotency keyed on the event id, imported on first use (it pulls in boto3)."""
+    # Lambda's retries of one asynchronous invocation keep its request id: the notification lease knows
+    # its own invocation by it.
+    invocation_id = str(getattr(context, "aws_request_id", "") or change.event_id)
     if not settings.idempotency_table_name:
-        return _process(change, settings)
+        return _process(change, settings, invocation_id)
     from aws_lambda_powertools.utilities.idempotency import (
         DynamoDBPersistenceLayer,
         IdempotencyConfig,
@@ -60,14 +65,14 @@ def _process_once(
 
     @idempotent_function(data_keyword_argument="event", persistence_store=persistence, config=config)
     def apply_once(event: dict[str, Any]) -> dict[str, Any]:
-        return _process(change, settings)
+        return _process(change, settings, invocation_id)
 
     try:
         return apply_once(event=event)
     except IdempotencyPersistenceLayerError as error:
         # The idempotency table is an optimisation; the conditional update still keeps this exactly-once.
         logger.warning("idempotency table unavailable (%s); applying the event without it", error)
-        return _process(change, settings)
+        return _process(change, settings, invocation_id)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)

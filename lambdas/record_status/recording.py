@@ -1,7 +1,16 @@
 """What record-status does with one SageMaker Training Job State Change event, as plain functions.
 
-Parse and validate the event (a malformed one raises BadInputError before anything is written), apply it
-to the audit record with a conditional update, and send one email per real transition.
+Parse and validate the event (a malformed one raises BadInputError before anything is written); on a
+terminal status, read what the event does not carry from DescribeTrainingJob (final metrics, billable and
+training time, spot, the failure reason, the model); apply it all to the audit record with a conditional
+update; and send the email for a real transition under a lease (see `pipeline_common.audit`).
+
+What it guarantees, with events delivered at least once and in any order, and a crash or a lost response
+possible between any two calls:
+- the record's status only moves forward (InProgress < Stopping < a terminal status), whatever the order;
+- the email of each transition is sent at least once, after retries and a DLQ redrive; twice only when SNS
+  accepted it and the invocation died before recording that (the ambiguity AWS itself leaves);
+- no email for a status the record has already moved past.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pipeline_common import audit, notify, training_job
+from pipeline_common import audit, aws, notify, training_job
 from pipeline_common.errors import BadInputError
 from pipeline_common.settings import RecordStatusSettings
 
@@ -43,6 +52,10 @@ class StateChange:
     fields: dict[str, Any]  # from the event: always current
     origin_fields: dict[str, Any]  # from the job's tags: only fill gaps
 
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in audit.TERMINAL_STATUSES
+
 
 def _tags(detail: Mapping[str, Any]) -> dict[str, str]:
     tags = detail.get("Tags") or {}
@@ -53,9 +66,9 @@ def _tags(detail: Mapping[str, Any]) -> dict[str, str]:
     return {}
 
 
-def _metrics(detail: Mapping[str, Any]) -> dict[str, float]:
+def _metrics(final_metrics: Any) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for item in detail.get("FinalMetricDataList") or []:
+    for item in final_metrics or []:
         if not isinstance(item, Mapping):
             continue
         name, value = item.get("MetricName"), item.get("Value")
@@ -78,9 +91,9 @@ def _data_location(detail: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _event_time_ms(event: Mapping[str, Any], detail: Mapping[str, Any]) -> int:
-    modified = detail.get("LastModifiedTime")
-    if isinstance(modified, int | float) and not isinstance(modified, bool):
-        return int(modified)
+    modified = audit.epoch_millis(detail.get("LastModifiedTime"))
+    if modified is not None:
+        return modified
     stamp = event.get("time")
     if isinstance(stamp, str):
         try:
@@ -111,28 +124,7 @@ def parse_event(event: Any, pipeline_name: str = "") -> StateChange:
         raise BadInputError(
             f"event {event_id}: unknown TrainingJobStatus {status!r} (known: {', '.join(audit.STATUS_RANK)})"
         )
-    resources = detail.get("ResourceConfig") or {}
-    bucket, prefix = _data_location(detail)
-    fields: dict[str, Any] = {
-        "job_arn": detail.get("TrainingJobArn"),
-        "secondary_status": detail.get("SecondaryStatus"),
-        "failure_reason": detail.get("FailureReason"),
-        "image_uri": (detail.get("AlgorithmSpecification") or {}).get("TrainingImage"),
-        "hyperparameters": {str(k): str(v) for k, v in (detail.get("HyperParameters") or {}).items()},
-        "instance_type": resources.get("InstanceType"),
-        "instance_count": resources.get("InstanceCount"),
-        "use_spot": detail.get("EnableManagedSpotTraining"),
-        "created_at": audit.iso_from_millis(detail.get("CreationTime")),
-        "started_at": audit.iso_from_millis(detail.get("TrainingStartTime")),
-        "ended_at": audit.iso_from_millis(detail.get("TrainingEndTime")),
-        "billable_seconds": detail.get("BillableTimeInSeconds"),
-        "training_seconds": detail.get("TrainingTimeInSeconds"),
-        "metrics": _metrics(detail),
-        "data_bucket": bucket,
-        "data_prefix": prefix,
-    }
-    if status == "Completed":
-        fields["model_artifact"] = (detail.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    fields = _job_fields(detail)
     tags = _tags(detail)
     origin = {attribute: tags.get(tag) for tag, attribute in TAG_FIELDS.items()}
     origin["pipeline_name"] = pipeline_name
@@ -146,8 +138,63 @@ def parse_event(event: Any, pipeline_name: str = "") -> StateChange:
     )
 
 
-def record_and_notify(change: StateChange, settings: RecordStatusSettings) -> dict[str, Any]:
-    """Apply the change; publish the email if this is the first time the record reaches this status."""
+def _job_fields(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Record attributes from an event detail or a DescribeTrainingJob response (whatever of them is there)."""
+    resources = job.get("ResourceConfig") or {}
+    status = job.get("TrainingJobStatus")
+    bucket, prefix = _data_location(job)
+    fields: dict[str, Any] = {
+        "data_bucket": bucket,
+        "data_prefix": prefix,
+        "job_arn": job.get("TrainingJobArn"),
+        "secondary_status": job.get("SecondaryStatus"),
+        "image_uri": (job.get("AlgorithmSpecification") or {}).get("TrainingImage"),
+        "hyperparameters": {str(k): str(v) for k, v in (job.get("HyperParameters") or {}).items()},
+        "instance_type": resources.get("InstanceType"),
+        "instance_count": resources.get("InstanceCount"),
+        "created_at": audit.iso_from_millis(job.get("CreationTime")),
+        "started_at": audit.iso_from_millis(job.get("TrainingStartTime")),
+        "ended_at": audit.iso_from_millis(job.get("TrainingEndTime")),
+        # Documented only for Failed: a Stopped or Completed job's reason would be noise or stale.
+        "failure_reason": job.get("FailureReason") if status == "Failed" else None,
+        # Only in DescribeTrainingJob, never in the event (EventBridge's schema has none of them).
+        "billable_seconds": job.get("BillableTimeInSeconds"),
+        "training_seconds": job.get("TrainingTimeInSeconds"),
+        "use_spot": job.get("EnableManagedSpotTraining"),
+        "metrics": _metrics(job.get("FinalMetricDataList")),
+    }
+    if status == "Completed":
+        fields["model_artifact"] = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    return fields
+
+
+def with_description(change: StateChange) -> StateChange:
+    """A terminal event completed from DescribeTrainingJob: final metrics, billable and training time,
+    spot, the failure reason and the model, which the event does not carry."""
+    description = aws.client("sagemaker").describe_training_job(TrainingJobName=change.job_name)
+    described = audit.clean(_job_fields(description))
+    if description.get("TrainingJobStatus") != change.status:
+        # A terminal status never changes; a describe that disagrees is eventually-consistent: retry later.
+        raise RuntimeError(
+            f"DescribeTrainingJob says {change.job_name} is {description.get('TrainingJobStatus')}, "
+            f"the event says {change.status}"
+        )
+    return StateChange(
+        change.event_id,
+        change.job_name,
+        change.status,
+        change.event_time_ms,
+        {**change.fields, **described},
+        change.origin_fields,
+    )
+
+
+def record_and_notify(
+    change: StateChange, settings: RecordStatusSettings, invocation_id: str
+) -> dict[str, Any]:
+    """Apply the change; send the email if this transition's email has not been sent."""
+    if change.is_terminal:
+        change = with_description(change)
     write = audit.apply_status(
         settings.audit_table_name,
         change.job_name,
@@ -162,27 +209,18 @@ def record_and_notify(change: StateChange, settings: RecordStatusSettings) -> di
         "outcome": write.outcome,
         "emailed": False,
     }
-    record = write.record
     if write.outcome == audit.IGNORED:
         logger.info(
             "event %s for %s changed nothing (duplicate or older status)", change.event_id, change.job_name
         )
-        record = audit.get_record(settings.audit_table_name, change.job_name) or {}
-        if (
-            record.get("status") != change.status
-            or record.get("notified_rank", -1) >= audit.STATUS_RANK[change.status]
-        ):
-            return result
-    # One email per status, claimed in the record. A duplicate finds it claimed; a retry after a failed
-    # publish finds the claim released and sends it.
-    if not audit.claim_notification(settings.audit_table_name, change.job_name, change.status):
+    if not audit.take_notification_lease(
+        settings.audit_table_name, change.job_name, change.status, invocation_id
+    ):
         return result
-    try:
-        message_id = notify.publish(
-            settings.topic_arn, settings.project_name, settings.env_name, settings.pipeline_name, record
-        )
-    except Exception:
-        audit.release_notification(settings.audit_table_name, change.job_name, change.status)
-        raise
+    record = audit.get_record(settings.audit_table_name, change.job_name) or write.record
+    message_id = notify.publish(
+        settings.topic_arn, settings.project_name, settings.env_name, settings.pipeline_name, record
+    )
+    audit.mark_notified(settings.audit_table_name, change.job_name, change.status)
     result.update(emailed=True, message_id=message_id)
     return result

@@ -1,9 +1,19 @@
-"""What the start-training action does, as plain functions (the handler only parses and reports).
+"""What the start-training action does, as plain functions (the handler only parses the event).
 
-First invocation: validate the user parameters, pin the data version, create the job under its
-deterministic name (ResourceInUse: it exists already, carry on), write the first audit record, and answer
-CodePipeline with a continuation token. Later invocations: describe the job and continue, succeed with
-output variables, or fail with the job's FailureReason.
+What it guarantees, with invocations delivered at least once, a crash possible between any two calls, and
+any call possibly applied while the caller sees an error:
+
+- **One training job per pipeline execution.** The job's name comes from the execution id; `ResourceInUse`
+  means this execution created it already, and the action carries on with it.
+- **One data version per execution.** The first invocation lists the data and writes the manifest next to
+  the model (only if none exists); every retry reads it back, so the job, its tags and the record agree.
+- **A transient error never fails the action.** Throttling, a 5xx or a timeout that outlasts botocore's
+  retries keeps the action open with a continuation token, and the next invocation repeats the step.
+- **Only a real job failure or a bad input fails the action**, and then a job of this execution that is
+  still running is stopped, so nothing runs and bills behind a failed action.
+- **Each CodePipeline job takes one result.** A second one (`InvalidJobStateException`: an earlier result
+  was applied, or the action ended) is logged, not raised; if the execution has ended, its job is stopped.
+  A result that cannot be reported at all raises, so Lambda retries the invocation with the same job.
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ OPTIONAL_PARAMETERS = ("image_digest", "trigger")
 DEFAULT_TRIGGER = "push"
 MAX_FAILURE_MESSAGE = 5000
 MAX_SUMMARY = 2048
-TOKEN_VERSION = 1
+TOKEN_VERSION = 2
+PHASE_START = "start"  # the job may not exist yet: repeat the (idempotent) start
+PHASE_WAIT = "wait"  # the job exists: describe it
+ENDED_EXECUTION = frozenset({"Failed", "Stopped", "Stopping", "Superseded", "Cancelled", "Succeeded"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,8 @@ class ActionResult:
     job_name: str | None = None
     message: str = ""
     output_variables: dict[str, str] = field(default_factory=dict)
+    token: str | None = None  # the continuation token, with "continue"
+    failure_type: str = "JobFailed"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,14 +62,21 @@ class ActionResult:
         }
 
 
-# -- parameters --------------------------------------------------------------------------------------------
+# -- parameters and tokens -------------------------------------------------------------------------------
 def _resolved(value: Any) -> str:
     """A parameter CodePipeline did not resolve stays `#{Namespace.Variable}`: treat it as missing."""
     text = str(value).strip() if value is not None else ""
     return "" if text.startswith("#{") else text
 
 
+@dataclass(frozen=True)
+class UnreadableParameters:
+    reason: str
+
+
 def parse_parameters(raw: Any) -> JobParameters:
+    if isinstance(raw, UnreadableParameters):
+        raise BadInputError(raw.reason)
     if not isinstance(raw, Mapping):
         raise BadInputError("UserParameters must be a JSON object with " + ", ".join(REQUIRED_PARAMETERS))
     values = {name: _resolved(raw.get(name)) for name in (*REQUIRED_PARAMETERS, *OPTIONAL_PARAMETERS)}
@@ -75,51 +97,43 @@ def parse_parameters(raw: Any) -> JobParameters:
     )
 
 
-def encode_token(job_name: str, data_version_hash: str) -> str:
-    return json.dumps({"v": TOKEN_VERSION, "job_name": job_name, "data_version": data_version_hash})
+@dataclass(frozen=True)
+class Token:
+    job_name: str
+    phase: str = PHASE_WAIT
+    data_version: str = ""
 
 
-def decode_token(token: str) -> str:
-    """The job name a continuation token carries."""
+def encode_token(token: Token) -> str:
+    return json.dumps(
+        {
+            "v": TOKEN_VERSION,
+            "job_name": token.job_name,
+            "phase": token.phase,
+            "data_version": token.data_version,
+        }
+    )
+
+
+def decode_token(text: str) -> Token:
     try:
-        decoded = json.loads(token)
+        decoded = json.loads(text)
     except json.JSONDecodeError:
-        raise BadInputError(f"continuation token is not JSON: {token[:200]!r}") from None
+        raise BadInputError(f"continuation token is not JSON: {text[:200]!r}") from None
     name = decoded.get("job_name") if isinstance(decoded, dict) else None
     if not isinstance(name, str) or not name:
-        raise BadInputError(f"continuation token has no job_name: {token[:200]!r}")
-    return name
+        raise BadInputError(f"continuation token has no job_name: {text[:200]!r}")
+    phase = decoded.get("phase", PHASE_WAIT)
+    if phase not in (PHASE_START, PHASE_WAIT):
+        raise BadInputError(f"continuation token has an unknown phase {phase!r}")
+    return Token(name, phase, str(decoded.get("data_version", "")))
 
 
-# -- CodePipeline results ------------------------------------------------------------------------------------
-def report_success(job_id: str, **details: Any) -> None:
-    aws.client("codepipeline").put_job_success_result(jobId=job_id, **details)
-
-
-def report_failure(
-    job_id: str, message: str, failure_type: str = "JobFailed", job_name: str | None = None
-) -> None:
-    failure: dict[str, str] = {"type": failure_type, "message": message[:MAX_FAILURE_MESSAGE] or "failed"}
-    if job_name:
-        failure["externalExecutionId"] = job_name
-    aws.client("codepipeline").put_job_failure_result(jobId=job_id, failureDetails=failure)
-
-
-def failure_type_for(error: BaseException) -> str:
-    if isinstance(error, ConfigurationError | BadInputError):
-        return "ConfigurationError"
-    code = aws.error_code(error)
-    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-        return "PermissionError"
-    return "JobFailed"
-
-
-# -- the two kinds of invocation ---------------------------------------------------------------------------
+# -- the audit record ---------------------------------------------------------------------------------------
 def first_record(
     settings: StartTrainingSettings,
     params: JobParameters,
-    data: data_version.DataVersion | None,
-    data_hash: str,
+    data: data_version.DataVersion,
     name: str,
     description: Mapping[str, Any] | None,
     job_arn: str | None,
@@ -127,6 +141,7 @@ def first_record(
     config = settings.training
     now = audit.now_iso()
     created = audit.iso_from_millis((description or {}).get("CreationTime")) or now
+    versions = data.version_ids
     return {
         "job_name": name,
         "job_arn": job_arn or (description or {}).get("TrainingJobArn"),
@@ -138,8 +153,13 @@ def first_record(
         "branch": params.branch,
         "data_bucket": settings.data_bucket,
         "data_prefix": settings.data_prefix,
-        "data_versions": data.version_ids if data is not None else None,
-        "data_version": data_hash,
+        "data_version": data.manifest_hash,
+        "data_manifest": training_job.s3_uri(
+            settings.model_bucket, training_job.manifest_key(settings, name)
+        ),
+        "data_object_count": len(versions),
+        # The exact version ids inline while they are few; the manifest holds them at any size.
+        "data_versions": versions if len(versions) <= data_version.INLINE_VERSION_LIMIT else None,
         "image_uri": params.image_uri,
         "image_digest": params.image_digest,
         "hyperparameters": dict(config.hyperparameters),
@@ -155,71 +175,44 @@ def first_record(
     }
 
 
-def job_tags(sagemaker: Any, description: Mapping[str, Any]) -> dict[str, str]:
-    """The job's tags (DescribeTrainingJob does not return them; ListTags does). {} if unavailable."""
-    tags: Any = description.get("Tags")
-    if tags is None and description.get("TrainingJobArn") and hasattr(sagemaker, "list_tags"):
-        try:
-            tags = sagemaker.list_tags(ResourceArn=description["TrainingJobArn"]).get("Tags", [])
-        except Exception as error:  # only a consistency check depends on it
-            logger.warning("could not list the tags of %s: %s", description.get("TrainingJobName"), error)
-            return {}
-    if isinstance(tags, Mapping):
-        return {str(k): str(v) for k, v in tags.items()}
-    if isinstance(tags, list):
-        return {str(t.get("Key")): str(t.get("Value", "")) for t in tags if isinstance(t, Mapping)}
-    return {}
-
-
-def start(job_id: str, raw_parameters: Any, settings: StartTrainingSettings) -> ActionResult:
-    params = parse_parameters(raw_parameters)
-    name = training_job.job_name(settings.job_name_prefix, params.pipeline_execution_id)
-    data = data_version.resolve(settings.data_bucket, settings.data_prefix)
-    if not data.has_channel("train"):
-        raise BadInputError(
-            f"no training data: s3://{settings.data_bucket}/{settings.data_prefix}train/ has no objects "
-            "(zero-byte folder markers do not count)"
-        )
+# -- the two steps -------------------------------------------------------------------------------------------
+def start(settings: StartTrainingSettings, params: JobParameters, name: str) -> ActionResult:
+    """Pin the data, create the job (or find it), write the first record: idempotent as a whole."""
+    data = data_version.pin(
+        settings.data_bucket,
+        settings.data_prefix,
+        settings.model_bucket,
+        training_job.manifest_key(settings, name),
+    )
     request = training_job.create_request(settings, params, data, name)
     sagemaker = aws.client("sagemaker")
     description: dict[str, Any] | None = None
-    job_arn: str | None = None
-    data_hash = data.manifest_hash
-    recorded_data: data_version.DataVersion | None = data
     try:
         job_arn = sagemaker.create_training_job(**request).get("TrainingJobArn")
-        logger.info("created training job %s", name, extra={"job_name": name, "data_version": data_hash})
+        logger.info(
+            "created training job %s", name, extra={"job_name": name, "data_version": data.manifest_hash}
+        )
     except Exception as error:
         if aws.error_code(error) != "ResourceInUse":
-            raise TrainingJobError(f"CreateTrainingJob {name} failed: {error}") from error
-        # A retried invocation: the job was created before (e.g. the Lambda stopped before the record).
+            raise
+        # A retried invocation, or a create applied while its caller saw an error: the job is this execution's.
         description = sagemaker.describe_training_job(TrainingJobName=name)
         job_arn = description.get("TrainingJobArn")
         logger.info(
             "training job %s already exists (%s); carrying on", name, description.get("TrainingJobStatus")
         )
-        tagged = job_tags(sagemaker, description).get(training_job.TAG_DATA_VERSION, "")
-        if tagged and tagged != data_hash:
-            # The data changed since the job started: its own tag is the truth, the current listing is not.
-            logger.warning("data changed since job %s was created (%s, now %s)", name, tagged, data_hash)
-            data_hash, recorded_data = tagged, None
-    created = audit.create_record(
-        settings.audit_table_name,
-        first_record(settings, params, recorded_data, data_hash, name, description, job_arn),
-    )
-    if not created:
+    if not audit.create_record(
+        settings.audit_table_name, first_record(settings, params, data, name, description, job_arn)
+    ):
         logger.info("audit record for %s existed already; filled in missing fields", name)
-    summary = f"Training job {name} started (data v{data_hash})"
-    report_success(
-        job_id,
-        continuationToken=encode_token(name, data_hash),
-        executionDetails={"summary": summary[:MAX_SUMMARY], "externalExecutionId": name},
+    summary = f"Training job {name} started (data v{data.manifest_hash})"
+    return ActionResult(
+        "continue", name, summary, token=encode_token(Token(name, PHASE_WAIT, data.manifest_hash))
     )
-    return ActionResult("continue", name, summary)
 
 
-def check(job_id: str, token: str) -> ActionResult:
-    name = decode_token(token)
+def check(token: Token) -> ActionResult:
+    name = token.job_name
     try:
         description = aws.client("sagemaker").describe_training_job(TrainingJobName=name)
     except Exception as error:
@@ -233,30 +226,132 @@ def check(job_id: str, token: str) -> ActionResult:
     status = str(description.get("TrainingJobStatus", ""))
     secondary = str(description.get("SecondaryStatus", ""))
     if status in audit.RUNNING_STATUSES:
-        summary = f"Training job {name}: {status} ({secondary})"
-        report_success(
-            job_id,
-            continuationToken=token,
-            executionDetails={"summary": summary[:MAX_SUMMARY], "externalExecutionId": name},
+        return ActionResult(
+            "continue", name, f"Training job {name}: {status} ({secondary})", token=encode_token(token)
         )
-        return ActionResult("continue", name, summary)
     if status == "Completed":
         artifact = str((description.get("ModelArtifacts") or {}).get("S3ModelArtifacts", ""))
         outputs = {"MODEL_ARTIFACT": artifact, "TRAINING_JOB_NAME": name}
-        summary = f"Training job {name} completed: {artifact}"
-        report_success(
-            job_id,
-            outputVariables=outputs,
-            executionDetails={
-                "summary": summary[:MAX_SUMMARY],
-                "externalExecutionId": name,
-                "percentComplete": 100,
-            },
-        )
-        return ActionResult("succeeded", name, summary, outputs)
+        return ActionResult("succeeded", name, f"Training job {name} completed: {artifact}", outputs)
     if status in audit.TERMINAL_STATUSES:
         reason = str(description.get("FailureReason") or "no FailureReason given")
-        message = f"Training job {name} {status}: {reason}"
-        report_failure(job_id, message, "JobFailed", name)
-        return ActionResult("failed", name, message)
+        return ActionResult("failed", name, f"Training job {name} {status}: {reason}")
     raise TrainingJobError(f"training job {name} has an unknown status {status!r}")
+
+
+# -- one invocation ------------------------------------------------------------------------------------------
+def handle(job_id: str, continuation: str | None, raw_parameters: Any) -> ActionResult:
+    """Run the step this invocation is for, decide the outcome, and report it once (see the module docstring)."""
+    settings: StartTrainingSettings | None = None
+    params: JobParameters | None = None
+    token: Token | None = None
+    try:
+        settings = StartTrainingSettings.from_env()
+        token = decode_token(continuation) if continuation else None
+        if token is None or token.phase == PHASE_START:
+            params = parse_parameters(raw_parameters)
+            name = (
+                token.job_name
+                if token
+                else training_job.job_name(settings.job_name_prefix, params.pipeline_execution_id)
+            )
+            token = Token(name, PHASE_START)
+            result = start(settings, params, name)
+        else:
+            result = check(token)
+    except Exception as error:
+        result = _outcome_of_error(error, settings, token)
+    if result.outcome == "failed" and settings is not None and result.job_name:
+        stop_if_running(result.job_name)
+    report(job_id, result, settings, params)
+    return result
+
+
+def _outcome_of_error(
+    error: Exception, settings: StartTrainingSettings | None, token: Token | None
+) -> ActionResult:
+    message = f"{type(error).__name__}: {error}"
+    if aws.is_transient(error) and settings is not None and token is not None:
+        logger.warning("transient error, the action stays open and retries: %s", message)
+        summary = f"Training job {token.job_name}: retrying after a transient error ({message[:300]})"
+        return ActionResult("continue", token.job_name, summary, token=encode_token(token))
+    logger.error("start-training failed: %s", message, exc_info=error)
+    return ActionResult(
+        "failed", token.job_name if token else None, message, failure_type=failure_type_for(error)
+    )
+
+
+def failure_type_for(error: BaseException) -> str:
+    if isinstance(error, ConfigurationError | BadInputError):
+        return "ConfigurationError"
+    code = aws.error_code(error)
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        return "PermissionError"
+    return "JobFailed"
+
+
+def stop_if_running(name: str) -> None:
+    """Stop this execution's job if it is still running; best effort (the failure is reported either way)."""
+    sagemaker = aws.client("sagemaker")
+    try:
+        status = sagemaker.describe_training_job(TrainingJobName=name).get("TrainingJobStatus")
+        if status == "InProgress":
+            sagemaker.stop_training_job(TrainingJobName=name)
+            logger.warning("stopped training job %s: its pipeline action failed", name)
+    except Exception as error:
+        if aws.error_code(error) not in (
+            "ValidationException",
+            "ResourceNotFound",
+        ):  # no job: nothing to stop
+            logger.warning("could not stop training job %s: %s", name, error)
+
+
+# -- CodePipeline results --------------------------------------------------------------------------------------
+def report(
+    job_id: str, result: ActionResult, settings: StartTrainingSettings | None, params: JobParameters | None
+) -> None:
+    codepipeline = aws.client("codepipeline")
+    details: dict[str, Any] = {"summary": result.message[:MAX_SUMMARY] or result.outcome}
+    if result.job_name:
+        details["externalExecutionId"] = result.job_name
+    try:
+        if result.outcome == "failed":
+            failure = {
+                "type": result.failure_type,
+                "message": result.message[:MAX_FAILURE_MESSAGE] or "failed",
+            }
+            if result.job_name:
+                failure["externalExecutionId"] = result.job_name
+            codepipeline.put_job_failure_result(jobId=job_id, failureDetails=failure)
+        elif result.outcome == "continue":
+            codepipeline.put_job_success_result(
+                jobId=job_id, continuationToken=result.token, executionDetails=details
+            )
+        else:
+            codepipeline.put_job_success_result(
+                jobId=job_id,
+                outputVariables=result.output_variables,
+                executionDetails={**details, "percentComplete": 100},
+            )
+    except Exception as error:
+        if aws.error_code(error) != "InvalidJobStateException":
+            raise  # nothing was reported: Lambda retries this invocation with the same job
+        logger.warning("CodePipeline job %s already has a result or has ended: %s", job_id, error)
+        if (
+            settings is not None
+            and params is not None
+            and result.job_name
+            and _execution_ended(settings, params)
+        ):
+            stop_if_running(result.job_name)
+
+
+def _execution_ended(settings: StartTrainingSettings, params: JobParameters) -> bool:
+    try:
+        execution = aws.client("codepipeline").get_pipeline_execution(
+            pipelineName=settings.pipeline_name, pipelineExecutionId=params.pipeline_execution_id
+        )
+    except Exception as error:
+        logger.warning("could not read pipeline execution %s: %s", params.pipeline_execution_id, error)
+        return False
+    return execution["pipelineExecution"].get("status") in ENDED_EXECUTION
