@@ -1,8 +1,12 @@
-"""Shared test set-up: no test can reach real AWS, and a lazily started moto server for those that want one.
+"""Shared test set-up: no test can reach real AWS; the emulator, the synthesized app and the local AWS are
+made once per session, lazily, by the tests that ask for them.
 
-Fake credentials and region are set at import, before any boto3 client exists. The moto server
-(`mlpipe.local.emulator.MotoServer`) starts only when a test asks for the `moto_server` fixture, once per
-session; tests that don't (stacks, container, scripts with `mock_aws`) pay nothing for it.
+- `moto_server`: one moto server process (`mlpipe.local.emulator.MotoServer`), for the emulator's own tests.
+- `synthesized`: the CDK app synthesized in-process once, with cdk-nag (the stack tests assert on it; the
+  handler tests build each function's role from it).
+- `local_cloud`: moto in this process with IAM enforced, the harness identity, the gateway, and every
+  role of the synthesized templates (`mlpipe.local.cloud.LocalCloud`).
+- `emulated`: the harness's own clients (full access) and helpers that make per-test resources.
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ from mlpipe.local.emulator import read_sns_inbox
 from mlpipe.local.lambda_runtime import LambdaContext
 from tests.audit_schema import AUDIT_TABLE_SCHEMA
 
-# Each handler's environment on the moto server, and stubbed clients (tests/lambda_fixtures.py): shared by
-# the Lambda tests and the local-run tests that drive the handlers.
+# The handler harness (tests/lambda_fixtures.py): shared by tests/lambdas, tests/local and tests/faults.
 pytest_plugins = ["tests.lambda_fixtures"]
 
 # -- no real AWS, ever ------------------------------------------------------------------------------------
@@ -38,6 +41,7 @@ _FAKE_AWS_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 os.environ.update(_FAKE_AWS_ENV)
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 for _name in (
     "AWS_PROFILE",
     "AWS_DEFAULT_PROFILE",
@@ -48,9 +52,10 @@ for _name in (
     os.environ.pop(_name, None)
 
 REGION = "us-east-1"
+IAM_TYPES = ("AWS::IAM::Role", "AWS::IAM::Policy")
 
 
-# -- the emulator -----------------------------------------------------------------------------------------
+# -- the emulator, the app, the local AWS -------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[Any]:
     """One moto server for the session, started on first use (a free loopback port)."""
@@ -60,28 +65,44 @@ def moto_server() -> Iterator[Any]:
         yield server
 
 
-@pytest.fixture
-def aws_endpoint(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Point every boto3 client (and the Lambdas' client factory) at the moto server, for one test."""
-    from pipeline_common import aws
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
-    aws.clear_client_cache()
-    yield moto_server.endpoint_url
-    aws.clear_client_cache()
+@dataclass
+class Synthesized:
+    app: Any
+    data: Any  # aws_cdk.assertions.Template
+    pipeline: Any
+    data_json: dict[str, Any]
+    pipeline_json: dict[str, Any]
 
 
-_boto3_session: Any = None
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
+    """The repo's cdk.json config, cdk-nag attached: synth itself proves zero unacknowledged findings."""
+    from aws_cdk.assertions import Template
+
+    from stacks.application import build_app
+
+    app = build_app(outdir=str(tmp_path_factory.mktemp("cdk.out")), read_local_file=False)
+    assembly = app.synth()
+    data = assembly.get_stack_by_name("TrainingData-dev").template
+    pipeline = assembly.get_stack_by_name("TrainingPipeline-dev").template
+    yield Synthesized(app, Template.from_json(data), Template.from_json(pipeline), data, pipeline)
 
 
-def boto3_session() -> Any:
-    """One boto3 Session for the test process: creating clients from it skips reloading service models."""
-    global _boto3_session
-    if _boto3_session is None:
-        import boto3
+@pytest.fixture(scope="session")
+def local_cloud(synthesized: Synthesized) -> Iterator[Any]:
+    """The session's local AWS: moto in this process with IAM enforced, the gateway, and the synthesized
+    templates' roles (the tests make their own buckets and tables, with names of their own). No test may
+    use moto's `mock_aws`, which would reset the backends this shares."""
+    from mlpipe.local.cloud import LocalCloud
+    from mlpipe.local.deployment import LocalDeployment, StackTemplate
 
-        _boto3_session = boto3.session.Session(region_name=REGION)
-    return _boto3_session
+    with LocalCloud.running(REGION) as cloud:
+        templates = (
+            StackTemplate("TrainingData-dev", synthesized.data_json),
+            StackTemplate("TrainingPipeline-dev", synthesized.pipeline_json),
+        )
+        cloud.deploy(LocalDeployment(*templates, REGION), only=IAM_TYPES)
+        yield cloud
 
 
 def unique_name(prefix: str) -> str:
@@ -89,22 +110,14 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-_clients: dict[tuple[str, str], Any] = {}
-
-
 @dataclass
 class Emulated:
-    """boto3 clients on the moto server plus helpers that create the project's resources there."""
+    """The harness's clients (full access, directly on moto) and helpers that make the project's resources."""
 
-    endpoint_url: str
+    cloud: Any  # LocalCloud
 
     def client(self, service: str) -> Any:
-        key = (service, self.endpoint_url)
-        if key not in _clients:
-            _clients[key] = boto3_session().client(
-                service, region_name=REGION, endpoint_url=self.endpoint_url
-            )
-        return _clients[key]
+        return self.cloud.client(service)
 
     # -- resources -----------------------------------------------------------------------------------------
     def data_bucket(self, versioned: bool = True) -> str:
@@ -192,11 +205,10 @@ class Emulated:
 
 
 @pytest.fixture
-def emulated(aws_endpoint: str) -> Emulated:
-    return Emulated(aws_endpoint)
+def emulated(local_cloud: Any) -> Emulated:
+    return Emulated(local_cloud)
 
 
-# -- Lambda invocation helpers ----------------------------------------------------------------------------
 @pytest.fixture
 def lambda_context() -> LambdaContext:
     """The same context object the local run passes to the handlers."""

@@ -1,21 +1,34 @@
-"""Fixtures for tests that invoke the handlers: each handler's environment on the moto server, and stubbed
-clients for the calls moto lacks or fakes (CodePipeline job results and pipeline starts, SageMaker).
-A pytest plugin (see tests/conftest.py), so tests/lambdas and tests/local both use them."""
+"""The handler harness: each test's own resources, the stand-ins, and invocations under the function's role.
+
+A pytest plugin (see tests/conftest.py), used by tests/lambdas, tests/local and tests/faults. Every
+invocation goes through `LocalCloud.invoke`: the handler runs with its test environment, `AWS_ENDPOINT_URL`
+at the gateway and the temporary credentials of its own role from the synthesized template, with IAM
+enforced by moto and the gateway. SageMaker and CodePipeline are the local stand-ins; the training
+container is `ScriptedTraining`, which writes what `train` would, without a process.
+"""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.stub import Stubber
-from pipeline_common import aws
+from pipeline_common import aws, metrics
 
-from tests.conftest import REGION, Emulated, boto3_session
-from tests.lambdas.builders import PREFIX
+from mlpipe.local.codepipeline import LocalCodePipeline
+from mlpipe.local.lambda_runtime import LambdaContext
+from mlpipe.local.sagemaker import LocalSageMaker, LocalTrainingJob
+from stacks.functions import DATA_TRIGGER, RECORD_STATUS, START_TRAINING, FunctionSpec
+from tests.conftest import REGION, Emulated
+from tests.lambdas.builders import IMAGE_URI, PREFIX, T0, default_tags
 
+PIPELINE_NAME = "TrainingPipeline-test"
 TRAINING_CONFIG = {
     "instance_type": "ml.m5.large",
     "instance_count": 1,
@@ -24,154 +37,285 @@ TRAINING_CONFIG = {
     "use_spot": False,
     "hyperparameters": {"max_depth": "6", "eta": "0.2"},
 }
+METRICS = {"validation:rmse": 0.4213, "train:rmse": 0.301}
+# Every attempt botocore makes for one call: the first and `max_attempts` retries (its retries dict counts
+# retries only).
+ALL_ATTEMPTS = aws.CLIENT_CONFIG["retries"]["max_attempts"] + 1
 
 
-class Recorder:
-    """Wraps a client and records (operation, kwargs) of every call, then delegates to it."""
+# -- the training container, scripted ------------------------------------------------------------------------
+class ScriptedProcess:
+    """What LocalSageMaker needs of a container process: poll() and wait()."""
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+    def __init__(self, exit_code: int, polls: int) -> None:
+        self.exit_code, self.remaining = exit_code, polls
+        self.killed = False
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-        if not callable(method):
-            return method
+    def poll(self) -> int | None:
+        if self.killed:
+            return 137
+        if self.remaining > 0:
+            self.remaining -= 1
+            return None
+        return self.exit_code
 
-        def call(**kwargs: Any) -> Any:
-            self.calls.append((name, kwargs))
-            return method(**kwargs)
-
-        return call
-
-    def named(self, operation: str) -> list[dict[str, Any]]:
-        return [kwargs for name, kwargs in self.calls if name == operation]
-
-
-@dataclass
-class Stubbed:
-    client: Any
-    stubber: Stubber
-    recorder: Recorder = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.recorder = Recorder(self.client)
-
-
-@pytest.fixture
-def stub() -> Iterator[Any]:
-    """stub("sagemaker") -> Stubbed: a real botocore client with a Stubber, checked for leftovers after."""
-    made: list[Stubbed] = []
-
-    def make(service: str) -> Stubbed:
-        client = boto3_session().client(service, region_name=REGION)
-        stubber = Stubber(client)
-        stubber.activate()
-        made.append(Stubbed(client, stubber))
-        return made[-1]
-
-    yield make
-    for stubbed in made:
-        stubbed.stubber.assert_no_pending_responses()
-        stubbed.stubber.deactivate()
+    def wait(self, timeout: float | None = None) -> int:
+        return 137 if self.killed else self.exit_code
 
 
 @dataclass
-class StartEnv:
-    bucket: str
+class ScriptedTraining:
+    """Stands in for `docker run <image> train`: writes the model and metric lines (or the failure file) the
+    way the container does, then exits after `polls` polls (the job is InProgress until then)."""
+
+    outcome: str = "ok"  # ok | fail
+    polls: int = 0
+    metrics: dict[str, float] = field(default_factory=lambda: dict(METRICS))
+    failure: str = "Hyperparameter max_depth is -1, but it must be an integer from 1 to 32."
+    started: list[str] = field(default_factory=list)
+    processes: dict[str, ScriptedProcess] = field(default_factory=dict)
+
+    def start(self, image: str, opt_ml: Path, name: str, log_file: Path) -> ScriptedProcess:
+        self.started.append(name)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        if self.outcome == "ok":
+            rows = sum(len(p.read_text().splitlines()) for p in (opt_ml / "input/data/train").rglob("*.csv"))
+            (opt_ml / "model" / "model.txt").write_text(f"trained on {rows} rows")
+            log_file.write_text("".join(f"METRIC {k}={v}\n" for k, v in self.metrics.items()))
+            process = ScriptedProcess(0, self.polls)
+        else:
+            (opt_ml / "output" / "failure").write_text(self.failure)
+            log_file.write_text(f"Training failed: {self.failure}\n")
+            process = ScriptedProcess(1, self.polls)
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str) -> None:
+        for container, process in self.processes.items():
+            if container == name:
+                process.killed = True
+
+
+# -- the harness -------------------------------------------------------------------------------------------------
+@dataclass
+class Lambdas:
+    cloud: Any  # LocalCloud
+    emulated: Emulated
+    training: ScriptedTraining
+    sagemaker: LocalSageMaker
+    codepipeline: LocalCodePipeline
+    events: list[dict[str, Any]]
+    data_bucket: str
+    model_bucket: str
     table: str
-    versions: dict[str, str]  # the data objects (not the folder markers) -> version id
+    topic_arn: str
+    inbox: str
+    idempotency_table: str
+    sagemaker_role_arn: str  # the training jobs' execution role, from the template
+    data_versions: dict[str, str]  # the data objects (not the folder markers) -> version id
+    environments: dict[str, dict[str, str]]  # handler -> the function's environment in this test
+
+    def function(self, spec: FunctionSpec) -> Any:
+        return self.cloud.deployment.function(spec.handler)
+
+    def env(self, spec: FunctionSpec) -> dict[str, str]:
+        return self.environments[spec.handler]
+
+    @contextmanager
+    def as_function(self, spec: FunctionSpec) -> Iterator[None]:
+        """Code in the block runs as one invocation of `spec` would: its environment, role and endpoint."""
+        with self.cloud.as_function(self.function(spec), self.env(spec)):
+            yield
+
+    def invoke(self, spec: FunctionSpec, event: Any, request_id: str | None = None) -> Any:
+        from mlpipe.local.lambda_runtime import load_handler
+
+        context = LambdaContext(
+            function_name=spec.construct_id, aws_request_id=request_id or str(uuid.uuid4()), region=REGION
+        )
+        with self.as_function(spec):
+            return load_handler(spec.handler)(event, context)
+
+    def start(self, event: Any, request_id: str | None = None) -> Any:
+        return self.invoke(START_TRAINING, event, request_id)
+
+    def record(self, event: Any, request_id: str | None = None) -> Any:
+        return self.invoke(RECORD_STATUS, event, request_id)
+
+    def trigger(self, event: Any, request_id: str | None = None) -> Any:
+        return self.invoke(DATA_TRIGGER, event, request_id)
+
+    def deliver_events(self) -> None:
+        while self.events:
+            self.record(self.events.pop(0))
+
+    def finished_job(self, name: str, status: str = "Completed", trained_seconds: int = 754) -> None:
+        """A job SageMaker finished with `status` (restored into the local SageMaker: no container, no S3),
+        its times on the sample events' clock (T0)."""
+        request = {
+            "TrainingJobName": name,
+            "AlgorithmSpecification": {
+                "TrainingImage": IMAGE_URI,
+                "TrainingInputMode": "File",
+                "MetricDefinitions": metrics.metric_definitions(),
+            },
+            "RoleArn": self.sagemaker_role_arn,
+            "InputDataConfig": [
+                {
+                    "ChannelName": "train",
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": f"s3://{self.data_bucket}/datasets/train/",
+                        }
+                    },
+                }
+            ],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{self.model_bucket}/models/"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "HyperParameters": {"max_depth": "6", "eta": "0.2"},
+            "Tags": [{"Key": k, "Value": v} for k, v in default_tags(name).items()],
+        }
+        job = LocalTrainingJob(
+            request=request,
+            arn=f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name.lower()}",
+            workdir=Path("/nonexistent"),
+            container_name="",
+            created=T0,
+            status=status,
+            secondary_status="MaxRuntimeExceeded" if status == "Stopped" else status,
+            failure_reason=f"AlgorithmError: {self.training.failure}" if status == "Failed" else None,
+            started=T0 + timedelta(seconds=60),
+            ended=T0 + timedelta(seconds=60 + trained_seconds),
+            metrics=dict(self.training.metrics) if status == "Completed" else {},
+            model_artifact=f"s3://{self.model_bucket}/models/{name}/output/model.tar.gz"
+            if status == "Completed"
+            else None,
+        )
+        self.sagemaker.restore_job(job)
+
+    def job_name(self, execution_id: str) -> str:
+        return f"{PREFIX}{execution_id}"
+
+    def run_action(self, parameters: dict[str, str], execution_id: str, max_jobs: int = 20) -> Any:
+        """The Train action as CodePipeline runs it: a job, a continuation job after each token, until a
+        final result. State-change events go to record-status after each invocation."""
+        for _ in range(max_jobs):
+            event = self.codepipeline.new_job(execution_id, "start-training", parameters)
+            self.start(event)
+            self.deliver_events()
+            result = self.codepipeline.result(event["CodePipeline.job"]["id"])
+            assert result is not None, "the invocation reported no result"
+            if not result.succeeded or not result.continuation_token:
+                return result
+        pytest.fail(f"the action did not finish within {max_jobs} jobs")
+
+
+@dataclass
+class VirtualBackoff:
+    """botocore's retry delays, added up instead of slept: the retry logic and counts stay botocore's own."""
+
+    seconds: float = 0.0
+
+    def sleep(self, delay: float) -> None:
+        self.seconds += delay
 
 
 @pytest.fixture
-def start_env(emulated: Emulated, monkeypatch: pytest.MonkeyPatch) -> StartEnv:
-    bucket = emulated.data_bucket(versioned=True)
+def backoff(monkeypatch: pytest.MonkeyPatch) -> VirtualBackoff:
+    import types
+
+    import botocore.endpoint
+
+    virtual = VirtualBackoff()
+    monkeypatch.setattr(botocore.endpoint, "time", types.SimpleNamespace(sleep=virtual.sleep))
+    return virtual
+
+
+@pytest.fixture
+def training() -> ScriptedTraining:
+    return ScriptedTraining()
+
+
+@pytest.fixture
+def lambdas(
+    local_cloud: Any, emulated: Emulated, training: ScriptedTraining, tmp_path: Path
+) -> Iterator[Lambdas]:
+    data_bucket = emulated.data_bucket(versioned=True)
     versions = emulated.put_objects(
-        bucket,
+        data_bucket,
         {
             "datasets/train/part-0.csv": b"y,x1\n1,2\n",
             "datasets/train/part-1.csv": b"y,x1\n3,4\n",
             "datasets/validation/val.csv": b"y,x1\n5,6\n",
         },
     )
-    emulated.put_objects(
-        bucket, {"datasets/train/": b"", "datasets/validation/": b""}
-    )  # console folder markers
-    table = emulated.audit_table()
-    env = {
-        "PROJECT_NAME": "mlpipe",
-        "ENV_NAME": "test",
-        "PIPELINE_NAME": "TrainingPipeline-test",
-        "AUDIT_TABLE_NAME": table,
-        "DATA_BUCKET": bucket,
-        "DATA_PREFIX": "datasets/",
-        "MODEL_BUCKET": "models-bucket",
-        "MODEL_PREFIX": "models/",
-        "CHECKPOINT_PREFIX": "checkpoints/",
-        "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
-        "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/mlpipe-sagemaker",
-        "JOB_NAME_PREFIX": PREFIX,
-        "TRAINING_CONFIG": json.dumps(TRAINING_CONFIG),
-        "AWS_LAMBDA_FUNCTION_NAME": "start-training",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return StartEnv(bucket, table, versions)
-
-
-@dataclass
-class RecordEnv:
-    table: str
-    topic_arn: str
-    inbox: str
-    idempotency_table: str
-
-
-@pytest.fixture
-def record_env(emulated: Emulated, monkeypatch: pytest.MonkeyPatch) -> RecordEnv:
+    emulated.put_objects(data_bucket, {"datasets/train/": b"", "datasets/validation/": b""})  # folder markers
+    model_bucket = emulated.data_bucket(versioned=True)
     table = emulated.audit_table()
     topic_arn, inbox = emulated.topic_with_inbox()
     idempotency = emulated.idempotency_table()
-    env = {
-        "PROJECT_NAME": "mlpipe",
-        "ENV_NAME": "test",
-        "PIPELINE_NAME": "TrainingPipeline-test",
-        "AUDIT_TABLE_NAME": table,
-        "TOPIC_ARN": topic_arn,
-        "JOB_NAME_PREFIX": PREFIX,
-        "IDEMPOTENCY_TABLE_NAME": idempotency,
-        "AWS_LAMBDA_FUNCTION_NAME": "record-status",
+    events: list[dict[str, Any]] = []
+    sagemaker = LocalSageMaker(
+        s3_as_role=local_cloud.s3_as_role,
+        workdir=tmp_path / "jobs",
+        start_container=training.start,
+        stop_container=training.stop,
+        on_state_change=events.append,
+        region=REGION,
+    )
+    codepipeline = LocalCodePipeline(PIPELINE_NAME, {"TRIGGER": "push", "DATA_CHANGE": "none"})
+    local_cloud.add_service(sagemaker)
+    local_cloud.add_service(codepipeline)
+    deployment = local_cloud.deployment
+    sagemaker_role = deployment.resource(deployment.pipeline, "AWS::IAM::Role", "SageMakerExecution").arn
+    common = {"PROJECT_NAME": "mlpipe", "ENV_NAME": "test", "PIPELINE_NAME": PIPELINE_NAME}
+    environments = {
+        START_TRAINING.handler: {
+            **common,
+            "AUDIT_TABLE_NAME": table,
+            "DATA_BUCKET": data_bucket,
+            "DATA_PREFIX": "datasets/",
+            "MODEL_BUCKET": model_bucket,
+            "MODEL_PREFIX": "models/",
+            "CHECKPOINT_PREFIX": "checkpoints/",
+            "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
+            "SAGEMAKER_ROLE_ARN": sagemaker_role,
+            "JOB_NAME_PREFIX": PREFIX,
+            "TRAINING_CONFIG": json.dumps(TRAINING_CONFIG),
+        },
+        RECORD_STATUS.handler: {
+            **common,
+            "AUDIT_TABLE_NAME": table,
+            "TOPIC_ARN": topic_arn,
+            "JOB_NAME_PREFIX": PREFIX,
+            "IDEMPOTENCY_TABLE_NAME": idempotency,
+        },
+        DATA_TRIGGER.handler: {
+            **common,
+            "DATA_BUCKET": "data-bucket",
+            "DATA_PREFIX": "datasets/",
+            "IDEMPOTENCY_TABLE_NAME": idempotency,
+        },
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return RecordEnv(table, topic_arn, inbox, idempotency)
-
-
-@pytest.fixture
-def trigger_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {
-        "PROJECT_NAME": "mlpipe",
-        "ENV_NAME": "test",
-        "PIPELINE_NAME": "TrainingPipeline-test",
-        "DATA_BUCKET": "data-bucket",
-        "DATA_PREFIX": "datasets/",
-        "AWS_LAMBDA_FUNCTION_NAME": "data-trigger",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
-
-
-@pytest.fixture
-def clients() -> Iterator[Any]:
-    """clients({"sagemaker": ..., "codepipeline": ...}) injects replacements for the rest of the test."""
-    stack: list[Any] = []
-
-    def inject(replacements: dict[str, Any]) -> None:
-        context = aws.use_clients(replacements)
-        context.__enter__()
-        stack.append(context)
-
-    yield inject
-    for context in reversed(stack):
-        context.__exit__(None, None, None)
+    # The handlers' clients reach the gateway in this process (no socket): the same routing, IAM and
+    # stand-ins, three times faster per call; the local run and the e2e tests go over HTTP.
+    with aws.client_hooks(local_cloud.gateway.install_direct_transport):
+        yield Lambdas(
+            cloud=local_cloud,
+            emulated=emulated,
+            training=training,
+            sagemaker=sagemaker,
+            codepipeline=codepipeline,
+            events=events,
+            data_bucket=data_bucket,
+            model_bucket=model_bucket,
+            table=table,
+            topic_arn=topic_arn,
+            inbox=inbox,
+            idempotency_table=idempotency,
+            sagemaker_role_arn=sagemaker_role,
+            data_versions=versions,
+            environments=environments,
+        )

@@ -162,6 +162,16 @@ def test_failed_training_fails_the_run_with_the_reason_everywhere(failed_run: tu
     assert record["job_name"] in [run["job_name"] for run in runs_json(emulator, "--status", "Failed")]
 
 
+def test_a_run_under_seeded_transient_faults_still_completes(emulator: str, tmp_path: Path) -> None:
+    """Issue 9 C: `--faults SEED` throttles, fails, drops and applies-then-fails the handlers' calls."""
+    result = local_run(emulator, tmp_path, "--faults", "7")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "--faults 7:" in result.stdout and " of " in result.stdout
+    files = run_files(tmp_path)
+    assert files["record"]["status"] == "Completed"
+    assert [e["attributes"]["status"] for e in files["emails"]][-1] == "Completed"
+
+
 def test_nothing_is_left_running(happy_run: tuple, failed_run: tuple, tmp_path: Path) -> None:
     assert leftover_containers() == []
     # A run that starts its own emulator stops it again: no moto server outlives it.

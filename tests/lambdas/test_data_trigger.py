@@ -1,4 +1,5 @@
-"""data-trigger: one pipeline start per batch, partial batch failures, nothing lost, poison to the DLQ."""
+"""data-trigger, under its own role with IAM enforced, against the local CodePipeline: one pipeline start per
+batch, partial batch failures, nothing lost, one execution per object version, poison to the DLQ."""
 
 from __future__ import annotations
 
@@ -7,35 +8,17 @@ import time
 import uuid
 from typing import Any
 
-import botocore.session
 import pytest
-from botocore.stub import ANY
-from botocore.validate import validate_parameters
-from data_trigger import handler, trigger
+from data_trigger import trigger
+from pipeline_common import aws
 from pipeline_common.errors import ConfigurationError
 
-from tests.conftest import Emulated
+from mlpipe.local.faults import FaultInjector, FaultPlan
+from stacks.functions import DATA_TRIGGER
+from tests.lambda_fixtures import ALL_ATTEMPTS, Lambdas, VirtualBackoff
 from tests.lambdas.builders import s3_object_created, sqs_event, sqs_record
 
 BUCKET, PREFIX = "data-bucket", "datasets/"
-
-
-class RecordingCodePipeline:
-    """Accepts start_pipeline_execution as CodePipeline would (validated against the service model)."""
-
-    def __init__(self) -> None:
-        self.starts: list[dict[str, Any]] = []
-        self._shape = (
-            botocore.session.get_session()
-            .get_service_model("codepipeline")
-            .operation_model("StartPipelineExecution")
-            .input_shape
-        )
-
-    def start_pipeline_execution(self, **request: Any) -> dict[str, Any]:
-        validate_parameters(request, self._shape)
-        self.starts.append(request)
-        return {"pipelineExecutionId": str(uuid.uuid4())}
 
 
 def valid_record(key: str, version: str = "v1") -> dict[str, Any]:
@@ -46,52 +29,58 @@ def failures(response: dict[str, Any]) -> set[str]:
     return {item["itemIdentifier"] for item in response["batchItemFailures"]}
 
 
+def starts(lambdas: Lambdas) -> list[Any]:
+    return [e for e in lambdas.codepipeline.executions.values() if e.trigger_type == "StartPipelineExecution"]
+
+
 def test_a_burst_of_500_events_in_5_batches_starts_at_most_5_executions_and_loses_nothing(
-    trigger_env: dict[str, str], stub: Any, clients: Any, lambda_context: Any
+    lambdas: Lambdas, backoff: VirtualBackoff
 ) -> None:
-    codepipeline = stub("codepipeline")
     batches = [
         [valid_record(f"{PREFIX}train/burst/{b:02d}-{i:03d}.csv", f"ver{b}{i}") for i in range(100)]
         for b in range(5)
     ]
-    for number in range(5):
-        if number == 2:  # one start fails: that whole batch must come back for a retry
-            codepipeline.stubber.add_client_error(
-                "start_pipeline_execution", service_error_code="ConflictException", http_status_code=409
-            )
-        else:
-            codepipeline.stubber.add_response(
-                "start_pipeline_execution",
-                {"pipelineExecutionId": str(uuid.uuid4())},
-                {"name": "TrainingPipeline-test", "variables": ANY, "clientRequestToken": ANY},
-            )
-    clients({"codepipeline": codepipeline.recorder})
-
+    # The third start fails through all of botocore's retries: that whole batch must come back for a retry.
+    plan = FaultPlan(
+        by_operation={"codepipeline.StartPipelineExecution": [None, None, *["server_error"] * ALL_ATTEMPTS]}
+    )
     succeeded: set[str] = set()
     failed: set[str] = set()
-    for batch in batches:
-        response = handler.lambda_handler(sqs_event(batch), lambda_context)
-        batch_failures = failures(response)
-        failed |= batch_failures
-        succeeded |= {r["messageId"] for r in batch} - batch_failures
-
-    starts = codepipeline.recorder.named("start_pipeline_execution")
-    assert len(starts) <= 5
+    with aws.client_hooks(FaultInjector(plan).install):
+        for batch in batches:
+            batch_failures = failures(lambdas.trigger(sqs_event(batch)))
+            failed |= batch_failures
+            succeeded |= {r["messageId"] for r in batch} - batch_failures
     all_ids = {r["messageId"] for batch in batches for r in batch}
     assert succeeded | failed == all_ids and not succeeded & failed  # every message accounted for
     assert failed == {r["messageId"] for r in batches[2]}
-    for start in starts:
-        variables = {v["name"]: v["value"] for v in start["variables"]}
-        assert variables["TRIGGER"] == "data-upload"
-        assert variables["DATA_CHANGE"].startswith("100 objects: datasets/train/burst/")
-        assert len(variables["DATA_CHANGE"]) <= 1000
-        assert len(start["clientRequestToken"]) <= 128
-    assert len({s["clientRequestToken"] for s in starts}) == len(starts)
+    executions = starts(lambdas)
+    assert len(executions) == 4
+    for execution in executions:
+        assert execution.variables["TRIGGER"] == "data-upload"
+        assert execution.variables["DATA_CHANGE"].startswith("100 objects: datasets/train/burst/")
+        assert len(execution.variables["DATA_CHANGE"]) <= 1000
+        assert len(execution.client_request_token) <= 128
+    # The failed batch's retry starts it, once.
+    assert failures(lambdas.trigger(sqs_event(batches[2]))) == set()
+    assert len(starts(lambdas)) == 5
 
 
-def test_a_poison_message_ends_in_the_dlq(
-    emulated: Emulated, trigger_env: dict[str, str], clients: Any, lambda_context: Any
-) -> None:
+def test_a_duplicate_delivery_of_a_started_version_in_a_later_batch_starts_nothing(lambdas: Lambdas) -> None:
+    """Issue 9 B3: dedup on bucket, key and version id."""
+    first = valid_record(f"{PREFIX}train/a.csv", "v1")
+    assert failures(lambdas.trigger(sqs_event([first, valid_record(f"{PREFIX}train/b.csv", "v1")]))) == set()
+    again = sqs_record(first["body"])  # the same object version, a new message (EventBridge at least once)
+    newer = valid_record(f"{PREFIX}train/a.csv", "v2")  # a new version of the same key is new data
+    assert failures(lambdas.trigger(sqs_event([again]))) == set()
+    assert len(starts(lambdas)) == 1
+    lambdas.trigger(sqs_event([again, newer]))
+    (_, second) = starts(lambdas)
+    assert second.variables["DATA_CHANGE"] == "1 object: datasets/train/a.csv@v2"
+
+
+def test_a_poison_message_ends_in_the_dlq(lambdas: Lambdas) -> None:
+    emulated = lambdas.emulated
     dlq_url, dlq_arn = emulated.queue()
     queue_url, _ = emulated.queue(visibility_timeout=1, dead_letter_arn=dlq_arn, max_receive_count=2)
     sqs = emulated.client("sqs")
@@ -100,8 +89,6 @@ def test_a_poison_message_ends_in_the_dlq(
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)
     poison = "this is not an S3 event {"
     sqs.send_message(QueueUrl=queue_url, MessageBody=poison)
-    codepipeline = RecordingCodePipeline()
-    clients({"codepipeline": codepipeline})
 
     # What the Lambda event source mapping does: receive, invoke, delete what succeeded, repeat.
     deadline = time.monotonic() + 30
@@ -111,7 +98,7 @@ def test_a_poison_message_ends_in_the_dlq(
         )
         if messages:
             event = sqs_event([sqs_record(m["Body"], m["MessageId"]) for m in messages])
-            failed = failures(handler.lambda_handler(event, lambda_context))
+            failed = failures(lambdas.trigger(event))
             for message in messages:
                 if message["MessageId"] not in failed:
                     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
@@ -130,21 +117,14 @@ def test_a_poison_message_ends_in_the_dlq(
         "Messages", []
     )
     assert [m["Body"] for m in dead] == [poison]
-    started_keys = [
-        key
-        for start in codepipeline.starts
-        for key in json.dumps(start["variables"]).split()
-        if "datasets/train/part-" in key
-    ]
-    assert len(started_keys) == 4  # every valid object reached a pipeline start
-    assert 1 <= len(codepipeline.starts) <= 4
+    started = " ".join(e.variables["DATA_CHANGE"] for e in starts(lambdas))
+    assert all(f"datasets/train/part-{i}.csv" in started for i in range(4))  # every valid object started
+    assert 1 <= len(starts(lambdas)) <= 4
 
 
 def test_objects_outside_the_prefix_and_folder_markers_are_ignored(
-    trigger_env: dict[str, str], clients: Any, lambda_context: Any, caplog: pytest.LogCaptureFixture
+    lambdas: Lambdas, caplog: pytest.LogCaptureFixture
 ) -> None:
-    codepipeline = RecordingCodePipeline()
-    clients({"codepipeline": codepipeline})
     records = [
         sqs_record(json.dumps(s3_object_created(BUCKET, "other/train/x.csv"))),
         sqs_record(json.dumps(s3_object_created(BUCKET, f"{PREFIX}notes.txt"))),
@@ -154,11 +134,10 @@ def test_objects_outside_the_prefix_and_folder_markers_are_ignored(
         valid_record(f"{PREFIX}validation/v.csv", "abc123"),
     ]
     with caplog.at_level("INFO"):
-        response = handler.lambda_handler(sqs_event(records), lambda_context)
+        response = lambdas.trigger(sqs_event(records))
     assert response == {"batchItemFailures": []}
-    (start,) = codepipeline.starts
-    variables = {v["name"]: v["value"] for v in start["variables"]}
-    assert variables == {
+    (execution,) = starts(lambdas)
+    assert execution.variables == {
         "TRIGGER": "data-upload",
         "DATA_CHANGE": "1 object: datasets/validation/v.csv@abc123",
     }
@@ -167,23 +146,21 @@ def test_objects_outside_the_prefix_and_folder_markers_are_ignored(
     assert any("folder marker" in line for line in ignored) and any("outside" in line for line in ignored)
 
 
-def test_a_batch_of_only_ignored_objects_starts_nothing(
-    trigger_env: dict[str, str], clients: Any, lambda_context: Any
-) -> None:
-    codepipeline = RecordingCodePipeline()
-    clients({"codepipeline": codepipeline})
-    response = handler.lambda_handler(
-        sqs_event([sqs_record(json.dumps(s3_object_created(BUCKET, f"{PREFIX}train/", size=0)))]),
-        lambda_context,
+def test_a_batch_of_only_ignored_objects_starts_nothing(lambdas: Lambdas) -> None:
+    response = lambdas.trigger(
+        sqs_event([sqs_record(json.dumps(s3_object_created(BUCKET, f"{PREFIX}train/", size=0)))])
     )
-    assert response == {"batchItemFailures": []} and codepipeline.starts == []
+    assert response == {"batchItemFailures": []} and starts(lambdas) == []
 
 
-def test_malformed_bodies_fail_alone_and_the_rest_still_starts(
-    trigger_env: dict[str, str], clients: Any, lambda_context: Any
-) -> None:
-    codepipeline = RecordingCodePipeline()
-    clients({"codepipeline": codepipeline})
+def deeply_nested(depth: int = 100_000) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_malformed_bodies_fail_alone_and_the_rest_still_starts(lambdas: Lambdas) -> None:
+    huge_size = json.dumps(s3_object_created(BUCKET, f"{PREFIX}train/x.csv")).replace(
+        '"size": 100', '"size": 1e999'
+    )
     bad = [
         sqs_record("not json"),
         sqs_record(json.dumps({"source": "aws.s3", "detail-type": "Object Deleted", "detail": {}})),
@@ -191,24 +168,21 @@ def test_malformed_bodies_fail_alone_and_the_rest_still_starts(
             json.dumps({"source": "aws.s3", "detail-type": "Object Created", "detail": {"bucket": {}}})
         ),
         sqs_record(json.dumps([1, 2])),
+        # Issue 9 B3: these used to raise out of the parser and fail (then dead-letter) the whole batch.
+        sqs_record(huge_size),
+        sqs_record(deeply_nested()),
     ]
     good = [valid_record(f"{PREFIX}train/a.csv"), valid_record(f"{PREFIX}train/b.csv")]
-    response = handler.lambda_handler(sqs_event(bad + good), lambda_context)
+    response = lambdas.trigger(sqs_event(bad + good))
     assert failures(response) == {r["messageId"] for r in bad}
-    assert len(codepipeline.starts) == 1
+    assert len(starts(lambdas)) == 1
 
 
-def test_a_failed_start_fails_every_valid_message_but_not_the_ignored_ones(
-    trigger_env: dict[str, str], stub: Any, clients: Any, lambda_context: Any
-) -> None:
-    codepipeline = stub("codepipeline")
-    codepipeline.stubber.add_client_error(
-        "start_pipeline_execution", service_error_code="PipelineNotFoundException"
-    )
-    clients({"codepipeline": codepipeline.recorder})
+def test_a_failed_start_fails_every_valid_message_but_not_the_ignored_ones(lambdas: Lambdas) -> None:
+    lambdas.env(DATA_TRIGGER)["PIPELINE_NAME"] = "no-such-pipeline"  # PipelineNotFoundException
     good = [valid_record(f"{PREFIX}train/{i}.csv") for i in range(3)]
     ignored = sqs_record(json.dumps(s3_object_created(BUCKET, "elsewhere/x.csv")))
-    response = handler.lambda_handler(sqs_event([*good, ignored]), lambda_context)
+    response = lambdas.trigger(sqs_event([*good, ignored]))
     assert failures(response) == {r["messageId"] for r in good}
 
 
@@ -223,9 +197,7 @@ def test_the_request_token_is_deterministic_and_the_summary_is_bounded() -> None
     assert summary.startswith("100 objects: ") and len(summary) == 1000 and summary.endswith("...")
 
 
-def test_configuration_error_names_the_variable(
-    trigger_env: dict[str, str], lambda_context: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("PIPELINE_NAME")
+def test_configuration_error_names_the_variable(lambdas: Lambdas) -> None:
+    del lambdas.env(DATA_TRIGGER)["PIPELINE_NAME"]
     with pytest.raises(ConfigurationError, match="PIPELINE_NAME"):
-        handler.lambda_handler(sqs_event([valid_record(f"{PREFIX}train/a.csv")]), lambda_context)
+        lambdas.trigger(sqs_event([valid_record(f"{PREFIX}train/a.csv")]))

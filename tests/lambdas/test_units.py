@@ -14,8 +14,33 @@ from pipeline_common.data_version import DataObject, DataVersion
 from pipeline_common.errors import ConfigurationError
 from pipeline_common.settings import RecordStatusSettings, StartTrainingSettings, TrainingConfig
 
-from tests.conftest import Emulated
-from tests.lambda_fixtures import StartEnv
+from stacks.functions import START_TRAINING
+from tests.lambda_fixtures import Lambdas
+
+# start-training's environment for the tests that only read settings (no AWS call).
+START_ENV = {
+    "PROJECT_NAME": "mlpipe",
+    "ENV_NAME": "test",
+    "PIPELINE_NAME": "TrainingPipeline-test",
+    "AUDIT_TABLE_NAME": "audit",
+    "DATA_BUCKET": "data-bucket",
+    "DATA_PREFIX": "datasets/",
+    "MODEL_BUCKET": "models-bucket",
+    "MODEL_PREFIX": "models/",
+    "CHECKPOINT_PREFIX": "checkpoints/",
+    "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
+    "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/mlpipe-sagemaker",
+    "JOB_NAME_PREFIX": "mlpipe-test-",
+    "TRAINING_CONFIG": json.dumps({"instance_type": "ml.m5.large"}),
+}
+
+
+@pytest.fixture
+def start_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name, value in START_ENV.items():
+        monkeypatch.setenv(name, value)
+    return START_ENV
+
 
 # -- metrics ------------------------------------------------------------------------------------------------
 
@@ -154,53 +179,42 @@ def test_current_objects_skip_old_versions_delete_markers_and_folder_markers() -
 
 
 @pytest.mark.parametrize("versioned", [True, False])
-def test_resolve_against_versioned_and_unversioned_buckets(
-    versioned: bool, emulated: Emulated, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resolve_against_versioned_and_unversioned_buckets(versioned: bool, lambdas: Lambdas) -> None:
+    emulated = lambdas.emulated
     bucket = emulated.data_bucket(versioned=versioned)
     emulated.put_objects(
         bucket, {"d/train/a.csv": b"1", "d/train/": b"", "d/validation/v.csv": b"2", "x/o.csv": b"3"}
     )
-    first = data_version.resolve(bucket, "d/")
-    assert sorted(first.version_ids) == ["d/train/a.csv", "d/validation/v.csv"]
-    assert all((v != "null") == versioned for v in first.version_ids.values())
-    assert data_version.resolve(bucket, "d/").manifest_hash == first.manifest_hash
+    with lambdas.as_function(START_TRAINING):
+        first = data_version.resolve(bucket, "d/")
+        assert sorted(first.version_ids) == ["d/train/a.csv", "d/validation/v.csv"]
+        assert all((v != "null") == versioned for v in first.version_ids.values())
+        assert data_version.resolve(bucket, "d/").manifest_hash == first.manifest_hash
     emulated.put_objects(bucket, {"d/train/a.csv": b"changed"})
-    assert data_version.resolve(bucket, "d/").manifest_hash != first.manifest_hash
+    with lambdas.as_function(START_TRAINING):
+        assert data_version.resolve(bucket, "d/").manifest_hash != first.manifest_hash
 
 
 @pytest.mark.parametrize("versioned", [True, False])
 def test_without_list_bucket_versions_the_same_versions_come_from_head_object(
-    versioned: bool, emulated: Emulated, clients: Any
+    versioned: bool, lambdas: Lambdas
 ) -> None:
-    from botocore.exceptions import ClientError
-
+    emulated = lambdas.emulated
     bucket = emulated.data_bucket(versioned=versioned)
     emulated.put_objects(bucket, {"d/train/a.csv": b"1", "d/train/": b"", "d/validation/v.csv": b"2"})
-    expected = data_version.resolve(bucket, "d/")
-
-    class NoListVersions:
-        def __init__(self, s3: Any) -> None:
-            self._s3 = s3
-
-        def get_paginator(self, operation: str) -> Any:
-            if operation == "list_object_versions":
-                raise ClientError(
-                    {"Error": {"Code": "AccessDenied", "Message": "denied"}}, "ListObjectVersions"
-                )
-            return self._s3.get_paginator(operation)
-
-        def head_object(self, **kwargs: Any) -> Any:
-            return self._s3.head_object(**kwargs)
-
-    clients({"s3": NoListVersions(emulated.client("s3"))})
-    fallback = data_version.resolve(bucket, "d/")
+    with lambdas.as_function(START_TRAINING):
+        expected = data_version.resolve(bucket, "d/")
+    # A role without s3:ListBucketVersions (moto denies it, as AWS would): ListObjectsV2 + HeadObject instead.
+    with lambdas.cloud.as_role(
+        ("s3:ListBucket", "s3:GetObject", "s3:GetObjectVersion"), lambdas.env(START_TRAINING)
+    ):
+        fallback = data_version.resolve(bucket, "d/")
     assert fallback.version_ids == expected.version_ids
     assert fallback.manifest_hash == expected.manifest_hash
 
 
 # -- settings -----------------------------------------------------------------------------------------------
-def test_every_missing_variable_is_named(start_env: StartEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_missing_variable_is_named(start_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AUDIT_TABLE_NAME", "DATA_BUCKET", "KMS_KEY_ARN", "JOB_NAME_PREFIX", "TRAINING_CONFIG"):
         with monkeypatch.context() as patch:
             patch.delenv(name)
@@ -272,7 +286,7 @@ def _request(monkeypatch: pytest.MonkeyPatch, config: dict[str, Any]) -> dict[st
 
 
 def test_the_request_is_valid_for_the_sagemaker_api(
-    start_env: StartEnv, monkeypatch: pytest.MonkeyPatch
+    start_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shape = (
         botocore.session.get_session()
@@ -293,7 +307,7 @@ def test_the_request_is_valid_for_the_sagemaker_api(
 
 
 def test_spot_training_gets_max_wait_and_a_checkpoint_uri(
-    start_env: StartEnv, monkeypatch: pytest.MonkeyPatch
+    start_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     request = _request(
         monkeypatch, {"instance_type": "ml.m5.large", "use_spot": True, "max_runtime_seconds": 1800}
@@ -306,7 +320,7 @@ def test_spot_training_gets_max_wait_and_a_checkpoint_uri(
 
 
 def test_instances_with_local_storage_get_no_volume_key(
-    start_env: StartEnv, monkeypatch: pytest.MonkeyPatch
+    start_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert (
         "VolumeKmsKeyId" not in _request(monkeypatch, {"instance_type": "ml.g4dn.xlarge"})["ResourceConfig"]

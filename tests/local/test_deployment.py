@@ -6,12 +6,11 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from mlpipe.local.deployment import LocalDeployment, StackTemplate, TemplateError
 
 DATA = StackTemplate(
-    "TrainingData-dev",
+    "DeployTestData-dev",
     {
         "Resources": {
             "DataBucketE3889A50": {
@@ -41,15 +40,15 @@ DATA = StackTemplate(
         "Outputs": {
             "ExportTable": {
                 "Value": {"Ref": "AuditTable1234"},
-                "Export": {"Name": "TrainingData-dev:ExportsOutputRefAuditTable"},
+                "Export": {"Name": "DeployTestData-dev:ExportsOutputRefAuditTable"},
             },
-            "ExportTopic": {"Value": {"Ref": "Topic99"}, "Export": {"Name": "TrainingData-dev:Topic"}},
+            "ExportTopic": {"Value": {"Ref": "Topic99"}, "Export": {"Name": "DeployTestData-dev:Topic"}},
         },
     },
 )
 
 PIPELINE = StackTemplate(
-    "TrainingPipeline-dev",
+    "DeployTestPipeline-dev",
     {
         "Resources": {
             "Queue1": {"Type": "AWS::SQS::Queue", "Properties": {}},
@@ -57,12 +56,13 @@ PIPELINE = StackTemplate(
                 "Type": "AWS::Lambda::Function",
                 "Properties": {
                     "Handler": "record_status.handler.lambda_handler",
+                    "Role": {"Fn::GetAtt": ["Role7", "Arn"]},
                     "Environment": {
                         "Variables": {
                             "AUDIT_TABLE_NAME": {
-                                "Fn::ImportValue": "TrainingData-dev:ExportsOutputRefAuditTable"
+                                "Fn::ImportValue": "DeployTestData-dev:ExportsOutputRefAuditTable"
                             },
-                            "TOPIC_ARN": {"Fn::ImportValue": "TrainingData-dev:Topic"},
+                            "TOPIC_ARN": {"Fn::ImportValue": "DeployTestData-dev:Topic"},
                             "QUEUE": {"Fn::GetAtt": ["Queue1", "Arn"]},
                             "ROLE": {"Fn::GetAtt": ["Role7", "Arn"]},
                             "PREFIX": {"Fn::Join": ["-", ["mlpipe", {"Ref": "AWS::Region"}, ""]]},
@@ -72,18 +72,52 @@ PIPELINE = StackTemplate(
                 },
             },
             "Role7": {"Type": "AWS::IAM::Role", "Properties": {}},
+            "Role7Policy": {
+                "Type": "AWS::IAM::Policy",
+                "Properties": {
+                    "Roles": [{"Ref": "Role7"}],
+                    "PolicyDocument": {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": ["dynamodb:GetItem", "dynamodb:PutItem"],
+                                "Resource": "arn:x",
+                            },
+                            {
+                                "Effect": "Allow",
+                                "Action": "sns:Publish",
+                                "Resource": "*",
+                                "Condition": {"Bool": {}},
+                            },
+                            {"Effect": "Deny", "Action": "s3:*", "Resource": "*"},
+                        ]
+                    },
+                },
+            },
         }
     },
 )
 
 
 @pytest.fixture
-def deployment() -> Any:
-    with mock_aws():
-        session = boto3.session.Session(region_name="eu-west-1")
-        deployment = LocalDeployment(DATA, PIPELINE, "eu-west-1")
-        deployment.create(session, endpoint_url=None)
-        yield deployment, session
+def deployment(local_cloud: Any) -> Any:
+    """The small templates above, deployed into the session's local AWS (in another region)."""
+    session = boto3.session.Session(
+        aws_access_key_id=local_cloud.harness.access_key_id,
+        aws_secret_access_key=local_cloud.harness.secret_access_key,
+        region_name="eu-west-1",
+    )
+    deployment = LocalDeployment(DATA, PIPELINE, "eu-west-1")
+    deployment.create(session, endpoint_url=local_cloud.moto_url)
+    return deployment, ClientsOf(session, local_cloud.moto_url)
+
+
+class ClientsOf:
+    def __init__(self, session: Any, endpoint_url: str) -> None:
+        self._session, self._endpoint_url = session, endpoint_url
+
+    def client(self, service: str) -> Any:
+        return self._session.client(service, endpoint_url=self._endpoint_url)
 
 
 def test_resources_follow_the_template(deployment: Any) -> None:
@@ -101,11 +135,11 @@ def test_lambda_environment_is_resolved_to_local_names(deployment: Any) -> None:
     local, session = deployment
     environment = local.function("record_status.handler.lambda_handler").environment
     assert environment["AUDIT_TABLE_NAME"] == local.resource(DATA, "AWS::DynamoDB::Table", "Audit").ref
-    assert environment["TOPIC_ARN"] in session.client("sns").list_topics()["Topics"][0]["TopicArn"]
+    assert environment["TOPIC_ARN"] in [t["TopicArn"] for t in session.client("sns").list_topics()["Topics"]]
     assert environment["QUEUE"].startswith("arn:aws:sqs:eu-west-1:") and environment["QUEUE"].endswith(
         "queue1"
     )
-    assert environment["ROLE"].startswith("arn:aws:iam:")  # not emulated: a stable stand-in ARN
+    assert environment["ROLE"] == "arn:aws:iam::123456789012:role/deploytestpipeline-dev-role7"
     assert environment["PREFIX"] == "mlpipe-eu-west-1-"
     assert environment["LITERAL"] == "datasets/"
 
@@ -115,9 +149,26 @@ def test_deploying_again_into_the_same_emulator_reuses_resources(deployment: Any
     table = local.resource(DATA, "AWS::DynamoDB::Table", "Audit").ref
     session.client("dynamodb").put_item(TableName=table, Item={"job_name": {"S": "kept"}})
     again = LocalDeployment(DATA, PIPELINE, "eu-west-1")
-    again.create(session, endpoint_url=None)
+    again.create(session._session, endpoint_url=session._endpoint_url)
     assert again.resource(DATA, "AWS::DynamoDB::Table", "Audit").ref == table
     assert session.client("dynamodb").get_item(TableName=table, Key={"job_name": {"S": "kept"}})["Item"]
+
+
+def test_roles_get_their_policies_actions_on_any_resource(deployment: Any) -> None:
+    """moto enforces actions only (it cannot match resource ARNs): the local role allows the template's
+    allowed actions on "*", without conditions; Deny statements are left to the static checks."""
+    local, session = deployment
+    function = local.function("record_status.handler.lambda_handler")
+    assert local.role_actions(function.role_arn) == ("dynamodb:GetItem", "dynamodb:PutItem", "sns:Publish")
+    document = session.client("iam").get_role_policy(
+        RoleName="deploytestpipeline-dev-role7", PolicyName="Role7Policy"
+    )
+    (statement,) = document["PolicyDocument"]["Statement"]
+    assert statement == {
+        "Effect": "Allow",
+        "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "sns:Publish"],
+        "Resource": "*",
+    }
 
 
 def test_missing_pieces_are_clear_errors(deployment: Any, tmp_path: Any) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import boto3
 import pytest
 
 from mlpipe.local.emulator import EmulatorError, MotoServer
-from tests.conftest import boto3_session
 
 
 def _alive(pid: int) -> bool:
@@ -25,7 +25,7 @@ def test_a_server_starts_resets_and_stops() -> None:
         pid = server.pid
         assert pid is not None and _alive(pid) and server.owned
         assert server.endpoint_url == f"http://127.0.0.1:{server.port}"
-        s3 = boto3_session().client("s3", endpoint_url=server.endpoint_url)
+        s3 = boto3.session.Session(region_name="us-east-1").client("s3", endpoint_url=server.endpoint_url)
         s3.create_bucket(Bucket="emulator-test")
         server.reset()
         assert s3.list_buckets()["Buckets"] == []

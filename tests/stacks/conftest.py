@@ -1,39 +1,13 @@
-"""Synthesize the app once for the whole stacks test session: synth (with cdk-nag) takes seconds."""
+"""The stack tests read the app synthesized once for the whole session (`synthesized`, tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-
-from aws_cdk import App
 from aws_cdk.assertions import Template
 
-from stacks.application import build_app
-
-
-@dataclass
-class Synthesized:
-    app: App
-    data: Template
-    pipeline: Template
-    data_json: dict[str, Any]
-    pipeline_json: dict[str, Any]
-
-
-@pytest.fixture(scope="session")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
-    """The repo's cdk.json config, cdk-nag attached: synth itself proves zero unacknowledged findings."""
-    app = build_app(outdir=str(tmp_path_factory.mktemp("cdk.out")), read_local_file=False)
-    assembly = app.synth()
-    data = assembly.get_stack_by_name("TrainingData-dev").template
-    pipeline = assembly.get_stack_by_name("TrainingPipeline-dev").template
-    yield Synthesized(app, Template.from_json(data), Template.from_json(pipeline), data, pipeline)
+from tests.conftest import Synthesized
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,14 @@ BAD = [
     ({"training_instance_count": 0}, "training_instance_count", "integer from 1"),
     ({"training_instance_count": "two"}, "training_instance_count", "integer from 1"),
     ({"training_volume_size_gb": -5}, "training_volume_size_gb", "integer from 1"),
-    ({"training_max_runtime_seconds": 500_000}, "training_max_runtime_seconds", "432000"),
+    ({"training_max_runtime_seconds": 500_000}, "training_max_runtime_seconds", "82800"),
+    # CodePipeline fails a Lambda invoke action after 24 h: a job the action waits for must end before.
+    ({"training_max_runtime_seconds": 86_400}, "training_max_runtime_seconds", "24 h after it starts"),
+    (
+        {"training_use_spot": True, "training_max_wait_seconds": 86_400},
+        "training_max_wait_seconds",
+        "from 1 to 82800 (23 h: CodePipeline fails the Train action 24 h after it starts)",
+    ),
     ({"training_use_spot": "yes"}, "training_use_spot", "true or false"),
     (
         {"training_use_spot": True, "training_max_wait_seconds": 60},

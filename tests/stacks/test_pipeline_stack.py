@@ -174,7 +174,7 @@ EXPECTED_ENV = {
     },
     "record_status.handler.lambda_handler": COMMON
     | {"AUDIT_TABLE_NAME", "TOPIC_ARN", "JOB_NAME_PREFIX", "IDEMPOTENCY_TABLE_NAME"},
-    "data_trigger.handler.lambda_handler": COMMON | {"DATA_BUCKET", "DATA_PREFIX"},
+    "data_trigger.handler.lambda_handler": COMMON | {"DATA_BUCKET", "DATA_PREFIX", "IDEMPOTENCY_TABLE_NAME"},
 }
 
 
