@@ -31,6 +31,24 @@ from constructs import IConstruct
 PATTERN_METADATA = "pipeline:nag-finding-acknowledgements"
 _FINDING = re.compile(r"^(?P<rule>[^\[]+)\[(?P<finding>.*)\]$")
 
+# IAM5 finding patterns shared by several roles.
+ANY_RESOURCE = r"Resource::\*"  # only for APIs without resource-level permissions (tests hold the allowlist)
+ARTIFACT_OBJECTS = r"Resource::.*ArtifactsBucket[0-9A-F]*Arn[0-9A-F]*/\*"
+ARTIFACT_GRANT_ACTIONS = (
+    r"Action::s3:(GetObject|GetBucket|List|DeleteObject|Abort)\*",
+    r"Action::kms:(GenerateDataKey|ReEncrypt)\*",
+)
+
+
+def objects_under(prefix: str) -> str:
+    """IAM5 finding pattern for objects under one key prefix of a (cross-stack) bucket."""
+    return rf"Resource::.+/{re.escape(prefix)}\*"
+
+
+def logical_id(name: str) -> str:
+    """Pattern for the logical id of a construct named `name`, at any depth (CDK prefixes its scopes' ids)."""
+    return rf"[A-Za-z0-9]*{name}[0-9A-F]{{8}}"
+
 
 def add_nag_checks(app: App) -> None:
     """Any unacknowledged AwsSolutions finding fails synthesis (CDK validation plugins are blocking)."""

@@ -89,16 +89,16 @@ def test_acknowledgements_are_few_narrow_and_explained(synthesized: Synthesized)
     assert sorted((path, rule) for path, rule, _ in every) == sorted(
         [
             ("TrainingData-dev/AccessLogBucket", "AwsSolutions-S1"),
-            ("TrainingPipeline-dev/SageMakerExecutionRole", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/StartTrainingRole", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/RecordStatusRole", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/DataTriggerRole", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/ImageBuild", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/ImageBuild", "AwsSolutions-CB3"),
+            ("TrainingPipeline-dev/Training/SageMakerExecutionRole", "AwsSolutions-IAM5"),
+            ("TrainingPipeline-dev/Training/StartTraining/Role", "AwsSolutions-IAM5"),
+            ("TrainingPipeline-dev/RecordAndNotify/RecordStatus/Role", "AwsSolutions-IAM5"),
+            ("TrainingPipeline-dev/DataUploads/DataTrigger/Role", "AwsSolutions-IAM5"),
+            ("TrainingPipeline-dev/SourceAndBuild/ImageBuild", "AwsSolutions-IAM5"),
+            ("TrainingPipeline-dev/SourceAndBuild/ImageBuild", "AwsSolutions-CB3"),
             ("TrainingPipeline-dev/Pipeline", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/StartTraining", "AwsSolutions-L1"),
-            ("TrainingPipeline-dev/RecordStatus", "AwsSolutions-L1"),
-            ("TrainingPipeline-dev/DataTrigger", "AwsSolutions-L1"),
+            ("TrainingPipeline-dev/Training/StartTraining/Function", "AwsSolutions-L1"),
+            ("TrainingPipeline-dev/RecordAndNotify/RecordStatus/Function", "AwsSolutions-L1"),
+            ("TrainingPipeline-dev/DataUploads/DataTrigger/Function", "AwsSolutions-L1"),
         ]
     )
     for path, rule, reason in every:
