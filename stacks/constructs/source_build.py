@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_codepipeline_actions as actions
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.buildspec import buildspec
@@ -23,6 +26,36 @@ from stacks.nag import (
 )
 
 
+class ConnectionSourceAction(actions.CodeStarConnectionsSourceAction):
+    """CodeStarConnectionsSourceAction that may also use a connection with a codeconnections: ARN.
+
+    CDK grants only codestar-connections:UseConnection, but IAM matches the action's service prefix
+    against the resource's (AWS's CodeConnections rename docs): connections created since the rename have
+    arn:aws:codeconnections: ARNs and need codeconnections:UseConnection. Granted to the role the pipeline
+    gives this action, whichever it is.
+    """
+
+    def __init__(self, *, connection_arn: str, **kwargs: Any) -> None:
+        super().__init__(connection_arn=connection_arn, **kwargs)
+        self._connection_arn = connection_arn
+
+    def _bound(
+        self, scope: Construct, stage: codepipeline.IStage, *, role: iam.IRole, bucket: s3.IBucket
+    ) -> codepipeline.ActionConfig:
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[f"{connection_service(self._connection_arn)}:UseConnection"],
+                resources=[self._connection_arn],
+            )
+        )
+        return super()._bound(scope, stage, role=role, bucket=bucket)
+
+
+def connection_service(connection_arn: str) -> str:
+    """The IAM service prefix of a connection ARN: codeconnections or codestar-connections."""
+    return connection_arn.split(":")[2]
+
+
 class SourceAndBuild(Construct):
     """The source action (a git push of the configured branch) and the build action (image tagged by commit)."""
 
@@ -31,7 +64,7 @@ class SourceAndBuild(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.source_output = codepipeline.Artifact("Source")
-        self.source_action = actions.CodeStarConnectionsSourceAction(
+        self.source_action = ConnectionSourceAction(
             action_name="GitHub",
             owner=config.github_owner,
             repo=config.github_repo,
