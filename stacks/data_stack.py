@@ -16,6 +16,7 @@ from constructs import Construct
 
 from stacks.config import PipelineConfig
 from stacks.nag import acknowledge
+from stacks.publishers import allow_service_to_publish
 
 NONCURRENT_VERSION_DAYS = 90
 
@@ -35,15 +36,12 @@ class DataStack(Stack):
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        # Services that write to KMS-encrypted targets on our behalf need the key in its policy:
-        # CloudWatch alarms publish to the topic, EventBridge sends to the queues. Scoped to this account.
+        # EventBridge delivers to the KMS-encrypted queues of the pipeline stack (rule targets and their
+        # DLQs) on our behalf, so it needs the key. Scoped to this account.
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
-                sid="AllowAlarmAndEventDeliveryToEncryptedTargets",
-                principals=[
-                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
-                    iam.ServicePrincipal("events.amazonaws.com"),
-                ],
+                sid="AllowEventDeliveryToEncryptedQueues",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],
                 resources=["*"],  # in a key policy "*" means this key
                 conditions={"StringEquals": {"aws:SourceAccount": self.account}},
@@ -120,6 +118,8 @@ class DataStack(Stack):
             enforce_ssl=True,
         )
         self.topic.apply_removal_policy(RemovalPolicy.RETAIN)
+        # The pipeline's dead-letter alarms email through this topic.
+        allow_service_to_publish(self.topic, self.key, "cloudwatch.amazonaws.com")
         for email in config.notification_emails:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
 
