@@ -9,11 +9,12 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 
-def use_key(key: kms.IKey, *, create_grant: bool = False) -> list[iam.PolicyStatement]:
-    """Encrypt and decrypt with the project's key."""
+def use_key(key: kms.IKey, *, encrypt: bool = False, create_grant: bool = False) -> list[iam.PolicyStatement]:
+    """Encrypt and decrypt with the project's key (data keys; `encrypt` also allows kms:Encrypt itself)."""
+    actions = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
     statements = [
         iam.PolicyStatement(
-            actions=["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"], resources=[key.key_arn]
+            actions=[*actions, "kms:Encrypt"] if encrypt else actions, resources=[key.key_arn]
         )
     ]
     if create_grant:

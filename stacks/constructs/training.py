@@ -164,7 +164,8 @@ class Training(Construct):
                 resources=["*"],
                 conditions={"StringEquals": {"cloudwatch:namespace": SAGEMAKER_LOG_GROUP}},
             ),
-            *use_key(data.key, create_grant=True),
+            # OutputDataConfig.KmsKeyId: the API reference requires kms:Encrypt on the execution role.
+            *use_key(data.key, encrypt=True, create_grant=True),
         ]
         for statement in statements:
             role.add_to_principal_policy(statement)

@@ -436,3 +436,15 @@ def test_put_metric_data_is_namespace_conditioned(synthesized: Synthesized) -> N
     for s in statements(synthesized, ""):
         if "cloudwatch:PutMetricData" in as_list(s["Action"]):
             assert s["Condition"]["StringEquals"]["cloudwatch:namespace"] == "/aws/sagemaker/TrainingJobs"
+
+
+def test_sagemaker_role_may_encrypt_training_output_with_the_key(synthesized: Synthesized) -> None:
+    # CreateTrainingJob's OutputDataConfig.KmsKeyId: the execution role needs kms:Encrypt (API reference).
+    encrypt = [
+        s for s in statements(synthesized, "SageMakerExecutionRole") if "kms:Encrypt" in as_list(s["Action"])
+    ]
+    (statement,) = encrypt
+    assert "Key" in statement["Resource"]["Fn::ImportValue"]
+    # Only the role that writes the encrypted output gets it.
+    for role in ("StartTrainingRole", "RecordStatusRole", "DataTriggerRole"):
+        assert not [s for s in statements(synthesized, role) if "kms:Encrypt" in as_list(s["Action"])], role
