@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -141,6 +142,34 @@ def test_buildspec_uses_registry_cache_and_exports_image_variables(project: dict
     assert 'IMAGE_URI="$REPOSITORY_URI:$IMAGE_TAG"' in script
     assert "already exists (immutable tag): skipping" in script
     assert "imageDetails[0].imageDigest" in script
+
+
+def build_script(project: dict[str, Any]) -> str:
+    return "\n".join(json.loads(project["Source"]["BuildSpec"])["phases"]["build"]["commands"])
+
+
+def test_buildkit_image_is_pinned_to_ecr_public_not_docker_hub(project: dict[str, Any]) -> None:
+    # buildx's docker-container driver otherwise pulls moby/buildkit from Docker Hub, which rate-limits
+    # anonymous pulls from CodeBuild.
+    script = build_script(project)
+    (create,) = [line for line in script.splitlines() if "docker buildx create" in line]
+    image = re.search(r"--driver-opt image=(\S+)", create)
+    assert image is not None, create
+    assert re.fullmatch(r"public\.ecr\.aws/[a-z0-9/-]+/moby/buildkit:v\d+\.\d+\.\d+", image[1]), image[1]
+    assert "docker.io" not in script
+
+
+def test_exported_variables_are_exported_by_the_script(project: dict[str, Any]) -> None:
+    spec = json.loads(project["Source"]["BuildSpec"])
+    lines = build_script(project).splitlines()
+    for name in spec["env"]["exported-variables"]:
+        exports = [
+            i
+            for i, line in enumerate(lines)
+            if re.fullmatch(rf"export {name}(=.*)?|export .*\b{name}\b.*", line.strip())
+        ]
+        assigned = [i for i, line in enumerate(lines) if re.match(rf"\s*(export )?{name}=", line)]
+        assert exports and assigned and max(exports) >= max(assigned), name
 
 
 def test_cache_repository_is_separate_mutable_and_retained(
