@@ -38,7 +38,7 @@ class FunctionDefaults:
 
     code: lambda_.Code
     layer: lambda_.ILayerVersion
-    key: kms.IKey  # encrypts the dead-letter queues
+    key: kms.IKey  # encrypts the log group and the dead-letter queue
     alarm_topic: sns.ITopic
     log_retention_days: int
     pipeline_name: str
@@ -66,7 +66,7 @@ class PipelineFunction(Construct):
     ) -> None:
         super().__init__(scope, spec.construct_id)
         self.spec = spec
-        self.log_group = log_group(self, "Logs", retention_days=defaults.log_retention_days)
+        self.log_group = log_group(self, "Logs", retention_days=defaults.log_retention_days, key=defaults.key)
         # Own role with logs scoped to its own group, instead of AWSLambdaBasicExecutionRole (logs:* on *).
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
         self.role.add_to_principal_policy(

@@ -101,7 +101,9 @@ class SourceAndBuild(Construct):
             timeout=Duration.minutes(60),
             logging=codebuild.LoggingOptions(
                 cloud_watch=codebuild.CloudWatchLoggingOptions(
-                    log_group=log_group(self, "BuildLogs", retention_days=config.log_retention_days)
+                    log_group=log_group(
+                        self, "BuildLogs", retention_days=config.log_retention_days, key=data.key
+                    )
                 )
             ),
             environment_variables={

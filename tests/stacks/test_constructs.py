@@ -120,6 +120,7 @@ def test_function_has_its_own_role_with_logs_scoped_to_its_own_log_group(probe: 
         ]
         assert props["LoggingConfig"]["LogGroup"] == {"Ref": probe.lid(pf.log_group)}
         assert probe.props(pf.log_group)["RetentionInDays"] == 14
+        assert probe.props(pf.log_group)["KmsKeyId"] == {"Fn::GetAtt": [probe.lid(probe.key), "Arn"]}
     assert probe.lid(probe.with_dlq.role) != probe.lid(probe.without_dlq.role)
 
 

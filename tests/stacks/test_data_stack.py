@@ -222,3 +222,30 @@ def test_cloudwatch_alarms_may_publish_to_the_encrypted_topic_from_this_account(
         assert ["NotificationTopic" in a["Fn::ImportValue"] for a in alarm["Properties"]["AlarmActions"]] == [
             True
         ]
+
+
+def test_key_policy_lets_cloudwatch_logs_use_the_key_for_this_accounts_log_groups(
+    synthesized: Synthesized,
+) -> None:
+    # AWS's documented key policy for encrypting log data with a KMS key (CloudWatch Logs user guide).
+    statements = one_of(synthesized.data_json, "AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+    logs = [s for s in statements if s["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}]
+    assert [{k: v for k, v in s.items() if k != "Sid"} for s in logs] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+            "Action": [
+                "kms:Decrypt*",
+                "kms:Describe*",
+                "kms:Encrypt*",
+                "kms:GenerateDataKey*",
+                "kms:ReEncrypt*",
+            ],
+            "Resource": "*",
+            "Condition": {
+                "ArnLike": {
+                    "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:111111111111:log-group:*"
+                }
+            },
+        }
+    ]

@@ -252,6 +252,18 @@ def test_log_groups_have_retention(synthesized: Synthesized) -> None:
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
 
 
+def test_every_log_group_is_encrypted_with_the_project_key(synthesized: Synthesized) -> None:
+    groups = {
+        lid: group
+        for template in (synthesized.data_json, synthesized.pipeline_json)
+        for lid, group in resources_of(template, "AWS::Logs::LogGroup").items()
+    }
+    assert len(groups) == 4
+    for lid, group in groups.items():
+        key = group["Properties"].get("KmsKeyId", {}).get("Fn::ImportValue", "")
+        assert re.fullmatch(r"TrainingData-dev:ExportsOutputFnGetAttKey[0-9A-F]{8}Arn[0-9A-F]{8}", key), lid
+
+
 def test_idempotency_table(pipeline_template: Template) -> None:
     pipeline_template.has_resource_properties(
         "AWS::DynamoDB::Table",
