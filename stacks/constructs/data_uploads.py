@@ -20,6 +20,11 @@ from stacks.data_resources import DataResources
 TIMEOUT = Duration.seconds(60)
 BATCHING_WINDOW = Duration.seconds(60)
 MAX_RECEIVES = 3
+# The SQS poller runs at most POLLER_CONCURRENCY batches at once (2 is its minimum), below the function's
+# reserved concurrency: a batch throttled by Lambda would go back to the queue and count a receive toward
+# the DLQ, dead-lettering valid uploads. One batch holds up to 100 events, so 2 keep up with any upload.
+POLLER_CONCURRENCY = 2
+DATA_TRIGGER_CONCURRENCY = 5
 
 
 class DataUploads(Construct):
@@ -62,6 +67,7 @@ class DataUploads(Construct):
             functions.DATA_TRIGGER,
             defaults=defaults,
             timeout=TIMEOUT,
+            reserved_concurrency=DATA_TRIGGER_CONCURRENCY,
             environment={"DATA_BUCKET": data.data_bucket.bucket_name, "DATA_PREFIX": config.data_prefix},
             statements=[
                 # No idempotency table: StartPipelineExecution's clientRequestToken already dedupes a batch.
@@ -77,6 +83,7 @@ class DataUploads(Construct):
                 batch_size=100,
                 max_batching_window=BATCHING_WINDOW,
                 report_batch_item_failures=True,
+                max_concurrency=POLLER_CONCURRENCY,
             )
         )
         self.rule = events.Rule(

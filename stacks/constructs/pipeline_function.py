@@ -48,6 +48,7 @@ class FunctionDefaults:
 class PipelineFunction(Construct):
     """A Lambda function of the pipeline, with its own role, log group and (optionally) DLQ.
 
+    `reserved_concurrency` is required: each function states how many copies may run at once.
     `wildcards` are the IAM5 findings this function's role is expected to carry, as (finding pattern,
     why) pairs (see stacks/nag.py); the tracing one is always included. Anything else still fails synth.
     """
@@ -59,6 +60,7 @@ class PipelineFunction(Construct):
         *,
         defaults: FunctionDefaults,
         timeout: Duration,
+        reserved_concurrency: int,
         environment: Mapping[str, str] | None = None,
         statements: Iterable[iam.PolicyStatement] = (),
         dead_letter: str | None = None,
@@ -103,6 +105,9 @@ class PipelineFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             timeout=timeout,
             memory_size=MEMORY_MB,
+            # A ceiling per function, so one cannot take the account's concurrency from the others; each
+            # concern sizes it so its own work never starves (see the constants next to each function).
+            reserved_concurrent_executions=reserved_concurrency,
             dead_letter_queue=self.dead_letter_queue,
             environment={
                 **defaults.environment,

@@ -18,6 +18,10 @@ from stacks.constructs.policies import use_key
 from stacks.data_resources import DataResources
 
 STATE_CHANGE = "SageMaker Training Job State Change"
+# State changes come in bursts (several per job, hundreds on a DLQ redrive). EventBridge invokes
+# asynchronously, so a throttled event waits in Lambda's queue (up to 6 hours) rather than being lost:
+# this only paces a burst, at about 10 events a second.
+RECORD_STATUS_CONCURRENCY = 10
 
 
 class RecordAndNotify(Construct):
@@ -56,6 +60,7 @@ class RecordAndNotify(Construct):
             functions.RECORD_STATUS,
             defaults=defaults,
             timeout=Duration.seconds(30),
+            reserved_concurrency=RECORD_STATUS_CONCURRENCY,
             dead_letter="a training job state change event",
             environment={
                 "AUDIT_TABLE_NAME": data.audit_table.table_name,

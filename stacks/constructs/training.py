@@ -19,6 +19,9 @@ from stacks.nag import ANY_RESOURCE, acknowledge_findings, objects_under
 
 SAGEMAKER = "sagemaker.amazonaws.com"
 SAGEMAKER_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+# The QUEUED pipeline runs one Train action at a time; a second copy covers an overlapping retry, and a
+# throttled asynchronous invocation waits in Lambda's queue instead of failing.
+START_TRAINING_CONCURRENCY = 2
 
 
 class Training(Construct):
@@ -44,6 +47,7 @@ class Training(Construct):
             functions.START_TRAINING,
             defaults=defaults,
             timeout=Duration.minutes(1),
+            reserved_concurrency=START_TRAINING_CONCURRENCY,
             dead_letter="a start-training invocation",
             environment={
                 "AUDIT_TABLE_NAME": data.audit_table.table_name,

@@ -51,12 +51,17 @@ class Probe:
             EVALUATE,
             defaults=defaults,
             timeout=Duration.seconds(20),
+            reserved_concurrency=3,
             dead_letter="an evaluate invocation",
             environment={"EXTRA": "1"},
             statements=[iam.PolicyStatement(actions=["sns:Publish"], resources=[topic.topic_arn])],
         )
         self.without_dlq = PipelineFunction(
-            stack, functions.DATA_TRIGGER, defaults=defaults, timeout=Duration.seconds(60)
+            stack,
+            functions.DATA_TRIGGER,
+            defaults=defaults,
+            timeout=Duration.seconds(60),
+            reserved_concurrency=1,
         )
         EncryptedQueue(stack, "PlainQueue", key=key)
         AlarmedDeadLetterQueue(
@@ -93,6 +98,7 @@ def test_function_runs_the_specs_handler_with_tracing_layer_and_shared_environme
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["Layers"] == [LAYER]
     assert props["Timeout"] == 20
+    assert props["ReservedConcurrentExecutions"] == 3
     assert props["Environment"]["Variables"] == {
         "PIPELINE_NAME": "probe-dev",
         "POWERTOOLS_SERVICE_NAME": "probe-dev-Evaluate",

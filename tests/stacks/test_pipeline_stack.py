@@ -225,6 +225,30 @@ def test_function_runtime_tracing_layer_role_and_environment(synthesized: Synthe
         assert variables["DATA_PREFIX"] == "datasets/"
 
 
+# Reserved concurrency per function: a ceiling (checkov CKV_AWS_115) sized so that nothing starves.
+RESERVED = {
+    "start_training.handler.lambda_handler": 2,  # one Train action at a time (QUEUED), plus a retry
+    "record_status.handler.lambda_handler": 10,  # bursts of state changes; throttled async events wait
+    "data_trigger.handler.lambda_handler": 5,
+}
+
+
+def test_each_function_has_reserved_concurrency_and_the_total_is_small(synthesized: Synthesized) -> None:
+    assert {h: function(synthesized, h).get("ReservedConcurrentExecutions") for h in EXPECTED_ENV} == RESERVED
+    # Lambda keeps 100 of the account's quota unreserved: the total is what a quota must exceed that by.
+    assert sum(RESERVED.values()) <= 20
+
+
+def test_sqs_poller_never_outruns_the_data_triggers_reserved_concurrency(synthesized: Synthesized) -> None:
+    # If the poller invoked more copies than are reserved, throttled batches would go back to the queue
+    # and count receives toward the DLQ: valid uploads dead-lettered for nothing.
+    (mapping,) = resources_of(synthesized.pipeline_json, "AWS::Lambda::EventSourceMapping").values()
+    poller = mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+    reserved = function(synthesized, "data_trigger.handler.lambda_handler")["ReservedConcurrentExecutions"]
+    assert "DataEventsQueue" in mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+    assert 2 <= poller <= reserved  # 2 is the lowest maximum SQS event sources accept
+
+
 def test_each_function_has_its_own_role_without_managed_policies(synthesized: Synthesized) -> None:
     roles = [function(synthesized, h)["Role"]["Fn::GetAtt"][0] for h in EXPECTED_ENV]
     assert len(set(roles)) == 3
