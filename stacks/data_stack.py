@@ -14,6 +14,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from stacks.checkov_skips import skip_checks
 from stacks.config import PipelineConfig
 from stacks.nag import acknowledge
 from stacks.publishers import allow_service_to_publish
@@ -100,6 +101,7 @@ class DataStack(Stack):
             "AwsSolutions-S1",
             "This is the access-log target bucket; logging it into itself would loop.",
         )
+        skip_checks(self.access_log_bucket, "CKV_AWS_18")
 
         self.data_bucket = self._bucket("DataBucket", log_prefix="data/")
         # EventBridge notifications through the native CloudFormation property rather than
@@ -187,6 +189,7 @@ class DataStack(Stack):
                 )
             ],
         )
+        skip_checks(self.cache_repository, "CKV_AWS_51")
 
     def _bucket(self, construct_id: str, *, log_prefix: str) -> s3.Bucket:
         return s3.Bucket(

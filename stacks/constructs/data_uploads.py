@@ -11,6 +11,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks import functions
+from stacks.checkov_skips import skip_checks
 from stacks.config import PipelineConfig
 from stacks.constructs.pipeline_function import FunctionDefaults, PipelineFunction
 from stacks.constructs.policies import use_key
@@ -77,6 +78,7 @@ class DataUploads(Construct):
                 *use_key(data.key),
             ],
         )
+        skip_checks(self.data_trigger.function, "CKV_AWS_116")  # the queue's DLQ takes failed messages
         self.data_trigger.function.add_event_source(
             event_sources.SqsEventSource(
                 self.queue,

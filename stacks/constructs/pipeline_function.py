@@ -18,6 +18,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from stacks.checkov_skips import skip_checks
 from stacks.constructs.logs import log_group
 from stacks.constructs.policies import depend_on_policy_only
 from stacks.constructs.queues import AlarmedDeadLetterQueue
@@ -121,6 +122,9 @@ class PipelineFunction(Construct):
             "AwsSolutions-L1",
             "Pinned to Python 3.12 to match the public Powertools layer (python312) and the tested runtime.",
         )
+        skip_checks(
+            self.function, "CKV_AWS_117", "CKV_AWS_173"
+        )  # outside a VPC; no secrets in the environment
         patterns, reasons = _merge([TRACING_WILDCARD, *wildcards])
         acknowledge_findings(
             self.role,
