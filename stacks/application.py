@@ -62,5 +62,5 @@ def build_app(
     for stack in (data, pipeline):
         Tags.of(stack).add("project", config.project_name)
         Tags.of(stack).add("environment", config.env_name)
-    add_nag_checks(app)
+    add_nag_checks(app, config.compliance_packs)
     return app

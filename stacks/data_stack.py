@@ -16,10 +16,14 @@ from constructs import Construct
 
 from stacks.checkov_skips import skip_checks
 from stacks.config import PipelineConfig
-from stacks.nag import acknowledge
+from stacks.nag import acknowledge, acknowledge_compliance
 from stacks.publishers import allow_service_to_publish
 
 NONCURRENT_VERSION_DAYS = 90
+REPLICATION_REASON = (
+    "Cross-region replication is a disaster-recovery choice (a second region, key and bill) left to the "
+    "deployer; the bucket is versioned and retained, and keeps noncurrent versions."
+)
 
 
 class DataStack(Stack):
@@ -102,6 +106,13 @@ class DataStack(Stack):
             "This is the access-log target bucket; logging it into itself would loop.",
         )
         skip_checks(self.access_log_bucket, "CKV_AWS_18")
+        acknowledge_compliance(
+            self.access_log_bucket,
+            "S3DefaultEncryptionKMS",
+            "Server access logging cannot deliver to a bucket whose default encryption is SSE-KMS; this bucket "
+            "uses SSE-S3.",
+        )
+        acknowledge_compliance(self.access_log_bucket, "S3BucketReplicationEnabled", REPLICATION_REASON)
 
         self.data_bucket = self._bucket("DataBucket", log_prefix="data/")
         # EventBridge notifications through the native CloudFormation property rather than
@@ -126,6 +137,12 @@ class DataStack(Stack):
             ),
             deletion_protection=True,
             removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge_compliance(
+            self.audit_table,
+            "DynamoDBInBackupPlan",
+            "Point-in-time recovery (35 days of restores) and deletion protection are on; an AWS Backup plan "
+            "(vault, retention, cost) is an account-level decision left to the deployer.",
         )
         # Runs of one commit, newest first; and runs in one status ordered by last change.
         for name, partition, sort in (
@@ -192,7 +209,7 @@ class DataStack(Stack):
         skip_checks(self.cache_repository, "CKV_AWS_51")
 
     def _bucket(self, construct_id: str, *, log_prefix: str) -> s3.Bucket:
-        return s3.Bucket(
+        bucket = s3.Bucket(
             self,
             construct_id,
             encryption=s3.BucketEncryption.KMS,
@@ -213,3 +230,5 @@ class DataStack(Stack):
                 )
             ],
         )
+        acknowledge_compliance(bucket, "S3BucketReplicationEnabled", REPLICATION_REASON)
+        return bucket

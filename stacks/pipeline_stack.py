@@ -25,6 +25,8 @@ from stacks.nag import (
     ANY_RESOURCE,
     ARTIFACT_GRANT_ACTIONS,
     ARTIFACT_OBJECTS,
+    INLINE_POLICY_REASON,
+    acknowledge_compliance,
     acknowledge_findings,
     logical_id,
 )
@@ -138,6 +140,8 @@ class PipelineStack(Stack):
             ],
         )
         depend_on_policy_only(pipeline, pipeline.role)
+        # The pipeline's role and its action roles.
+        acknowledge_compliance(pipeline, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
         acknowledge_findings(
             pipeline,
             "AwsSolutions-IAM5",

@@ -18,12 +18,19 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from stacks.checkov_skips import REASONS as CHECKOV_REASONS
 from stacks.checkov_skips import skip_checks
 from stacks.constructs.logs import log_group
 from stacks.constructs.policies import depend_on_policy_only
 from stacks.constructs.queues import AlarmedDeadLetterQueue
 from stacks.functions import FunctionSpec
-from stacks.nag import ANY_RESOURCE, acknowledge, acknowledge_findings
+from stacks.nag import (
+    ANY_RESOURCE,
+    INLINE_POLICY_REASON,
+    acknowledge,
+    acknowledge_compliance,
+    acknowledge_findings,
+)
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # matches the python312 Powertools layer
 MEMORY_MB = 256
@@ -122,9 +129,10 @@ class PipelineFunction(Construct):
             "AwsSolutions-L1",
             "Pinned to Python 3.12 to match the public Powertools layer (python312) and the tested runtime.",
         )
-        skip_checks(
-            self.function, "CKV_AWS_117", "CKV_AWS_173"
-        )  # outside a VPC; no secrets in the environment
+        # Outside a VPC, and no secrets in the environment: the same decisions for checkov and cdk-nag's packs.
+        skip_checks(self.function, "CKV_AWS_117", "CKV_AWS_173")
+        acknowledge_compliance(self.function, "LambdaInsideVPC", CHECKOV_REASONS["CKV_AWS_117"])
+        acknowledge_compliance(self.role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
         patterns, reasons = _merge([TRACING_WILDCARD, *wildcards])
         acknowledge_findings(
             self.role,

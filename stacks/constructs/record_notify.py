@@ -16,6 +16,7 @@ from stacks.config import PipelineConfig
 from stacks.constructs.pipeline_function import FunctionDefaults, PipelineFunction
 from stacks.constructs.policies import use_key
 from stacks.data_resources import DataResources
+from stacks.nag import acknowledge_compliance
 
 STATE_CHANGE = "SageMaker Training Job State Change"
 # State changes come in bursts (several per job, hundreds on a DLQ redrive). EventBridge invokes
@@ -52,6 +53,11 @@ class RecordAndNotify(Construct):
             ),
             # Nothing to keep when the pipeline stack goes.
             removal_policy=RemovalPolicy.DESTROY,
+        )
+        acknowledge_compliance(
+            self.idempotency_table,
+            "DynamoDBInBackupPlan",
+            "Holds only short-lived Powertools idempotency records (TTL); there is nothing to restore.",
         )
         # One DLQ for both failure paths: EventBridge giving up on delivery and the function failing
         # after Lambda's async retries. Both hold the same state-change event, replayed the same way.

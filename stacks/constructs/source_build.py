@@ -20,7 +20,9 @@ from stacks.nag import (
     ANY_RESOURCE,
     ARTIFACT_GRANT_ACTIONS,
     ARTIFACT_OBJECTS,
+    INLINE_POLICY_REASON,
     acknowledge,
+    acknowledge_compliance,
     acknowledge_findings,
     logical_id,
 )
@@ -124,6 +126,13 @@ class SourceAndBuild(Construct):
             "AwsSolutions-CB3",
             "Privileged mode is required to run the Docker daemon that builds the training image.",
         )
+        acknowledge_compliance(
+            project,
+            "CodeBuildProjectSourceRepoUrl",
+            "The project's source is the pipeline's artifact (type CODEPIPELINE) fetched through the "
+            "CodeConnections connection; it has no repository URL or credentials to protect with OAuth.",
+        )
+        acknowledge_compliance(project, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
         acknowledge_findings(
             project,
             "AwsSolutions-IAM5",

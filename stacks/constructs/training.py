@@ -15,7 +15,13 @@ from stacks.config import PipelineConfig
 from stacks.constructs.pipeline_function import FunctionDefaults, PipelineFunction
 from stacks.constructs.policies import read_training_data, use_key
 from stacks.data_resources import DataResources
-from stacks.nag import ANY_RESOURCE, acknowledge_findings, objects_under
+from stacks.nag import (
+    ANY_RESOURCE,
+    INLINE_POLICY_REASON,
+    acknowledge_compliance,
+    acknowledge_findings,
+    objects_under,
+)
 
 SAGEMAKER = "sagemaker.amazonaws.com"
 SAGEMAKER_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -173,6 +179,7 @@ class Training(Construct):
         ]
         for statement in statements:
             role.add_to_principal_policy(statement)
+        acknowledge_compliance(role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
         acknowledge_findings(
             role,
             "AwsSolutions-IAM5",
