@@ -1,9 +1,10 @@
 """One pipeline Lambda function and everything it owns, so a new function is a few lines.
 
 A function gets: the shared code asset and Powertools layer, its own role (logs scoped to its own log
-group, no managed policies), a log group with retention, X-Ray tracing, optionally a dead-letter queue
-for asynchronous invocations with an alarm to the topic, and its cdk-nag acknowledgements. Its construct
-id and handler come from `stacks.functions`, the one place they are written.
+group, no managed policies), a KMS-encrypted log group with retention, X-Ray tracing, a reserved
+concurrency, optionally a dead-letter queue for asynchronous invocations with an alarm to the topic, and its
+cdk-nag acknowledgements and checkov skips. Its construct id and handler come from `stacks.functions`, the
+one place they are written.
 """
 
 from __future__ import annotations
