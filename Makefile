@@ -6,6 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# checkov's dependencies conflict with the project's pins, so it has a venv of its own.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CDK := npx --no-install cdk --no-notices
 ENV ?= dev
 ARGS ?=
@@ -29,6 +33,12 @@ $(PY_STAMP): requirements.txt requirements-dev.txt container/requirements.txt py
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 
+$(CHECKOV_STAMP): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip==25.3
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -39,13 +49,15 @@ container-tool:  ## Container engine for image builds (docker if an engine runs,
 synth: setup  ## Synthesize all stacks with cdk-nag (fails on any finding).
 	$(CDK) synth --quiet $(if $(CONTEXT),$(CONTEXT),)
 
-lint: setup  ## ruff, plus cfn-lint on freshly synthesized templates.
+# checkov fails lint on any failed check; accepted ones are skipped in resource metadata (stacks/checkov_skips.py).
+lint: setup $(CHECKOV_STAMP)  ## ruff, plus cfn-lint and checkov on freshly synthesized templates.
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(CDK) synth --quiet
 	$(VENV)/bin/cfn-lint cdk.out/*.template.json
+	$(CHECKOV) --quiet --compact --skip-download --framework cloudformation $$(printf -- '-f %s ' cdk.out/*.template.json)
 
-test: setup container-tool  ## Lint, then every test (stacks, lambdas, container image, e2e).
+test: setup container-tool $(CHECKOV_STAMP)  ## Lint, then every test (stacks, lambdas, container image, e2e).
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -9,9 +9,10 @@ from typing import Any
 from aws_cdk import App, Environment, Tags
 
 from stacks.config import CONFIG_KEYS, PROJECT_ROOT, PipelineConfig, layered_values, read_json_context
+from stacks.data_resources import DataResources
 from stacks.data_stack import DataStack
 from stacks.nag import add_nag_checks
-from stacks.pipeline_stack import DataResources, PipelineStack
+from stacks.pipeline_stack import PipelineStack
 
 
 def build_app(
@@ -61,5 +62,5 @@ def build_app(
     for stack in (data, pipeline):
         Tags.of(stack).add("project", config.project_name)
         Tags.of(stack).add("environment", config.env_name)
-    add_nag_checks(app)
+    add_nag_checks(app, config.compliance_packs)
     return app

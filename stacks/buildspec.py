@@ -7,6 +7,9 @@ so unchanged layers (the pip install of pinned requirements) are reused across c
 
 A re-run for a commit whose image already exists (immutable tag) skips the build and push and
 exports the existing image's digest, so retrying a pipeline execution never fails on a duplicate tag.
+
+buildx's docker-container driver runs BuildKit from an image of its own, Docker Hub's moby/buildkit by
+default; Docker Hub rate-limits anonymous pulls from CodeBuild, so the builder uses an ECR Public copy.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from typing import Any
 
 CACHE_TAG = "buildcache"
 EXPORTED_VARIABLES = ("IMAGE_URI", "IMAGE_DIGEST")
+# The Amazon ECR Public Gallery's mirror of Docker Hub's moby/buildkit (gallery.ecr.aws/vend/moby/buildkit,
+# the ECR Public path docker/build-push-action used as its default BuildKit image). Pinned to a released
+# version (github.com/moby/buildkit/releases) instead of the moving buildx-stable-1 tag. This machine cannot
+# reach ECR Public: check the tag once with `docker manifest inspect <image>` when changing it.
+BUILDKIT_IMAGE = "public.ecr.aws/vend/moby/buildkit:v0.25.0"
 
 BUILD_SCRIPT = f"""IMAGE_TAG="${{COMMIT_ID:-$CODEBUILD_RESOLVED_SOURCE_VERSION}}"
 IMAGE_URI="$REPOSITORY_URI:$IMAGE_TAG"
 if aws ecr describe-images --repository-name "$REPOSITORY_NAME" --image-ids imageTag="$IMAGE_TAG" >/dev/null 2>&1; then
   echo "$IMAGE_URI already exists (immutable tag): skipping build and push"
 else
-  docker buildx create --use --name pipeline --driver docker-container >/dev/null
+  docker buildx create --use --name pipeline --driver docker-container --driver-opt image={BUILDKIT_IMAGE} >/dev/null
   # Docker (not OCI) media types and no provenance attestation: SageMaker pulls a plain image manifest.
   docker buildx build \\
     --cache-from "type=registry,ref=$CACHE_REPOSITORY_URI:{CACHE_TAG}" \\
@@ -33,6 +41,8 @@ else
 fi
 IMAGE_DIGEST="$(aws ecr describe-images --repository-name "$REPOSITORY_NAME" --image-ids imageTag="$IMAGE_TAG" --query 'imageDetails[0].imageDigest' --output text)"
 case "$IMAGE_DIGEST" in sha256:*) ;; *) echo "no digest for $IMAGE_URI"; exit 1 ;; esac
+# exported-variables are read from the environment when the phase ends: export them, not just set them.
+export {" ".join(EXPORTED_VARIABLES)}
 echo "IMAGE_URI=$IMAGE_URI IMAGE_DIGEST=$IMAGE_DIGEST"
 """
 

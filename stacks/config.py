@@ -45,6 +45,8 @@ _GITHUB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _BRANCH = re.compile(r"^(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,250}(?<!/)$")
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/$")
 _HP_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,256}$")
+# Opt-in cdk-nag rule packs, by the names `compliance_packs` accepts (stacks/nag.py maps them to packs).
+COMPLIANCE_PACKS = ("nist-800-53-r5", "hipaa", "pci-dss-3.2.1")
 
 
 class ConfigError(ValueError):
@@ -82,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "hyperparameters": {},
     "ecr_keep_images": 20,
     "log_retention_days": 30,
+    "compliance_packs": [],
 }
 CONFIG_KEYS = (*REQUIRED_KEYS, *DEFAULTS)
 
@@ -144,6 +147,21 @@ def _emails(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _compliance_packs(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    expected = f"a list (or comma-separated string) of {', '.join(COMPLIANCE_PACKS)}"
+    value = _maybe_json(raw.get(key))
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(key, expected, value)
+    for item in value:
+        if item not in COMPLIANCE_PACKS:
+            raise ConfigError(key, expected, item)
+    return tuple(dict.fromkeys(value))
+
+
 def _hyperparameters(raw: Mapping[str, Any], key: str) -> dict[str, str]:
     expected = "an object of string names to string values"
     value = _maybe_json(raw.get(key))
@@ -191,6 +209,9 @@ class PipelineConfig:
     ecr_keep_images: int
     log_retention_days: int
     powertools_layer_arn: str
+    compliance_packs: tuple[
+        str, ...
+    ] = ()  # extra cdk-nag packs run on every synth (names in COMPLIANCE_PACKS)
 
     @property
     def job_name_prefix(self) -> str:
@@ -262,6 +283,7 @@ class PipelineConfig:
             ecr_keep_images=_int(values, "ecr_keep_images", 1, 1000),
             log_retention_days=_log_retention(values),
             powertools_layer_arn=layer_arn,
+            compliance_packs=_compliance_packs(values, "compliance_packs"),
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
@@ -14,10 +14,16 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from stacks.checkov_skips import skip_checks
 from stacks.config import PipelineConfig
-from stacks.nag import acknowledge
+from stacks.nag import acknowledge, acknowledge_compliance
+from stacks.publishers import allow_service_to_publish
 
 NONCURRENT_VERSION_DAYS = 90
+REPLICATION_REASON = (
+    "Cross-region replication is a disaster-recovery choice (a second region, key and bill) left to the "
+    "deployer; the bucket is versioned and retained, and keeps noncurrent versions."
+)
 
 
 class DataStack(Stack):
@@ -35,18 +41,42 @@ class DataStack(Stack):
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        # Services that write to KMS-encrypted targets on our behalf need the key in its policy:
-        # CloudWatch alarms publish to the topic, EventBridge sends to the queues. Scoped to this account.
+        # EventBridge delivers to the KMS-encrypted queues of the pipeline stack (rule targets and their
+        # DLQs) on our behalf, so it needs the key. Scoped to this account.
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
-                sid="AllowAlarmAndEventDeliveryToEncryptedTargets",
-                principals=[
-                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
-                    iam.ServicePrincipal("events.amazonaws.com"),
-                ],
+                sid="AllowEventDeliveryToEncryptedQueues",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],
                 resources=["*"],  # in a key policy "*" means this key
                 conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+            )
+        )
+
+        # CloudWatch Logs encrypts the pipeline's log groups with this key: AWS's documented key policy
+        # statement, limited to log groups of this account and region by the encryption context.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchLogsForThisAccountsLogGroups",
+                principals=[iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com")],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": self.format_arn(
+                            service="logs",
+                            resource="log-group",
+                            resource_name="*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    }
+                },
             )
         )
 
@@ -75,6 +105,14 @@ class DataStack(Stack):
             "AwsSolutions-S1",
             "This is the access-log target bucket; logging it into itself would loop.",
         )
+        skip_checks(self.access_log_bucket, "CKV_AWS_18")
+        acknowledge_compliance(
+            self.access_log_bucket,
+            "S3DefaultEncryptionKMS",
+            "Server access logging cannot deliver to a bucket whose default encryption is SSE-KMS; this bucket "
+            "uses SSE-S3.",
+        )
+        acknowledge_compliance(self.access_log_bucket, "S3BucketReplicationEnabled", REPLICATION_REASON)
 
         self.data_bucket = self._bucket("DataBucket", log_prefix="data/")
         # EventBridge notifications through the native CloudFormation property rather than
@@ -100,6 +138,12 @@ class DataStack(Stack):
             deletion_protection=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
+        acknowledge_compliance(
+            self.audit_table,
+            "DynamoDBInBackupPlan",
+            "Point-in-time recovery (35 days of restores) and deletion protection are on; an AWS Backup plan "
+            "(vault, retention, cost) is an account-level decision left to the deployer.",
+        )
         # Runs of one commit, newest first; and runs in one status ordered by last change.
         for name, partition, sort in (
             ("by-commit", "commit_id", "created_at"),
@@ -120,6 +164,8 @@ class DataStack(Stack):
             enforce_ssl=True,
         )
         self.topic.apply_removal_policy(RemovalPolicy.RETAIN)
+        # The pipeline's dead-letter alarms email through this topic.
+        allow_service_to_publish(self.topic, self.key, "cloudwatch.amazonaws.com")
         for email in config.notification_emails:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
 
@@ -160,9 +206,10 @@ class DataStack(Stack):
                 )
             ],
         )
+        skip_checks(self.cache_repository, "CKV_AWS_51")
 
     def _bucket(self, construct_id: str, *, log_prefix: str) -> s3.Bucket:
-        return s3.Bucket(
+        bucket = s3.Bucket(
             self,
             construct_id,
             encryption=s3.BucketEncryption.KMS,
@@ -183,3 +230,5 @@ class DataStack(Stack):
                 )
             ],
         )
+        acknowledge_compliance(bucket, "S3BucketReplicationEnabled", REPLICATION_REASON)
+        return bucket

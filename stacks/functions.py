@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    construct_id: str  # the construct id in the pipeline stack
+    construct_id: str  # id of the function's construct (stacks/constructs/pipeline_function.py)
     handler: str  # module.function inside the Lambda asset (lambdas/)
 
 

@@ -72,6 +72,7 @@ class Synthesized:
     pipeline: Any
     data_json: dict[str, Any]
     pipeline_json: dict[str, Any]
+    template_paths: tuple[str, str]  # data, pipeline: the files `cdk synth` would write to cdk.out
 
 
 @pytest.fixture(scope="session")
@@ -83,9 +84,11 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesize
 
     app = build_app(outdir=str(tmp_path_factory.mktemp("cdk.out")), read_local_file=False)
     assembly = app.synth()
-    data = assembly.get_stack_by_name("TrainingData-dev").template
-    pipeline = assembly.get_stack_by_name("TrainingPipeline-dev").template
-    yield Synthesized(app, Template.from_json(data), Template.from_json(pipeline), data, pipeline)
+    data_stack = assembly.get_stack_by_name("TrainingData-dev")
+    pipeline_stack = assembly.get_stack_by_name("TrainingPipeline-dev")
+    data, pipeline = data_stack.template, pipeline_stack.template
+    paths = (data_stack.template_full_path, pipeline_stack.template_full_path)
+    yield Synthesized(app, Template.from_json(data), Template.from_json(pipeline), data, pipeline, paths)
 
 
 @pytest.fixture(scope="session")

@@ -53,6 +53,16 @@ def test_cli_string_forms_are_parsed() -> None:
     assert json.loads(cfg.training.to_json())["max_wait_seconds"] == 7200
 
 
+def test_compliance_packs_accept_a_list_or_a_comma_string_and_default_to_none() -> None:
+    assert config().compliance_packs == ()
+    assert config(compliance_packs=["hipaa"]).compliance_packs == ("hipaa",)
+    assert config(compliance_packs="nist-800-53-r5, pci-dss-3.2.1").compliance_packs == (
+        "nist-800-53-r5",
+        "pci-dss-3.2.1",
+    )
+    assert config(compliance_packs='["hipaa", "hipaa"]').compliance_packs == ("hipaa",)
+
+
 def test_defaults_apply_to_optional_keys() -> None:
     cfg = config(project_name=_MISSING, data_prefix=_MISSING, github_branch=_MISSING)
     assert (cfg.project_name, cfg.data_prefix, cfg.github_branch) == ("mlpipe", "datasets/", "main")
@@ -130,6 +140,9 @@ BAD = [
     ({"log_retention_days": 10}, "log_retention_days", "one of 1, 3, 5"),
     ({"github_owner": "bad owner"}, "github_owner", "GitHub"),
     ({"github_branch": "feature//x"}, "github_branch", "branch"),
+    ({"compliance_packs": "nist"}, "compliance_packs", "nist-800-53-r5, hipaa, pci-dss-3.2.1"),
+    ({"compliance_packs": ["hipaa", "sox"]}, "compliance_packs", "(got 'sox')"),
+    ({"compliance_packs": {"hipaa": True}}, "compliance_packs", "comma-separated"),
 ]
 
 

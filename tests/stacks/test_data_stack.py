@@ -185,3 +185,67 @@ def test_ecr_repository_scans_is_immutable_and_keeps_last_images(data_template: 
             },
         },
     )
+
+
+def test_cloudwatch_alarms_may_publish_to_the_encrypted_topic_from_this_account(
+    synthesized: Synthesized,
+) -> None:
+    # enforce_ssl creates a topic policy, which replaces SNS's default one: without its own Allow,
+    # CloudWatch cannot publish the DLQ alarms. It also needs the topic's key.
+    (topic_lid,) = resources_of(synthesized.data_json, "AWS::SNS::Topic")
+    this_account = {"StringEquals": {"aws:SourceAccount": "111111111111"}}
+    publish = [
+        s
+        for p in resources_of(synthesized.data_json, "AWS::SNS::TopicPolicy").values()
+        if {"Ref": topic_lid} in p["Properties"]["Topics"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Allow" and "sns:Publish" in _as_list(s["Action"])
+    ]
+    assert [{k: v for k, v in s.items() if k != "Sid"} for s in publish] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": {"Ref": topic_lid},
+            "Condition": this_account,
+        }
+    ]
+    key_statements = one_of(synthesized.data_json, "AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+    assert any(
+        "cloudwatch.amazonaws.com" in _as_list(s["Principal"].get("Service", []))
+        and {"kms:Decrypt", "kms:GenerateDataKey"} <= set(_as_list(s["Action"]))
+        and s.get("Condition") == this_account
+        for s in key_statements
+    )
+    # Every alarm of the pipeline notifies this topic and nothing else.
+    for alarm in resources_of(synthesized.pipeline_json, "AWS::CloudWatch::Alarm").values():
+        assert ["NotificationTopic" in a["Fn::ImportValue"] for a in alarm["Properties"]["AlarmActions"]] == [
+            True
+        ]
+
+
+def test_key_policy_lets_cloudwatch_logs_use_the_key_for_this_accounts_log_groups(
+    synthesized: Synthesized,
+) -> None:
+    # AWS's documented key policy for encrypting log data with a KMS key (CloudWatch Logs user guide).
+    statements = one_of(synthesized.data_json, "AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+    logs = [s for s in statements if s["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}]
+    assert [{k: v for k, v in s.items() if k != "Sid"} for s in logs] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+            "Action": [
+                "kms:Decrypt*",
+                "kms:Describe*",
+                "kms:Encrypt*",
+                "kms:GenerateDataKey*",
+                "kms:ReEncrypt*",
+            ],
+            "Resource": "*",
+            "Condition": {
+                "ArnLike": {
+                    "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:111111111111:log-group:*"
+                }
+            },
+        }
+    ]

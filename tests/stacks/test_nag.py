@@ -6,14 +6,20 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_cdk import App, Stack, Validations
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
 from aws_cdk import aws_sqs as sqs
 
+from stacks import application, nag
+from stacks.config import COMPLIANCE_PACKS
 from stacks.nag import PATTERN_METADATA, acknowledge_findings, add_nag_checks
 from tests.stacks.conftest import Synthesized
 
@@ -56,6 +62,71 @@ def test_a_finding_fails_synth_and_unanticipated_wildcards_are_not_acknowledged(
     assert "AwsSolutions-IAM5[Resource::*]" not in found
 
 
+ALL_PACKS = ("nist-800-53-r5", "hipaa", "pci-dss-3.2.1")
+PACK_NAMES = ["NIST.800.53.R5", "HIPAA.Security", "PCI.DSS.321"]
+
+
+def test_config_and_nag_know_the_same_packs() -> None:
+    assert COMPLIANCE_PACKS == ALL_PACKS
+    assert tuple(nag.COMPLIANCE_PACKS) == ALL_PACKS == tuple(nag.PACK_RULE_PREFIX)
+    assert all(set(packs) <= set(ALL_PACKS) for packs in nag.RULE_PACKS.values())
+
+
+def test_compliance_packs_fail_synth_and_honour_only_recorded_granular_findings(tmp_path: Path) -> None:
+    app = App(outdir=str(tmp_path))
+    stack = Stack(app, "Probe")
+    logs.LogGroup(stack, "PlainLogs")  # not KMS-encrypted: a plain finding in all three packs
+    # RDSLoggingEnabled is granular (one finding per missing log export): only NIST's audit one is anticipated.
+    db = rds.CfnDBInstance(
+        stack, "Db", engine="mysql", db_instance_class="db.t3.micro", allocated_storage="20"
+    )
+    acknowledge_findings(
+        db, "NIST.800.53.R5-RDSLoggingEnabled", "probe: audit logs go elsewhere", [r"LogExport::audit"]
+    )
+    add_nag_checks(app, ALL_PACKS)
+
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+
+    found = violations(tmp_path)
+    for pack in PACK_NAMES:
+        assert found[f"{pack}-CloudWatchLogGroupEncrypted"] == ["Probe/PlainLogs/Resource"]
+        assert f"{pack}-RDSLoggingEnabled[LogExport::error]" in found
+    assert "NIST.800.53.R5-RDSLoggingEnabled[LogExport::audit]" not in found
+    assert "HIPAA.Security-RDSLoggingEnabled[LogExport::audit]" in found
+
+
+@dataclass
+class AllPacks:
+    app: App
+    enabled: list[str]  # what build_app handed to add_nag_checks
+
+
+@pytest.fixture(scope="module")
+def with_all_packs(tmp_path_factory: pytest.TempPathFactory) -> AllPacks:
+    """The app with every opt-in pack: the module's one extra synth. It raises on any unacknowledged finding."""
+    enabled: list[str] = []
+
+    def recording(app: App, compliance_packs: Iterable[str] = ()) -> None:
+        enabled.extend(compliance_packs)
+        add_nag_checks(app, compliance_packs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(application, "add_nag_checks", recording)
+        app = application.build_app(
+            {"compliance_packs": ",".join(ALL_PACKS)},
+            outdir=str(tmp_path_factory.mktemp("cdk.out.packs")),
+            read_local_file=False,
+        )
+    app.synth()
+    return AllPacks(app, enabled)
+
+
+def test_every_pack_runs_and_leaves_no_unacknowledged_finding(with_all_packs: AllPacks) -> None:
+    # Synth above raised on nothing; the probe test above shows the same add_nag_checks fails on a finding.
+    assert with_all_packs.enabled == list(ALL_PACKS)
+
+
 def acknowledgements(app: App) -> list[tuple[str, str, str]]:
     """(construct path, rule id, reason) for each acknowledgement written in stacks/.
 
@@ -83,27 +154,65 @@ def acknowledgements(app: App) -> list[tuple[str, str, str]]:
     return found
 
 
+AWS_SOLUTIONS = [
+    ("TrainingData-dev/AccessLogBucket", "AwsSolutions-S1"),
+    ("TrainingPipeline-dev/Training/SageMakerExecutionRole", "AwsSolutions-IAM5"),
+    ("TrainingPipeline-dev/Training/StartTraining/Role", "AwsSolutions-IAM5"),
+    ("TrainingPipeline-dev/RecordAndNotify/RecordStatus/Role", "AwsSolutions-IAM5"),
+    ("TrainingPipeline-dev/DataUploads/DataTrigger/Role", "AwsSolutions-IAM5"),
+    ("TrainingPipeline-dev/SourceAndBuild/ImageBuild", "AwsSolutions-IAM5"),
+    ("TrainingPipeline-dev/SourceAndBuild/ImageBuild", "AwsSolutions-CB3"),
+    ("TrainingPipeline-dev/Pipeline", "AwsSolutions-IAM5"),
+    ("TrainingPipeline-dev/Training/StartTraining/Function", "AwsSolutions-L1"),
+    ("TrainingPipeline-dev/RecordAndNotify/RecordStatus/Function", "AwsSolutions-L1"),
+    ("TrainingPipeline-dev/DataUploads/DataTrigger/Function", "AwsSolutions-L1"),
+]
+NIST, HIPAA, PCI = PACK_NAMES
+# The opt-in packs' rules: (construct, rule, the packs that have the rule). The README's second table.
+COMPLIANCE = [
+    ("TrainingData-dev/AccessLogBucket", "S3DefaultEncryptionKMS", (NIST, HIPAA, PCI)),
+    *(
+        (f"TrainingData-dev/{bucket}", "S3BucketReplicationEnabled", (NIST, HIPAA, PCI))
+        for bucket in ("AccessLogBucket", "DataBucket", "ArtifactsBucket")
+    ),
+    ("TrainingData-dev/AuditTable", "DynamoDBInBackupPlan", (NIST, HIPAA)),
+    ("TrainingPipeline-dev/RecordAndNotify/IdempotencyTable", "DynamoDBInBackupPlan", (NIST, HIPAA)),
+    *(
+        (f"TrainingPipeline-dev/{function}/Function", "LambdaInsideVPC", (NIST, HIPAA, PCI))
+        for function in ("Training/StartTraining", "RecordAndNotify/RecordStatus", "DataUploads/DataTrigger")
+    ),
+    ("TrainingPipeline-dev/DataUploads/DataTrigger/Function", "LambdaDLQ", (NIST, HIPAA)),
+    *(
+        (f"TrainingPipeline-dev/{role}", "IAMNoInlinePolicy", (NIST, HIPAA, PCI))
+        for role in (
+            "Training/StartTraining/Role",
+            "RecordAndNotify/RecordStatus/Role",
+            "DataUploads/DataTrigger/Role",
+            "Training/SageMakerExecutionRole",
+            "SourceAndBuild/ImageBuild",
+            "Pipeline",  # the pipeline's role and its three action roles
+        )
+    ),
+    ("TrainingPipeline-dev/SourceAndBuild/ImageBuild", "CodeBuildProjectSourceRepoUrl", (HIPAA, PCI)),
+]
+
+
 def test_acknowledgements_are_few_narrow_and_explained(synthesized: Synthesized) -> None:
     every = acknowledgements(synthesized.app)
-    # One entry per construct and rule: the README's table.
-    assert sorted((path, rule) for path, rule, _ in every) == sorted(
-        [
-            ("TrainingData-dev/AccessLogBucket", "AwsSolutions-S1"),
-            ("TrainingPipeline-dev/SageMakerExecutionRole", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/StartTrainingRole", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/RecordStatusRole", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/DataTriggerRole", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/ImageBuild", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/ImageBuild", "AwsSolutions-CB3"),
-            ("TrainingPipeline-dev/Pipeline", "AwsSolutions-IAM5"),
-            ("TrainingPipeline-dev/StartTraining", "AwsSolutions-L1"),
-            ("TrainingPipeline-dev/RecordStatus", "AwsSolutions-L1"),
-            ("TrainingPipeline-dev/DataTrigger", "AwsSolutions-L1"),
-        ]
-    )
+    # One entry per construct and rule: the README's tables.
+    expected = AWS_SOLUTIONS + [
+        (path, f"{pack}-{rule}") for path, rule, packs in COMPLIANCE for pack in packs
+    ]
+    assert sorted((path, rule) for path, rule, _ in every) == sorted(expected)
+    assert len(every) == 58
     for path, rule, reason in every:
         assert len(reason) > 40, (path, rule)
         assert path.count("/") >= 1, "no app- or stack-wide acknowledgements"
+    # A rule acknowledged on one construct gives the same reason in every pack.
+    reasons: dict[tuple[str, str], set[str]] = {}
+    for path, rule, reason in every:
+        reasons.setdefault((path, rule.split("-", 1)[-1]), set()).add(reason)
+    assert all(len(r) == 1 for r in reasons.values())
 
 
 def test_app_py_reports_a_bad_context_value_in_one_line() -> None:

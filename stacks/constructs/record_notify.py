@@ -1,0 +1,121 @@
+"""Record and notify: SageMaker state changes -> record-status -> audit table and one email per transition."""
+
+from __future__ import annotations
+
+import re
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks import functions
+from stacks.config import PipelineConfig
+from stacks.constructs.pipeline_function import FunctionDefaults, PipelineFunction
+from stacks.constructs.policies import use_key
+from stacks.data_resources import DataResources
+from stacks.nag import acknowledge_compliance
+
+STATE_CHANGE = "SageMaker Training Job State Change"
+# State changes come in bursts (several per job, hundreds on a DLQ redrive). EventBridge invokes
+# asynchronously, so a throttled event waits in Lambda's queue (up to 6 hours) rather than being lost:
+# this only paces a burst, at about 10 events a second.
+RECORD_STATUS_CONCURRENCY = 10
+
+
+class RecordAndNotify(Construct):
+    """Applies each training job state change to the audit record and emails real transitions."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: PipelineConfig,
+        data: DataResources,
+        defaults: FunctionDefaults,
+        training_job_arn: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        # Short-lived records with a TTL: record-status's Powertools idempotency keys (a day) and data-trigger's
+        # object-version claims (a week). The local run finds this table by "Idempotency".
+        self.idempotency_table = dynamodb.Table(
+            self,
+            "IdempotencyTable",
+            partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
+            time_to_live_attribute="expiration",
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=data.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            # Nothing to keep when the pipeline stack goes.
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        acknowledge_compliance(
+            self.idempotency_table,
+            "DynamoDBInBackupPlan",
+            "Holds only short-lived records with a TTL (Powertools idempotency keys, data-trigger's object-version "
+            "claims); losing them can cost a duplicate email or run, never data: there is nothing to restore.",
+        )
+        # One DLQ for both failure paths: EventBridge giving up on delivery and the function failing
+        # after Lambda's async retries. Both hold the same state-change event, replayed the same way.
+        self.record_status = PipelineFunction(
+            self,
+            functions.RECORD_STATUS,
+            defaults=defaults,
+            timeout=Duration.seconds(30),
+            reserved_concurrency=RECORD_STATUS_CONCURRENCY,
+            dead_letter="a training job state change event",
+            environment={
+                "AUDIT_TABLE_NAME": data.audit_table.table_name,
+                "TOPIC_ARN": data.topic.topic_arn,
+                "JOB_NAME_PREFIX": config.job_name_prefix,
+                "IDEMPOTENCY_TABLE_NAME": self.idempotency_table.table_name,
+            },
+            statements=[
+                iam.PolicyStatement(
+                    actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                    resources=[data.audit_table.table_arn],
+                ),
+                iam.PolicyStatement(
+                    actions=[
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:DeleteItem",
+                    ],
+                    resources=[self.idempotency_table.table_arn],
+                ),
+                iam.PolicyStatement(actions=["sns:Publish"], resources=[data.topic.topic_arn]),
+                iam.PolicyStatement(actions=["sagemaker:DescribeTrainingJob"], resources=[training_job_arn]),
+                *use_key(data.key),
+            ],
+            wildcards=[
+                (
+                    rf"Resource::{re.escape(training_job_arn)}",
+                    f"training-job/{config.job_name_prefix}* (this pipeline's jobs)",
+                )
+            ],
+        )
+        self.rule = events.Rule(
+            self,
+            "TrainingJobStateChangeRule",
+            description=f"{config.pipeline_name}: state changes of this pipeline's training jobs",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=[STATE_CHANGE],
+                detail={"TrainingJobName": [{"prefix": config.job_name_prefix}]},
+            ),
+        )
+        self.rule.add_target(
+            targets.LambdaFunction(
+                self.record_status.function,
+                dead_letter_queue=self.record_status.dead_letter_queue,
+                retry_attempts=8,
+                max_event_age=Duration.hours(6),
+            )
+        )
