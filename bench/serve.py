@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -193,7 +194,9 @@ def main() -> int:
             sys.path.insert(0, str(ROOT))
             from scripts import container_tool
 
-            image = "mlpipe-bench-serve:latest"
+            # Per checkout (see tests/container/test_image.py): parallel checkouts never share a tag.
+            checkout = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
+            image = f"mlpipe-bench-serve:{checkout}"
             container_tool.build_image(image)
             ours_server = container_tool.serve(image, model_dir, port=ours_port, workers=args.workers)
         else:
