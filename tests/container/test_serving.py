@@ -1,4 +1,4 @@
-"""The inference app in-process (WSGI calls), plus the real gunicorn server on loopback."""
+"""The inference app in-process (WSGI calls), plus the real server on loopback (robustness: test_server.py)."""
 
 from __future__ import annotations
 
@@ -226,21 +226,21 @@ def test_unknown_path_and_method(app) -> None:
     assert call(app, "GET", "/execution-parameters")[0] == 200
 
 
-# -- the real server (gunicorn) on loopback -------------------------------------------------------------------
+# -- the real server on loopback (its robustness: test_server.py) ---------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@pytest.fixture(params=["prefork", "gunicorn"])
-def server(model_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int, subprocess.Popen]]:
+@pytest.fixture
+def server(model_dir: Path) -> Iterator[tuple[int, subprocess.Popen]]:
     port = _free_port()
     env = {
         **os.environ,
-        "SAGEMAKER_MODEL_SERVER": request.param,
         "OPT_ML_DIR": str(model_dir.parent),
         "SAGEMAKER_BIND_TO_PORT": str(port),
+        "SAGEMAKER_BIND_TO_HOST": "127.0.0.1",  # host-side tests never listen beyond loopback
         "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
         "PYTHONPATH": str(ROOT / "container"),
     }
@@ -260,12 +260,13 @@ def server(model_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[in
         except OSError:
             time.sleep(0.1)
     else:
-        process.kill()
-        pytest.fail(f"server did not start: {process.stderr.read().decode()[-2000:]}")
+        process.terminate()
+        pytest.fail(f"server did not start: {process.communicate(timeout=30)[1].decode()[-2000:]}")
     yield port, process
     if process.poll() is None:
-        process.kill()
-        process.wait()
+        # SIGTERM, not SIGKILL: the master stops its workers (killing only the master once left them running).
+        process.terminate()
+        process.communicate(timeout=30)
 
 
 def test_real_server_predicts_and_stops_on_sigterm(server: tuple[int, subprocess.Popen]) -> None:
@@ -310,11 +311,8 @@ def _raw(port: int, request: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def test_real_server_http_details(
-    server: tuple[int, subprocess.Popen], request: pytest.FixtureRequest
-) -> None:
+def test_real_server_http_details(server: tuple[int, subprocess.Popen]) -> None:
     port, _ = server
-    prefork = request.node.callspec.params["server"] == "prefork"
     # Chunked upload, as some clients send it.
     body = "\n".join(ROWS[:2]).encode()
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
@@ -331,14 +329,12 @@ def test_real_server_http_details(
         + b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
     )
     assert answer.startswith(b"HTTP/1.1 100 Continue") and b"HTTP/1.1 200" in answer
-    # Over 6 MB: 413 with a reason; the default server drains the upload so the client is not reset
-    # mid-upload (gunicorn resets it: one reason it is not the default).
+    # Over 6 MB: 413 with a reason; the server drains the upload so the client is not reset mid-upload.
     big = (ROWS[0] + "\n").encode() * (6 * 1024 * 1024 // len(ROWS[0]) + 10)
-    if prefork:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        connection.request("POST", "/invocations", body=big, headers={"Content-Type": "text/csv"})
-        response = connection.getresponse()
-        assert response.status == 413 and b"6 MB" in response.read()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", "/invocations", body=big, headers={"Content-Type": "text/csv"})
+    response = connection.getresponse()
+    assert response.status == 413 and b"6 MB" in response.read()
     # HEAD /ping and a malformed request.
     assert _raw(port, b"HEAD /ping HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")
     assert _raw(port, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400")
