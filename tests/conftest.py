@@ -7,11 +7,15 @@ session; tests that don't (stacks, container, scripts with `mock_aws`) pay nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +47,45 @@ for _name in (
     os.environ.pop(_name, None)
 
 REGION = "us-east-1"
+
+# -- nothing the suite starts outlives it ------------------------------------------------------------------
+# Every process the suite starts inherits this variable (servers, workers, moto, podman's monitors), also
+# after its parent died and it was re-parented: at the end of the session no process may still carry it.
+_SESSION_VARIABLE = "MLPIPE_TEST_SESSION"
+_SESSION_MARK = f"{_SESSION_VARIABLE}={uuid.uuid4().hex}".encode()
+os.environ[_SESSION_VARIABLE] = _SESSION_MARK.split(b"=", 1)[1].decode()
+
+
+def _session_processes() -> dict[int, str]:
+    """pid -> command line of every other live process that carries this session's mark."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if _SESSION_MARK not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # exited; only waiting to be reaped by whoever adopted it
+            found[int(entry.name)] = (
+                (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_outlives_the_suite() -> Iterator[None]:
+    """Set up first, torn down last: after every other fixture has stopped what it started."""
+    yield
+    deadline = time.monotonic() + 10  # processes that were told to stop get a moment to exit
+    while (left := _session_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:  # do not leave them running for the next session either
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes started by the test suite outlived it: {left}"
 
 
 # -- the emulator -----------------------------------------------------------------------------------------
