@@ -338,3 +338,19 @@ def test_real_server_http_details(server: tuple[int, subprocess.Popen]) -> None:
     # HEAD /ping and a malformed request.
     assert _raw(port, b"HEAD /ping HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")
     assert _raw(port, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400")
+
+
+def test_csv_parser_choice_follows_the_measured_crossover(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow for narrow bodies past ~11 KiB, Python for wide ones up to ~40 KiB (serving.SMALL_CSV_BYTES)."""
+    from sagemaker_contract import serving
+
+    used: list[str] = []
+    arrow = serving._parse_csv_arrow
+    monkeypatch.setattr(serving, "_parse_csv_arrow", lambda body: used.append("arrow") or arrow(body))
+    narrow = ("\n".join((ROWS * 10)[:260]) + "\n").encode()  # 8 columns, ~12.7 KB
+    wide = ("\n".join([",".join(["1.2345"] * 100)] * 45) + "\n").encode()  # 100 columns, ~31 KB
+    assert 12 * 1024 < len(narrow) < 16 * 1024 and 16 * 1024 < len(wide) < 40 * 1024
+    serving.parse_csv(narrow)
+    assert used == ["arrow"]
+    assert serving.parse_csv(wide).shape == (45, 100)
+    assert used == ["arrow"]  # the wide body stayed on the Python path
