@@ -77,9 +77,14 @@ def _ping(port: int, timeout: float = 1.0) -> int | None:
 
 
 @contextlib.contextmanager
-def running_server(model_dir: Path, workers: int = WORKERS) -> Iterator[Server]:  # noqa: F811
+def running_server(
+    model_dir: Path,  # noqa: F811
+    workers: int = WORKERS,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Server]:
     port = _free_port()
     env = {
+        **(extra_env or {}),
         **os.environ,
         "OPT_ML_DIR": str(model_dir.parent),
         "SAGEMAKER_BIND_TO_PORT": str(port),
@@ -167,6 +172,33 @@ def test_ping_answers_while_64_slow_or_idle_clients_hold_connections(server: Ser
         trickler.join()
         for sock in sockets:
             sock.close()
+
+
+def test_trickled_head_and_body_meet_a_total_deadline(model_dir: Path) -> None:  # noqa: F811
+    """A byte a second resets no timer: the head has 10 s in all, the body the request deadline (here 2 s)."""
+    with running_server(model_dir, extra_env={"SAGEMAKER_MODEL_SERVER_TIMEOUT": "2"}) as running:
+        head = POST + b"Content-Length: 100\r\n\r\n"
+        for payload, prefix, bound in ((head, b"", 20), (b"1" * 100, head, 8)):
+            with socket.create_connection(("127.0.0.1", running.port), timeout=1) as sock:
+                sock.sendall(prefix)
+                started, answer, position = time.monotonic(), b"", 0
+                while time.monotonic() - started < bound:
+                    with contextlib.suppress(OSError):
+                        sock.send(payload[position : position + 1])
+                    position += 1
+                    try:
+                        chunk = sock.recv(1000)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+                    if not chunk:
+                        break  # the server closed the connection
+                    answer += chunk
+                elapsed = time.monotonic() - started
+            assert elapsed < bound, f"a trickling client still held a connection after {elapsed:.0f} s"
+            if prefix:  # the body's deadline is answered with a reason
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
 # -- strict HTTP/1.1 framing ----------------------------------------------------------------------------------
