@@ -159,9 +159,11 @@ def measure_wrk(target: Target, rows: int, concurrency: int, seconds: float, wor
     env = {**os.environ, "BENCH_CONTENT_TYPE": target.content_type, "BENCH_BODY": str(body)}
     url = f"http://127.0.0.1:{target.port}{target.path}"
     results = {}
-    for duration in (max(seconds / 4, 1), seconds):  # warm-up, then the measurement
+    # Warm-up on 16 connections, so that every worker has served (keep-alive pins one connection to one
+    # worker), then the measurement.
+    for duration, connections in ((max(seconds / 4, 1), max(concurrency, 16)), (seconds, concurrency)):
         done = subprocess.run(
-            ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:.0f}s", "--latency", "-s", str(script), url],
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "-s", str(script), url],
             env=env, capture_output=True, text=True, timeout=duration + 60, check=False,
         )  # fmt: skip
         out = done.stdout
@@ -220,7 +222,7 @@ def measure_asyncio(
     target: Target, rows: int, concurrency: int, seconds: float, work: Path
 ) -> dict[str, float]:
     body = target.bodies[rows]
-    asyncio.run(_load(target, body, concurrency, min(seconds / 4, 0.5)))  # warm-up
+    asyncio.run(_load(target, body, max(concurrency, 16), min(seconds / 4, 0.5)))  # warm-up, every worker
     latencies, elapsed = asyncio.run(_load(target, body, concurrency, seconds))
     latencies.sort()
     return {
@@ -286,7 +288,7 @@ def main() -> int:
                 stack.enter_context(server(
                     [sys.executable, "-m", "sagemaker_contract", "serve"],
                     {"OPT_ML_DIR": str(model_dir.parent), "SAGEMAKER_BIND_TO_PORT": str(port),
-                     "SAGEMAKER_BIND_TO_HOST": "127.0.0.1", "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers),
+                     "SAGEMAKER_MODEL_SERVER_HOST": "127.0.0.1", "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers),
                      "SAGEMAKER_MODEL_SERVER_LOGLEVEL": "warning", "PYTHONPATH": str(ROOT / "container")},
                     port, ROOT, work / "ours.log",
                 ))  # fmt: skip
@@ -304,7 +306,7 @@ def main() -> int:
                 stack.enter_context(server(
                     [sys.executable, "-m", "sagemaker_contract", "serve"],
                     {"OPT_ML_DIR": str(model_dir.parent), "SAGEMAKER_BIND_TO_PORT": str(port),
-                     "SAGEMAKER_BIND_TO_HOST": "127.0.0.1", "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers),
+                     "SAGEMAKER_MODEL_SERVER_HOST": "127.0.0.1", "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers),
                      "PYTHONPATH": str(old / "container")},
                     port, old, work / "before.log",
                 ))  # fmt: skip

@@ -88,7 +88,7 @@ def running_server(
         **os.environ,
         "OPT_ML_DIR": str(model_dir.parent),
         "SAGEMAKER_BIND_TO_PORT": str(port),
-        "SAGEMAKER_BIND_TO_HOST": "127.0.0.1",  # host-side tests never listen beyond loopback
+        "SAGEMAKER_MODEL_SERVER_HOST": "127.0.0.1",  # host-side tests never listen beyond loopback
         "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
         "PYTHONPATH": str(ROOT / "container"),
     }

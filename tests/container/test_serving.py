@@ -240,7 +240,7 @@ def server(model_dir: Path) -> Iterator[tuple[int, subprocess.Popen]]:
         **os.environ,
         "OPT_ML_DIR": str(model_dir.parent),
         "SAGEMAKER_BIND_TO_PORT": str(port),
-        "SAGEMAKER_BIND_TO_HOST": "127.0.0.1",  # host-side tests never listen beyond loopback
+        "SAGEMAKER_MODEL_SERVER_HOST": "127.0.0.1",  # host-side tests never listen beyond loopback
         "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
         "PYTHONPATH": str(ROOT / "container"),
     }
