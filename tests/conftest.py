@@ -57,22 +57,30 @@ os.environ[_SESSION_VARIABLE] = _SESSION_MARK.split(b"=", 1)[1].decode()
 
 
 def _session_processes() -> dict[int, str]:
-    """pid -> command line of every other live process that carries this session's mark."""
-    found = {}
+    """pid -> command line of every other live process that carries this session's mark.
+
+    Except aws-cdk-lib's JSII kernel (node, and the node it runs): the stacks tests start it in-process, and it
+    stops when this interpreter exits, after the session."""
+    found, parents = {}, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             if _SESSION_MARK not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if state == "Z":
                 continue  # exited; only waiting to be reaped by whoever adopted it
+            parents[int(entry.name)] = int(parent)
             found[int(entry.name)] = (
                 (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             )
         except OSError:
             continue  # gone meanwhile, or not ours to read
-    return found
+    kernels = {
+        pid for pid, command in found.items() if "jsii-runtime" in command and parents[pid] == os.getpid()
+    }
+    return {pid: command for pid, command in found.items() if not (pid in kernels or parents[pid] in kernels)}
 
 
 @pytest.fixture(scope="session", autouse=True)
