@@ -16,8 +16,8 @@ and the app called on it, one request at a time, as a sync worker would. A worke
 is the body (at most 6 MB), the joined copy of it, and what the app's parser makes of it.
 
 Environment:
-- `SAGEMAKER_BIND_TO_PORT` (inference pipelines) else port 8080; `SAGEMAKER_MODEL_SERVER_HOST` else 0.0.0.0 (tests
-  bind to loopback).
+- `SAGEMAKER_BIND_TO_PORT` (inference pipelines) else port 8080; `SAGEMAKER_MODEL_SERVER_HOST` else 0.0.0.0
+  (host-side tests bind to loopback).
 - `SAGEMAKER_MODEL_SERVER_WORKERS` (default: number of cores).
 - `SAGEMAKER_MODEL_SERVER_TIMEOUT`: seconds for a request's whole body to arrive after its headers (default 60,
   SageMaker's own limit for /invocations), else 408.
