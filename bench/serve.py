@@ -1,17 +1,20 @@
 """Serving benchmark: our server against its peers, every server in the same run, cell by cell.
 
 Servers (same trained model, same number of worker processes each, all on loopback):
-- `ours`: `python -m sagemaker_contract serve` from this checkout (granian + the ASGI bridge); with
+- `ours`: `python -m sagemaker_contract serve` from this checkout (granian + the RSGI bridge); with
   `--container`, the real image instead (built with scripts/container_tool.py, published on a loopback port).
 - `before` (`--before REF`): the same command from `container/` at a git ref, e.g. the pre-fork server.
 - `classic`: bench/classic_byoc/predictor.py, the classic BYOC predictor (Flask + pandas.read_csv, gunicorn).
 - `mlserver`, `uvicorn` (`--peers`): MLServer 1.7.1 with its XGBoost runtime (V2 JSON requests carrying the
-  same rows), and our app under uvicorn + httptools. Both run from bench/.venv-peers, created on first use
-  from bench/requirements-peers.txt (their pins clash with the dev venv's).
+  same rows), and our app under uvicorn + httptools + uvloop (bench/peer_apps.py). Both run from
+  bench/.venv-peers, created on first use from bench/requirements-peers.txt (their pins clash with the dev
+  venv's).
 
 Load: wrk (Debian package `wrk`; one thread, keep-alive) when installed, else a small asyncio client in this
 process (which saturates near 3k requests/s on 2 cores: install wrk for the real numbers). Cells are
-interleaved server by server, so background load hits all alike: compare ratios within one run.
+interleaved server by server, so background load hits all alike: compare ratios within one run. Each cell
+also gives the server's CPU time per request (master and workers, from /proc; not for `--container`): on a
+shared machine it moves less than requests/s, and 1 / it bounds the requests/s one core can serve.
 
     python bench/serve.py [--seconds 3] [--workers N] [--container] [--before REF] [--peers]
 """
@@ -93,7 +96,8 @@ def peers_python() -> Path:
 def server(
     command: list[str], env: dict[str, str], port: int, cwd: Path, log: Path, ping: str = "/ping"
 ) -> Iterator[int]:
-    """Start a server in its own process group; on exit SIGTERM it, then SIGKILL whatever of the group is left."""
+    """Start a server in its own process group (yielded, to count its CPU time); on exit SIGTERM it, then SIGKILL
+    whatever of the group is left."""
     with log.open("wb") as log_handle:
         process = subprocess.Popen(
             command,
@@ -116,7 +120,7 @@ def server(
             time.sleep(0.2)
         else:
             raise SystemExit(f"server did not start: {log.read_text()[-2000:]}")
-        yield port
+        yield process.pid
     finally:
         process.terminate()
         try:
@@ -135,6 +139,20 @@ class Target:
     path: str
     content_type: str
     bodies: dict[int, bytes]
+    process_group: int | None  # None: in a container, its CPU time is not counted
+
+
+def group_cpu_seconds(process_group: int | None) -> float:
+    """User + system CPU time of every live process in the group: the server's master and workers."""
+    if process_group is None:
+        return float("nan")
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if entry.name.isdigit() and int(fields[2]) == process_group:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 _WRK_SCRIPT = """
@@ -158,10 +176,11 @@ def measure_wrk(target: Target, rows: int, concurrency: int, seconds: float, wor
     body.write_bytes(target.bodies[rows])
     env = {**os.environ, "BENCH_CONTENT_TYPE": target.content_type, "BENCH_BODY": str(body)}
     url = f"http://127.0.0.1:{target.port}{target.path}"
-    results = {}
+    results: dict[str, float] = {}
     # Warm-up on 16 connections, so that every worker has served (keep-alive pins one connection to one
     # worker), then the measurement.
     for duration, connections in ((max(seconds / 4, 1), max(concurrency, 16)), (seconds, concurrency)):
+        cpu_before = group_cpu_seconds(target.process_group)
         done = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "-s", str(script), url],
             env=env, capture_output=True, text=True, timeout=duration + 60, check=False,
@@ -169,7 +188,9 @@ def measure_wrk(target: Target, rows: int, concurrency: int, seconds: float, wor
         out = done.stdout
         if done.returncode != 0 or "status " in done.stderr or "Non-2xx" in out:
             raise SystemExit(f"wrk against {url} failed: {done.stderr[-500:]}{out[-1500:]}")
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
         results = {
+            "cpu_us": (group_cpu_seconds(target.process_group) - cpu_before) / requests * 1e6,
             "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "p50": _wrk_ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
             "p99": _wrk_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
@@ -223,9 +244,12 @@ def measure_asyncio(
 ) -> dict[str, float]:
     body = target.bodies[rows]
     asyncio.run(_load(target, body, max(concurrency, 16), min(seconds / 4, 0.5)))  # warm-up, every worker
+    cpu_before = group_cpu_seconds(target.process_group)
     latencies, elapsed = asyncio.run(_load(target, body, concurrency, seconds))
+    cpu_us = (group_cpu_seconds(target.process_group) - cpu_before) / len(latencies) * 1e6
     latencies.sort()
     return {
+        "cpu_us": cpu_us,
         "rps": len(latencies) / elapsed,
         "p50": latencies[len(latencies) // 2] * 1000,
         "p99": latencies[min(int(len(latencies) * 0.99), len(latencies) - 1)] * 1000,
@@ -284,15 +308,16 @@ def main() -> int:
                 image = f"mlpipe-bench-serve:{checkout}"
                 container_tool.build_image(image)
                 stack.enter_context(container_tool.serve(image, model_dir, port=port, workers=args.workers))
+                group = None
             else:
-                stack.enter_context(server(
+                group = stack.enter_context(server(
                     [sys.executable, "-m", "sagemaker_contract", "serve"],
                     {"OPT_ML_DIR": str(model_dir.parent), "SAGEMAKER_BIND_TO_PORT": str(port),
                      "SAGEMAKER_MODEL_SERVER_HOST": "127.0.0.1", "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers),
                      "SAGEMAKER_MODEL_SERVER_LOGLEVEL": "warning", "PYTHONPATH": str(ROOT / "container")},
                     port, ROOT, work / "ours.log",
                 ))  # fmt: skip
-            servers["ours"] = Target(port, "/invocations", "text/csv", csv)
+            servers["ours"] = Target(port, "/invocations", "text/csv", csv, group)
             if args.before:
                 old = work / "before"
                 old.mkdir()
@@ -303,18 +328,18 @@ def main() -> int:
                 ).stdout
                 subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
                 port = free_port()
-                stack.enter_context(server(
+                group = stack.enter_context(server(
                     [sys.executable, "-m", "sagemaker_contract", "serve"],
                     {"OPT_ML_DIR": str(model_dir.parent), "SAGEMAKER_BIND_TO_PORT": str(port),
                      "SAGEMAKER_MODEL_SERVER_HOST": "127.0.0.1", "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers),
                      "PYTHONPATH": str(old / "container")},
                     port, old, work / "before.log",
                 ))  # fmt: skip
-                servers["before"] = Target(port, "/invocations", "text/csv", csv)
+                servers["before"] = Target(port, "/invocations", "text/csv", csv, group)
             if args.peers:
                 python = peers_python()
                 port = free_port()
-                stack.enter_context(server(
+                group = stack.enter_context(server(
                     [str(python), "-m", "uvicorn", "--factory", "peer_apps:uvicorn_app", "--host", "127.0.0.1",
                      "--port", str(port), "--workers", str(args.workers), "--http", "httptools", "--loop", "uvloop",
                      "--no-access-log", "--log-level", "warning"],
@@ -322,7 +347,7 @@ def main() -> int:
                      "PYTHONPATH": f"{ROOT / 'container'}:{ROOT / 'bench'}"},
                     port, ROOT, work / "uvicorn.log",
                 ))  # fmt: skip
-                servers["uvicorn"] = Target(port, "/invocations", "text/csv", csv)
+                servers["uvicorn"] = Target(port, "/invocations", "text/csv", csv, group)
                 port = free_port()
                 mlserver = work / "mlserver"
                 mlserver.mkdir()
@@ -334,20 +359,22 @@ def main() -> int:
                     {"name": "model", "implementation": "mlserver_xgboost.XGBoostModel",
                      "parameters": {"uri": str(model_dir / "xgboost-model.ubj")}}
                 ))  # fmt: skip
-                stack.enter_context(server(
+                group = stack.enter_context(server(
                     # One OpenMP thread per worker, as ours and the classic baseline predict: XGBoost's default
                     # (all cores in every worker) oversubscribes the CPU and made MLServer ~20x slower here.
                     [str(python.parent / "mlserver"), "start", str(mlserver)], {"OMP_NUM_THREADS": "1"}, port, mlserver,
                     work / "mlserver.log", ping="/v2/health/ready",
                 ))  # fmt: skip
-                servers["mlserver"] = Target(port, "/v2/models/model/infer", "application/json", v2_bodies())
+                servers["mlserver"] = Target(
+                    port, "/v2/models/model/infer", "application/json", v2_bodies(), group
+                )
             port = free_port()
-            stack.enter_context(server(
+            group = stack.enter_context(server(
                 [sys.executable, "-m", "gunicorn", "-w", str(args.workers), "-b", f"127.0.0.1:{port}",
                  "--log-level", "warning", "--no-control-socket", "predictor:app"],
                 {"MODEL_DIR": str(model_dir)}, port, ROOT / "bench" / "classic_byoc", work / "classic.log",
             ))  # fmt: skip
-            servers["classic"] = Target(port, "/invocations", "text/csv", csv)
+            servers["classic"] = Target(port, "/invocations", "text/csv", csv, group)
             where = "in the image, published loopback port" if args.container else "on the host"
             print(
                 f"serve bench: {args.workers} worker(s) each, {os.cpu_count()} cores, {args.seconds:.0f} s per cell, "
@@ -369,14 +396,18 @@ def main() -> int:
 
 
 def report(results: dict[tuple[str, int, int], dict[str, float]], labels: list[str]) -> None:
-    print("| rows | concurrency | " + " | ".join(f"{label} req/s (p50 / p99 ms)" for label in labels) + " |")
+    print(
+        "| rows | concurrency | "
+        + " | ".join(f"{label} req/s (p50 / p99 ms; µs CPU/req)" for label in labels)
+        + " |"
+    )
     print("| --- | --- |" + " --- |" * len(labels))
     for rows in PAYLOAD_ROWS:
         for concurrency in CONCURRENCY:
             cells = []
             for label in labels:
                 r = results[(label, rows, concurrency)]
-                cells.append(f"{r['rps']:,.0f} ({r['p50']:.2f} / {r['p99']:.2f})")
+                cells.append(f"{r['rps']:,.0f} ({r['p50']:.2f} / {r['p99']:.2f}; {r['cpu_us']:,.0f})")
             print(f"| {rows} | {concurrency} | " + " | ".join(cells) + " |")
     ours = {key[1:]: value for key, value in results.items() if key[0] == "ours"}
     goals = [("p99 < 5 ms at 100 rows, c=1", ours[(100, 1)]["p99"] < 5)]
