@@ -407,7 +407,8 @@ def report(results: dict[tuple[str, int, int], dict[str, float]], labels: list[s
             cells = []
             for label in labels:
                 r = results[(label, rows, concurrency)]
-                cells.append(f"{r['rps']:,.0f} ({r['p50']:.2f} / {r['p99']:.2f}; {r['cpu_us']:,.0f})")
+                cpu = "n/a" if r["cpu_us"] != r["cpu_us"] else f"{r['cpu_us']:,.0f}"  # NaN: in a container
+                cells.append(f"{r['rps']:,.0f} ({r['p50']:.2f} / {r['p99']:.2f}; {cpu})")
             print(f"| {rows} | {concurrency} | " + " | ".join(cells) + " |")
     ours = {key[1:]: value for key, value in results.items() if key[0] == "ours"}
     goals = [("p99 < 5 ms at 100 rows, c=1", ours[(100, 1)]["p99"] < 5)]
