@@ -11,11 +11,15 @@ made once per session, lazily, by the tests that ask for them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +57,53 @@ for _name in (
 
 REGION = "us-east-1"
 IAM_TYPES = ("AWS::IAM::Role", "AWS::IAM::Policy")
+
+# -- nothing the suite starts outlives it ------------------------------------------------------------------
+# Every process the suite starts inherits this variable (servers, workers, moto, podman's monitors), also
+# after its parent died and it was re-parented: at the end of the session no process may still carry it.
+_SESSION_VARIABLE = "MLPIPE_TEST_SESSION"
+_SESSION_MARK = f"{_SESSION_VARIABLE}={uuid.uuid4().hex}".encode()
+os.environ[_SESSION_VARIABLE] = _SESSION_MARK.split(b"=", 1)[1].decode()
+
+
+def _session_processes() -> dict[int, str]:
+    """pid -> command line of every other live process that carries this session's mark.
+
+    Except aws-cdk-lib's JSII kernel (node, and the node it runs): the stacks tests start it in-process, and it
+    stops when this interpreter exits, after the session."""
+    found, parents = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if _SESSION_MARK not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if state == "Z":
+                continue  # exited; only waiting to be reaped by whoever adopted it
+            parents[int(entry.name)] = int(parent)
+            found[int(entry.name)] = (
+                (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    kernels = {
+        pid for pid, command in found.items() if "jsii-runtime" in command and parents[pid] == os.getpid()
+    }
+    return {pid: command for pid, command in found.items() if not (pid in kernels or parents[pid] in kernels)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_outlives_the_suite() -> Iterator[None]:
+    """Set up first, torn down last: after every other fixture has stopped what it started."""
+    yield
+    deadline = time.monotonic() + 10  # processes that were told to stop get a moment to exit
+    while (left := _session_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:  # do not leave them running for the next session either
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes started by the test suite outlived it: {left}"
 
 
 # -- the emulator, the app, the local AWS -------------------------------------------------------------------

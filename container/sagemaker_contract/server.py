@@ -1,68 +1,198 @@
-"""`serve`: the model server for the lean WSGI app in `serving.py`.
+"""`serve`: granian (a Rust HTTP server: hyper's HTTP/1.1 parser on tokio) runs the inference app.
 
-Default: `prefork.py`, a minimal pre-fork HTTP/1.1 server (one process per core, one model load per worker,
-graceful SIGTERM). Measured on one-row requests it uses ~300 us of CPU per request against ~507 us for
-gunicorn's sync worker around the same app, which is what lifts throughput (see bench/serve.py).
-`SAGEMAKER_MODEL_SERVER=gunicorn` runs the same app under gunicorn (pre-fork, sync workers) instead.
-No nginx in front: SageMaker's own front end already terminates the client connections.
+Why granian, and why this small bridge (issue 10, measured in bench/serve.py):
+- The HTTP parsing, keep-alive and slow or idle connections live in Rust, off the Python workers: 64 clients
+  trickling a byte a second, or sitting idle, cost a few kB each and never block `/ping`.
+- hyper frames requests strictly: a bad Content-Length, chunk size or request line gets a 400 and an
+  oversized header block a 431 before Python sees anything.
+- The app stays the plain WSGI callable in `serving.py`, behind granian's native RSGI interface and this
+  bridge. Not granian's WSGI interface, though it costs ~25% less CPU per one-row request here: its body stream
+  turns a broken or truncated body into a quiet end of body (the app would answer 200 for half a payload) and
+  has no deadline on a body read. Not ASGI: ~15% more CPU than RSGI (three awaited calls per request, not
+  one). Through RSGI the bridge gets an error for a broken body, reads at most the 6 MB limit, and holds every
+  body to one total deadline.
+
+Per worker process (one per core, `SAGEMAKER_MODEL_SERVER_WORKERS` overrides): one model load, one event loop,
+and the app called on it, one request at a time, as a sync worker would. A worker's memory for one request
+is the body (at most 6 MB), the joined copy of it, and what the app's parser makes of it.
 
 Environment:
-- `SAGEMAKER_BIND_TO_PORT` (inference pipelines) else port 8080.
+- `SAGEMAKER_BIND_TO_PORT` (inference pipelines) else port 8080; `SAGEMAKER_MODEL_SERVER_HOST` else 0.0.0.0
+  (host-side tests bind to loopback).
 - `SAGEMAKER_MODEL_SERVER_WORKERS` (default: number of cores).
-- `SAGEMAKER_MODEL_SERVER_TIMEOUT` seconds per request (default 60, SageMaker's own limit; gunicorn only).
+- `SAGEMAKER_MODEL_SERVER_TIMEOUT`: seconds for a request's whole body to arrive after its headers (default 60,
+  SageMaker's own limit for /invocations), else 408.
 
-As root (SageMaker starts the container as root), the server drops to the unprivileged `model` user
-before starting: serving only needs to read /opt/ml/model.
+As root (SageMaker starts the container as root) the server drops to the unprivileged `model` user before it
+binds: serving only reads /opt/ml/model. No nginx in front: SageMaker's own front end terminates the clients'
+connections, and hyper already does what nginx would do here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
+import io
 import os
 import pwd
+import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
 SERVING_USER = "model"
+GRACEFUL_SECONDS = 20  # workers finish in-flight requests within this, under SageMaker's 30 s before SIGKILL
+MAX_HEADER_BYTES = (
+    16 * 1024
+)  # hyper answers 431 past roughly this (its read buffer; granian's minimum is 8 KiB)
+HEADER_TIMEOUT_MS = 10_000  # the request line and headers must arrive within this, however they trickle in
+_PR_SET_PDEATHSIG = 1
 
 
-class _Server(BaseApplication):
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-        super().__init__()
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker when the master dies (even by SIGKILL or the OOM killer).
 
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
+    granian's workers are plain multiprocessing children: without this a killed master leaves them running and
+    holding the port, answering from a server nobody supervises. SIGKILL, not SIGTERM: with its master gone, a
+    granian worker's graceful shutdown was seen to hang in its signal handler (1 run in ~10 here), and there is
+    nobody left to finish it for anyway.
+    """
+    # A forked worker starts with the master's signal handlers, which only set a flag in the master's loop: a
+    # SIGTERM now, while the model loads, would be lost and the worker would then serve on, unsupervised.
+    # Until granian installs the worker's own handlers (right after this factory), SIGTERM simply ends it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the master died before the prctl: nobody would send the signal
+        os._exit(0)
 
-    def load(self) -> Any:
-        # Called in each worker after the fork: one model load per worker, no shared OpenMP state.
-        from sagemaker_contract.serving import create_app
 
-        return create_app()
+class Bridge:
+    """RSGI (granian's native interface) -> WSGI for the inference app: reads the body under the size limit
+    and the request deadline, then calls the app on this worker's event loop."""
+
+    def __init__(self, app: Callable[..., Any], port: int, timeout: float, max_body: int) -> None:
+        self.app = app
+        self.port = str(port)
+        self.timeout = timeout
+        self.max_body = max_body
+
+    async def __call__(self, scope: Any, proto: Any) -> None:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": scope.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": scope.path,
+            "QUERY_STRING": scope.query_string,
+            "SERVER_NAME": "localhost",
+            "SERVER_PORT": self.port,
+            "SERVER_PROTOCOL": "HTTP/" + scope.http_version,
+            "wsgi.errors": sys.stderr,
+            "wsgi.url_scheme": "http",
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        length: int | None = None
+        chunked = False
+        for name, value in scope.headers.items():
+            if name == "content-length":
+                length = int(value)  # hyper accepted it: digits only, one value
+                environ["CONTENT_LENGTH"] = value
+            elif name == "content-type":
+                environ["CONTENT_TYPE"] = value
+            else:
+                chunked = chunked or name == "transfer-encoding"
+                key = "HTTP_" + name.upper().replace("-", "_")
+                environ[key] = f"{environ[key]},{value}" if key in environ else value
+        try:
+            async with asyncio.timeout(self.timeout):
+                body = await self._read_body(proto, length, chunked)
+        except TimeoutError:
+            _answer(proto, 408, f"The request body did not arrive within {self.timeout:.0f} s.")
+            return
+        except (
+            _BrokenBody,
+            RuntimeError,
+        ) as error:  # granian raises RuntimeError subclasses on a broken body
+            message = str(error) if isinstance(error, _BrokenBody) else _BrokenBody.MESSAGE
+            _answer(proto, 400, message)
+            return
+        environ["wsgi.input"] = io.BytesIO(body)
+        status_headers: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            status_headers[:] = [int(status[:3]), headers]
+
+        chunks = self.app(environ, start_response)  # sync, on this worker's loop: one request at a time
+        status, headers = status_headers
+        proto.response_bytes(status, headers, b"".join(chunks))
+
+    async def _read_body(self, proto: Any, length: int | None, chunked: bool) -> bytes:
+        """The whole body, or its first max_body + 1 bytes (the app then answers 413); nothing over the limit
+        is buffered. A declared length over the limit is read and dropped, up to 4x the limit, before the app
+        answers 413 from the header: a client still uploading would otherwise be reset before it reads the 413."""
+        if not chunked:
+            if length is None or length == 0:
+                return b""
+            if length <= self.max_body:
+                return await proto()  # hyper holds it to Content-Length; a short or broken body raises
+        parts: list[bytes] = []
+        received = 0
+        ended = False
+        # granian's body iterator yields b"" once at the end of the body, then stops; a broken body (a bad
+        # chunk size, a connection closed early) also comes out as b"", followed by that final b"".
+        async for chunk in proto:
+            if ended:
+                raise _BrokenBody(_BrokenBody.MESSAGE)
+            if not chunk:
+                ended = True
+                continue
+            received += len(chunk)
+            if length is not None and length > self.max_body:
+                if received >= min(length, 4 * self.max_body):
+                    break
+                continue  # drained, not kept
+            parts.append(chunk)
+            if received > self.max_body:
+                break  # chunked and over the limit: stop reading; the app sees max_body + 1 bytes
+        if length is not None and length > self.max_body:
+            return b""
+        return b"".join(parts)[: self.max_body + 1]
 
 
-def options() -> dict[str, Any]:
+class _BrokenBody(Exception):
+    MESSAGE = "The request body ended early or its chunked framing is malformed."
+
+
+def _answer(proto: Any, status: int, message: str) -> None:
+    body = (message + "\n").encode()
+    with contextlib.suppress(Exception):  # the client may already be gone
+        proto.response_bytes(status, [("content-type", "text/plain"), ("connection", "close")], body)
+
+
+def create_worker_app() -> Bridge:
+    """granian's factory: runs once in each worker process after it starts (one model load per worker)."""
+    master = int(os.environ["_SERVE_MASTER_PID"])
+    _die_with_parent(master)
+    from sagemaker_contract.serving import MAX_PAYLOAD_BYTES, create_app, parse_csv
+
+    port, _workers, timeout = _settings()
+    app = create_app()
+    # A worker's first large CSV request imports and sets up pyarrow: ~0.2 s that request would wait (a 260 ms
+    # p99 at 1,000 rows and concurrency 1). Pay it here, before the worker serves.
+    parse_csv(b"1,2\n" * 4096)
+    return Bridge(app, port, timeout, MAX_PAYLOAD_BYTES)
+
+
+def _settings() -> tuple[int, int, float]:
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT") or 8080)
     workers = int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS") or os.cpu_count() or 1)
-    timeout = int(os.environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT") or 60)
-    return {
-        "bind": f"0.0.0.0:{port}",
-        "workers": workers,
-        "worker_class": os.environ.get("SAGEMAKER_MODEL_SERVER_WORKER_CLASS", "sync"),
-        "threads": int(os.environ.get("SAGEMAKER_MODEL_SERVER_THREADS") or 1),
-        "keepalive": 5,
-        "timeout": timeout,
-        "graceful_timeout": 20,  # under SageMaker's 30 s between SIGTERM and SIGKILL
-        "backlog": 2048,
-        "accesslog": None,
-        "errorlog": "-",
-        "loglevel": os.environ.get("SAGEMAKER_MODEL_SERVER_LOGLEVEL", "info"),
-        "proc_name": "model-server",
-        "control_socket_disable": True,  # gunicorn 27's runtime-control socket: not needed, and $HOME may be read-only
-        "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
-    }
+    timeout = float(os.environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT") or 60)
+    return port, workers, timeout
 
 
 def _drop_privileges() -> None:
@@ -79,14 +209,29 @@ def _drop_privileges() -> None:
 
 
 def main(args: list[str]) -> int:
-    _drop_privileges()
-    opts = options()
-    if os.environ.get("SAGEMAKER_MODEL_SERVER", "prefork") != "gunicorn":
-        from sagemaker_contract import prefork
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
 
-        return prefork.serve(int(opts["bind"].rsplit(":", 1)[1]), opts["workers"])
-    # gunicorn computed its default uid/gid at import (as root); pin them to who we are now.
-    opts["user"], opts["group"] = os.getuid(), os.getgid()
-    print(f"serving on {opts['bind']} with {opts['workers']} worker(s)", file=sys.stderr, flush=True)
-    _Server(opts).run()
+    _drop_privileges()
+    port, workers, _timeout = _settings()
+    host = os.environ.get("SAGEMAKER_MODEL_SERVER_HOST") or "0.0.0.0"
+    os.environ["_SERVE_MASTER_PID"] = str(os.getpid())  # read by each worker: see _die_with_parent
+    print(f"serving on {host}:{port} with {workers} worker(s) (granian)", file=sys.stderr, flush=True)
+    Granian(
+        "sagemaker_contract.server:create_worker_app",
+        address=host,
+        port=port,
+        interface=Interfaces.RSGI,  # granian's native interface: the cheapest per request (bench/serve.py)
+        factory=True,
+        workers=workers,
+        http=HTTPModes.http1,  # SageMaker's front end speaks HTTP/1.1 to the container
+        websockets=False,
+        http1_settings=HTTP1Settings(header_read_timeout=HEADER_TIMEOUT_MS, max_buffer_size=MAX_HEADER_BYTES),
+        backlog=2048,
+        workers_kill_timeout=GRACEFUL_SECONDS,
+        respawn_failed_workers=True,  # a worker killed (e.g. by the OOM killer) comes back
+        log_level="warning" if os.environ.get("SAGEMAKER_MODEL_SERVER_LOGLEVEL") == "warning" else "info",
+    ).serve()
+    print("shut down", file=sys.stderr, flush=True)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import re
 import subprocess
@@ -13,10 +14,14 @@ from pathlib import Path
 import pytest
 
 from mlpipe.local import containers
-from tests.container.conftest import METRIC_RE, SAMPLE, make_opt_ml
+from tests.container.conftest import METRIC_RE, ROOT, SAMPLE, make_opt_ml
 
 pytestmark = pytest.mark.image
-PREFIX = "ctest-"
+# Several checkouts of this repository build and run images on one machine at once: the image tag and the
+# container names carry a hash of this checkout's path, so one checkout's tests never replace another's
+# image mid-run nor sweep up (and remove) another's containers.
+CHECKOUT = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
+PREFIX = f"ctest-{CHECKOUT}-"
 ROWS = [
     line.split(",", 1)[1] for line in (SAMPLE / "validation" / "validation.csv").read_text().splitlines()[1:]
 ]
@@ -24,7 +29,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
-    tag = "mlpipe-container-tests:latest"
+    tag = f"mlpipe-container-tests:{CHECKOUT}"
     containers.build_image(tag)
     yield tag
     leftovers = containers.list_containers(PREFIX)

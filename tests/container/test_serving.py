@@ -1,4 +1,4 @@
-"""The inference app in-process (WSGI calls), plus the real gunicorn server on loopback."""
+"""The inference app in-process (WSGI calls), plus the real server on loopback (robustness: test_server.py)."""
 
 from __future__ import annotations
 
@@ -226,21 +226,21 @@ def test_unknown_path_and_method(app) -> None:
     assert call(app, "GET", "/execution-parameters")[0] == 200
 
 
-# -- the real server (gunicorn) on loopback -------------------------------------------------------------------
+# -- the real server on loopback (its robustness: test_server.py) ---------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@pytest.fixture(params=["prefork", "gunicorn"])
-def server(model_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int, subprocess.Popen]]:
+@pytest.fixture
+def server(model_dir: Path) -> Iterator[tuple[int, subprocess.Popen]]:
     port = _free_port()
     env = {
         **os.environ,
-        "SAGEMAKER_MODEL_SERVER": request.param,
         "OPT_ML_DIR": str(model_dir.parent),
         "SAGEMAKER_BIND_TO_PORT": str(port),
+        "SAGEMAKER_MODEL_SERVER_HOST": "127.0.0.1",  # host-side tests never listen beyond loopback
         "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
         "PYTHONPATH": str(ROOT / "container"),
     }
@@ -260,12 +260,13 @@ def server(model_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[in
         except OSError:
             time.sleep(0.1)
     else:
-        process.kill()
-        pytest.fail(f"server did not start: {process.stderr.read().decode()[-2000:]}")
+        process.terminate()
+        pytest.fail(f"server did not start: {process.communicate(timeout=30)[1].decode()[-2000:]}")
     yield port, process
     if process.poll() is None:
-        process.kill()
-        process.wait()
+        # SIGTERM, not SIGKILL: the master stops its workers (killing only the master once left them running).
+        process.terminate()
+        process.communicate(timeout=30)
 
 
 def test_real_server_predicts_and_stops_on_sigterm(server: tuple[int, subprocess.Popen]) -> None:
@@ -302,6 +303,8 @@ def test_fast_predict_matches_inplace_predict(model_dir: Path, tmp_path: Path) -
 
 
 def _raw(port: int, request: bytes) -> bytes:
+    """Send raw bytes and read until the server closes (the requests say `Connection: close`: a kept-alive
+    connection would only close at the server's idle timeout)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
         chunks = []
@@ -310,35 +313,48 @@ def _raw(port: int, request: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def test_real_server_http_details(
-    server: tuple[int, subprocess.Popen], request: pytest.FixtureRequest
-) -> None:
+def test_real_server_http_details(server: tuple[int, subprocess.Popen]) -> None:
     port, _ = server
-    prefork = request.node.callspec.params["server"] == "prefork"
     # Chunked upload, as some clients send it.
     body = "\n".join(ROWS[:2]).encode()
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
     answer = _raw(
         port,
-        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + chunked,
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/csv\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunked,
     )
     assert answer.startswith(b"HTTP/1.1 200") and len(answer.split(b"\r\n\r\n", 1)[1].split()) == 2
     # Expect: 100-continue gets the interim answer, then the real one.
     answer = _raw(
         port,
-        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nExpect: 100-continue\r\n"
-        + b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/csv\r\n"
+        b"Expect: 100-continue\r\n" + b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
     )
     assert answer.startswith(b"HTTP/1.1 100 Continue") and b"HTTP/1.1 200" in answer
-    # Over 6 MB: 413 with a reason; the default server drains the upload so the client is not reset
-    # mid-upload (gunicorn resets it: one reason it is not the default).
+    # Over 6 MB: 413 with a reason; the server drains the upload so the client is not reset mid-upload.
     big = (ROWS[0] + "\n").encode() * (6 * 1024 * 1024 // len(ROWS[0]) + 10)
-    if prefork:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        connection.request("POST", "/invocations", body=big, headers={"Content-Type": "text/csv"})
-        response = connection.getresponse()
-        assert response.status == 413 and b"6 MB" in response.read()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", "/invocations", body=big, headers={"Content-Type": "text/csv"})
+    response = connection.getresponse()
+    assert response.status == 413 and b"6 MB" in response.read()
     # HEAD /ping and a malformed request.
-    assert _raw(port, b"HEAD /ping HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")
+    assert _raw(port, b"HEAD /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(
+        b"HTTP/1.1 200"
+    )
     assert _raw(port, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400")
+
+
+def test_csv_parser_choice_follows_the_measured_crossover(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow for narrow bodies past ~11 KiB, Python for wide ones up to ~40 KiB (serving.SMALL_CSV_BYTES)."""
+    from sagemaker_contract import serving
+
+    used: list[str] = []
+    arrow = serving._parse_csv_arrow
+    monkeypatch.setattr(serving, "_parse_csv_arrow", lambda body: used.append("arrow") or arrow(body))
+    narrow = ("\n".join((ROWS * 10)[:260]) + "\n").encode()  # 8 columns, ~12.7 KB
+    wide = ("\n".join([",".join(["1.2345"] * 100)] * 45) + "\n").encode()  # 100 columns, ~31 KB
+    assert 12 * 1024 < len(narrow) < 16 * 1024 and 16 * 1024 < len(wide) < 40 * 1024
+    serving.parse_csv(narrow)
+    assert used == ["arrow"]
+    assert serving.parse_csv(wide).shape == (45, 100)
+    assert used == ["arrow"]  # the wide body stayed on the Python path
