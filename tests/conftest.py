@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ import pytest
 from mlpipe.local.emulator import read_sns_inbox
 from mlpipe.local.lambda_runtime import LambdaContext
 from tests.audit_schema import AUDIT_TABLE_SCHEMA
+from tests.processes import marked_processes, new_mark
 
 # The handler harness (tests/lambda_fixtures.py): shared by tests/lambdas, tests/local and tests/faults.
 pytest_plugins = ["tests.lambda_fixtures"]
@@ -61,9 +61,8 @@ IAM_TYPES = ("AWS::IAM::Role", "AWS::IAM::Policy")
 # -- nothing the suite starts outlives it ------------------------------------------------------------------
 # Every process the suite starts inherits this variable (servers, workers, moto, podman's monitors), also
 # after its parent died and it was re-parented: at the end of the session no process may still carry it.
-_SESSION_VARIABLE = "MLPIPE_TEST_SESSION"
-_SESSION_MARK = f"{_SESSION_VARIABLE}={uuid.uuid4().hex}".encode()
-os.environ[_SESSION_VARIABLE] = _SESSION_MARK.split(b"=", 1)[1].decode()
+_SESSION_VARIABLE, _SESSION_VALUE = new_mark("MLPIPE_TEST_SESSION")
+os.environ[_SESSION_VARIABLE] = _SESSION_VALUE
 
 
 def _session_processes() -> dict[int, str]:
@@ -71,26 +70,13 @@ def _session_processes() -> dict[int, str]:
 
     Except aws-cdk-lib's JSII kernel (node, and the node it runs): the stacks tests start it in-process, and it
     stops when this interpreter exits, after the session."""
-    found, parents = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if _SESSION_MARK not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-            if state == "Z":
-                continue  # exited; only waiting to be reaped by whoever adopted it
-            parents[int(entry.name)] = int(parent)
-            found[int(entry.name)] = (
-                (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            )
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
+    found = marked_processes(_SESSION_VARIABLE, _SESSION_VALUE)
     kernels = {
-        pid for pid, command in found.items() if "jsii-runtime" in command and parents[pid] == os.getpid()
+        pid for pid, (parent, command) in found.items() if "jsii-runtime" in command and parent == os.getpid()
     }
-    return {pid: command for pid, command in found.items() if not (pid in kernels or parents[pid] in kernels)}
+    return {
+        pid: command for pid, (parent, command) in found.items() if not (pid in kernels or parent in kernels)
+    }
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,13 +17,20 @@ import pytest
 from mlpipe.local import containers
 from mlpipe.local.emulator import MotoServer
 from mlpipe.local.run import STAGES
+from tests.processes import marked_processes, new_mark
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent  # the console scripts `make setup` installs
 pytestmark = [pytest.mark.e2e, pytest.mark.image]
 
 
-def local_run(endpoint_url: str | None, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+# Every process a run starts inherits this mark, so a test finds what one run left behind, and only that.
+RUN_MARK = "MLPIPE_E2E_RUN"
+
+
+def local_run(
+    endpoint_url: str | None, output: Path, *extra: str, mark: str = ""
+) -> subprocess.CompletedProcess[str]:
     args = ["--output", str(output), *extra]
     if endpoint_url:
         args += ["--endpoint-url", endpoint_url]
@@ -33,7 +40,7 @@ def local_run(endpoint_url: str | None, output: Path, *extra: str) -> subprocess
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "COLUMNS": "160"},
+        env={**os.environ, "COLUMNS": "160", RUN_MARK: mark},
         check=False,
     )
 
@@ -73,10 +80,12 @@ def leftover_containers() -> list[str]:
     ]
 
 
-def moto_servers() -> list[str]:
-    return subprocess.run(
-        ["pgrep", "-f", "moto.server"], capture_output=True, text=True, check=False
-    ).stdout.split()
+def left_behind(mark: str) -> dict[int, str]:
+    """What a run marked `mark` started and is still running, a moment after it ended."""
+    deadline = time.monotonic() + 5
+    while (left := marked_processes(RUN_MARK, mark)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return {pid: command for pid, (_, command) in left.items()}
 
 
 def git_head() -> str:
@@ -174,17 +183,17 @@ def test_a_run_under_seeded_transient_faults_still_completes(emulator: str, tmp_
 
 def test_nothing_is_left_running(happy_run: tuple, failed_run: tuple, tmp_path: Path) -> None:
     assert leftover_containers() == []
-    # A run that starts its own emulator stops it again: no moto server outlives it.
-    before = moto_servers()
-    result = local_run(None, tmp_path, "--hyperparameters", "max_depth=-1")
+    # A run that starts its own emulator stops it again: no process it started outlives it.
+    _, mark = new_mark(RUN_MARK)
+    result = local_run(None, tmp_path, "--hyperparameters", "max_depth=-1", mark=mark)
     assert result.returncode != 0, result.stdout[-3000:]  # make reports a failed recipe as 2
-    assert sorted(moto_servers()) == sorted(before)
+    assert left_behind(mark) == {}
     assert leftover_containers() == []
 
 
 def test_ctrl_c_during_training_cleans_up(happy_run: tuple, tmp_path: Path) -> None:
     """Interrupting mid-training stops the training container and the emulator the run started."""
-    before = moto_servers()
+    _, mark = new_mark(RUN_MARK)
     # Enough rounds that training is still running when the interrupt arrives.
     process = subprocess.Popen(
         [
@@ -201,7 +210,7 @@ def test_ctrl_c_during_training_cleans_up(happy_run: tuple, tmp_path: Path) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "COLUMNS": "160"},
+        env={**os.environ, "COLUMNS": "160", RUN_MARK: mark},
     )
     assert process.stdout is not None
     seen = []
@@ -219,4 +228,4 @@ def test_ctrl_c_during_training_cleans_up(happy_run: tuple, tmp_path: Path) -> N
     assert process.returncode == 130, "".join(seen)[-2000:] + output[-2000:]
     assert "interrupted" in output
     assert leftover_containers() == []
-    assert sorted(moto_servers()) == sorted(before)
+    assert left_behind(mark) == {}
