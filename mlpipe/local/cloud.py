@@ -17,7 +17,14 @@ from typing import Any
 
 from mlpipe.local.deployment import LocalDeployment, LocalFunction
 from mlpipe.local.gateway import Gateway, LocalService, Permissions
-from mlpipe.local.iam import LOCAL_TRUST_POLICY, Credentials, assume, harness_credentials, set_enforcement
+from mlpipe.local.iam import (
+    LOCAL_TRUST_POLICY,
+    Credentials,
+    as_moto_checks_them,
+    assume,
+    harness_credentials,
+    set_enforcement,
+)
 from mlpipe.local.lambda_runtime import LambdaContext, lambda_environment, load_handler
 
 
@@ -103,7 +110,7 @@ class LocalCloud:
             arn = iam.get_role(RoleName=name)["Role"]["Arn"]
         document = {
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": list(actions), "Resource": "*"}],
+            "Statement": [{"Effect": "Allow", "Action": as_moto_checks_them(list(actions)), "Resource": "*"}],
         }
         iam.put_role_policy(RoleName=name, PolicyName="actions", PolicyDocument=json.dumps(document))
         if self.deployment is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe.local.emulator import ACCOUNT
-from mlpipe.local.iam import LOCAL_TRUST_POLICY, SESSION_SECONDS
+from mlpipe.local.iam import LOCAL_TRUST_POLICY, SESSION_SECONDS, as_moto_checks_them
 
 
 class TemplateError(Exception):
@@ -76,7 +76,11 @@ def actions_only(document: dict[str, Any]) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": allowed_actions(document) or ["none:None"], "Resource": "*"}
+            {
+                "Effect": "Allow",
+                "Action": as_moto_checks_them(allowed_actions(document)) or ["none:None"],
+                "Resource": "*",
+            }
         ],
     }
 

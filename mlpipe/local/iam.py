@@ -35,6 +35,21 @@ LOCAL_TRUST_POLICY = json.dumps(
     }
 )
 
+# moto names the action it checks after the request's SigV4 signing name, not the IAM prefix; where the two
+# differ, a local role also gets the action under moto's name (tests/local/test_iam_enforcement.py).
+MOTO_ACTION_PREFIXES = {"cloudwatch": "monitoring"}
+
+
+def as_moto_checks_them(actions: list[str]) -> list[str]:
+    """`actions`, plus each one under the name moto checks where that differs (cloudwatch:X → monitoring:X)."""
+    checked = list(actions)
+    for action in actions:
+        prefix, _, name = action.partition(":")
+        alias = MOTO_ACTION_PREFIXES.get(prefix.lower())
+        if alias and f"{alias}:{name}" not in checked:
+            checked.append(f"{alias}:{name}")
+    return checked
+
 
 @dataclass(frozen=True)
 class Credentials:
