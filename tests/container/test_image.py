@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import re
 import subprocess
@@ -13,10 +14,14 @@ from pathlib import Path
 import pytest
 
 from scripts import container_tool
-from tests.container.conftest import METRIC_RE, SAMPLE, make_opt_ml
+from tests.container.conftest import METRIC_RE, ROOT, SAMPLE, make_opt_ml
 
 pytestmark = pytest.mark.image
-PREFIX = "ctest-"
+# Other checkouts of this repository build images and run containers on the same engine: a tag and a
+# container-name prefix per checkout path, so parallel runs never test (or count) each other's.
+CHECKOUT = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
+TAG = f"mlpipe-container-tests:{CHECKOUT}"
+PREFIX = f"ctest-{CHECKOUT}-"
 ROWS = [
     line.split(",", 1)[1] for line in (SAMPLE / "validation" / "validation.csv").read_text().splitlines()[1:]
 ]
@@ -24,9 +29,8 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
-    tag = "mlpipe-container-tests:latest"
-    container_tool.build_image(tag)
-    yield tag
+    container_tool.build_image(TAG)
+    yield TAG
     leftovers = container_tool.list_containers(PREFIX)
     for name in leftovers:
         container_tool.remove_container(name)
