@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
-from user_model import Dataset
 
 from sagemaker_contract.errors import UserError
+from sagemaker_contract.interface import Dataset
+from sagemaker_contract.tasks import Target
 
 CSV_TYPES = ("text/csv", "csv", "text/csv;label_size=1")
 PARQUET_TYPES = ("application/x-parquet", "application/parquet", "parquet")
@@ -211,8 +212,9 @@ def _parquet_batches(source: _Source) -> Iterator[pa.RecordBatch]:
 
 def read_channel(
     directory: Path, channel: str, target: str | None, content_type: str | None = None
-) -> Dataset:
-    """All rows of one channel as a Dataset. Raises UserError with a clear sentence on bad data.
+) -> tuple[Dataset, Target]:
+    """All rows of one channel as a Dataset (task not decided yet) and what is known about its target.
+    Raises UserError with a clear sentence on bad data.
 
     Two passes: the layout of every file (header, columns, a row-count bound), then the rows, streamed
     batch by batch into one preallocated float32 matrix. Peak memory is about the matrix itself.
@@ -281,7 +283,8 @@ def read_channel(
         )
     n_files = len(sources)
     source_text = f"'{channel}' channel ({n_files} file{'s' if n_files != 1 else ''})"
-    return Dataset(x=x, y=y, feature_names=features, target_name=names[t], source=source_text)
+    dataset = Dataset(x=x, y=y, feature_names=features, target_name=names[t], source=source_text)
+    return dataset, Target("numeric")
 
 
 def _target_index(names: list[str], target: str | None, channel: str) -> int:

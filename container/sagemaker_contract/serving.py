@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import user_model
 
 from sagemaker_contract.data import cell_value, is_number, is_numeric_arrow_type, looks_like_header
+from sagemaker_contract.errors import UserError
+from sagemaker_contract.interface import ModelPlugin, load_model_plugin
+from sagemaker_contract.meta import ModelMeta, is_saved_in
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoint limit
 SMALL_CSV_BYTES = 16 * 1024  # below this, pure-Python splitting beats pyarrow's per-call overhead
@@ -194,26 +196,31 @@ def format_json(predictions: np.ndarray) -> bytes:
 class InferenceApp:
     """One per worker process. Loads the model once; /ping is 200 only when it is loaded."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, plugin: ModelPlugin | None = None) -> None:
         self.model_dir = model_dir
-        self.model: user_model.Model | None = None
+        self.model: Any = None
         self.load_error = "not loaded yet"
+        self.plugin: ModelPlugin | None = plugin
         self.try_load()
 
     def try_load(self) -> bool:
         if self.model is not None:
             return True
-        if not user_model.is_saved_in(self.model_dir):
+        if not is_saved_in(self.model_dir):
             self.load_error = f"no model in {self.model_dir}"
             return False
         try:
-            self.model = user_model.load(self.model_dir)
+            if self.plugin is None:
+                self.plugin = load_model_plugin()
+            self.meta = ModelMeta.read(self.model_dir)
+            self.model = self.plugin.load(self.model_dir)
         except Exception as error:  # a broken model must show in /ping and the logs, not crash the worker
-            self.load_error = f"the model in {self.model_dir} could not be loaded: {error}"
+            reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            self.load_error = f"the model in {self.model_dir} could not be loaded: {reason}"
             log.error(self.load_error)
             return False
-        self.n_features = user_model.num_features(self.model)
-        self.feature_names: list[str] = self.model.meta.get("feature_names", [])
+        self.feature_names: list[str] = self.meta.feature_names
+        self.n_features = len(self.feature_names)
         log.info("model loaded from %s (%d features)", self.model_dir, self.n_features)
         return True
 
@@ -272,8 +279,8 @@ class InferenceApp:
             raise BadRequest(
                 f"Each row needs {self.n_features} feature values ({names}), but got {features.shape[1]}{hint}."
             )
-        assert self.model is not None
-        predictions = user_model.predict(self.model, features)
+        assert self.model is not None and self.plugin is not None
+        predictions = self.plugin.predict(self.model, features)
         accept = _accept(environ.get("HTTP_ACCEPT"), content_type)
         if accept == CSV:
             return _respond(start_response, 200, format_csv(predictions), CSV)

@@ -8,6 +8,7 @@ only written after everything succeeded, through a staging folder, so a failure 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -18,13 +19,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import user_model
-
-from sagemaker_contract import data, hyperparameters
+from sagemaker_contract import data, hyperparameters, tasks
 from sagemaker_contract.errors import UserError
+from sagemaker_contract.interface import Dataset, ModelInterfaceError, ModelPlugin, load_model_plugin
+from sagemaker_contract.meta import META_FILE, ModelMeta
 from sagemaker_contract.paths import OptMl
 
 METRIC_CHANNELS = ("train", "validation")
+FINAL_CHANNEL_ORDER = ("validation", "train")  # the channel model-meta.json's final metrics come from
 MAX_FAILURE_CHARS = 1024  # SageMaker truncates FailureReason here
 
 
@@ -81,66 +83,134 @@ def _channel_dir(opt: OptMl, name: str, config: dict[str, Any], required: bool) 
     )
 
 
-def _headerless(dataset: user_model.Dataset) -> bool:
+def _headerless(dataset: Dataset) -> bool:
     return all(re.fullmatch(r"c\d+", name) for name in [dataset.target_name, *dataset.feature_names])
 
 
-def save_model_atomically(model: user_model.Model, model_dir: Path) -> None:
+def _make_readable(path: Path) -> None:
+    """Readable by the host and by the non-root serving user."""
+    path.chmod(0o755 if path.is_dir() else 0o644)
+    if path.is_dir():
+        for child in path.rglob("*"):
+            child.chmod(0o755 if child.is_dir() else 0o644)
+
+
+def save_model_atomically(plugin: ModelPlugin, model: Any, meta: ModelMeta, model_dir: Path) -> None:
     """Save into a staging folder next to the model, then move the files in: never a half-written model."""
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
-        user_model.save(model, staging)
+        plugin.save(model, staging)
+        if (staging / META_FILE).exists():
+            raise ModelInterfaceError(
+                f"The model's save() wrote {META_FILE}, a name the contract keeps for itself; use another name."
+            )
+        meta.write(staging)
         for path in sorted(staging.iterdir()):
-            path.chmod(0o644)  # readable by the host and by a non-root serving user
+            _make_readable(path)
             os.replace(path, model_dir / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _read(opt: OptMl, name: str, input_config: dict[str, Any], params: dict[str, Any], required: bool):
+    directory = _channel_dir(opt, name, input_config, required=required)
+    if directory is None:
+        return None
+    content_type = data.channel_content_types(input_config).get(name)
+    return data.read_channel(directory, name, params["target"], content_type)
+
+
 def run(opt: OptMl) -> None:
     started = time.perf_counter()
+    plugin = load_model_plugin()  # checked once, before anything else: a broken model fails in a second
     raw = hyperparameters.read(opt.hyperparameters)
-    params = hyperparameters.parse(raw, user_model.HYPERPARAMETERS)
+    params = hyperparameters.parse(raw, plugin.hyperparameters)
     input_config = _read_json(opt.inputdataconfig, "The input data configuration")
     resources = _read_json(opt.resourceconfig, "The resource configuration")
     if resources:
         log(f"host {resources.get('current_host', '?')} of {len(resources.get('hosts', [])) or 1}")
     if len(resources.get("hosts", [])) > 1:
         log("note: this model trains on one instance; extra instances stay idle")
+    log(f"model module: {plugin.name} ({plugin.manifest.get('name', '?')})")
     log(f"hyperparameters: {json.dumps({k: v for k, v in params.items() if v is not None})}")
-    content_types = data.channel_content_types(input_config)
 
-    train_dir = _channel_dir(opt, "train", input_config, required=True)
-    assert train_dir is not None
-    train = data.read_channel(train_dir, "train", params["target"], content_types.get("train"))
+    train, train_target = _read(opt, "train", input_config, params, required=True)
     log(f"train: {data.describe(train)}; target '{train.target_name}'")
     validation = None
-    validation_dir = _channel_dir(opt, "validation", input_config, required=False)
-    if validation_dir is not None:
-        validation = data.read_channel(
-            validation_dir, "validation", params["target"], content_types.get("validation")
-        )
+    read_validation = _read(opt, "validation", input_config, params, required=False)
+    if read_validation is not None:
+        validation, validation_target = read_validation
         both_have_headers = not (_headerless(train) or _headerless(validation))
         if both_have_headers and validation.feature_names != train.feature_names:
             raise UserError(
                 "The validation channel's columns differ from the train channel's: "
                 f"{', '.join(validation.feature_names[:10])} vs {', '.join(train.feature_names[:10])}."
             )
+        if validation.x.shape[1] != train.x.shape[1]:
+            raise UserError(
+                f"The validation data has {validation.x.shape[1]} feature columns but the training data has "
+                f"{train.x.shape[1]}. Both channels need the same columns."
+            )
         log(f"validation: {data.describe(validation)}")
+
+    task = tasks.decide(
+        train.y, train_target, train.target_name, params["problem_type"], plugin.infer_task(params)
+    )
+    log(task.describe(train.target_name))
+    labelled = [(train, train_target, "training data")]
+    if validation is not None:
+        labelled.append((validation, validation_target, validation.source))
+    for dataset, target, what in labelled:
+        dataset.y = tasks.encode(dataset.y, target, task, what)
+        dataset.task, dataset.classes = task.task, task.classes
     loaded = time.perf_counter()
 
-    model = user_model.fit(train, validation, params, opt.checkpoint_dir)
+    model = plugin.fit(train, validation, params, opt.checkpoint_dir)
     fitted = time.perf_counter()
-    log(f"read {loaded - started:.1f} s, fit {fitted - loaded:.1f} s ({model.meta.get('num_round')} rounds)")
+    description = plugin.describe(model)
+    facts = ", ".join(f"{k} {v}" for k, v in description.items() if v is not None)
+    log(f"read {loaded - started:.1f} s, fit {fitted - loaded:.1f} s" + (f" ({facts})" if facts else ""))
 
+    metrics: dict[str, dict[str, float]] = {}
     for channel, dataset in (("train", train), ("validation", validation)):
         if dataset is None:
             continue
-        for name, value in user_model.evaluate(model, dataset).items():
+        metrics[channel] = plugin.evaluate(model, dataset)
+        for name, value in metrics[channel].items():
             print(metric_line(channel, name, value), flush=True)
-    save_model_atomically(model, opt.model_dir)
+    meta = ModelMeta(
+        model_module=plugin.name,
+        model_name=str(plugin.manifest.get("name", plugin.name)),
+        task=task.task,
+        task_source=task.source,
+        task_reason=task.reason,
+        target=train.target_name,
+        feature_names=train.feature_names,
+        classes=task.classes,
+        categories=train.categories,
+        model=description,
+        rows={
+            channel: int(d.x.shape[0]) for channel, d in (("train", train), ("validation", validation)) if d
+        },
+        metrics={channel: {k: _finite(v) for k, v in values.items()} for channel, values in metrics.items()},
+        final_metrics_channel=next((c for c in FINAL_CHANNEL_ORDER if c in metrics), None),
+    )
+    save_model_atomically(plugin, model, meta, opt.model_dir)
+    meta.write(opt.output_data_dir)
+    print(meta.summary_line(), flush=True)
     log(f"model saved to {opt.model_dir} in {time.perf_counter() - started:.1f} s total")
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: an undefined metric (AUC with one class present) is null in model-meta.json."""
+    return value if math.isfinite(value) else None
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message without what follows its first line (C++ backtraces, Python details)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:400] if text else ""
 
 
 def main() -> int:
@@ -148,7 +218,7 @@ def main() -> int:
     opt = OptMl.from_env()
     try:
         run(opt)
-    except (UserError, user_model.ModelError) as error:
+    except UserError as error:
         write_failure(opt, str(error))
         log(f"Training failed: {error}")
         return 1
@@ -161,10 +231,21 @@ def main() -> int:
         return 1
     except Exception as error:  # anything else: still a readable reason, plus the traceback in the logs
         log(traceback.format_exc())
+        if _is_model_error(error):
+            write_failure(opt, str(error))
+            return 1
         write_failure(
             opt,
-            f"Training failed with an unexpected error: {type(error).__name__}: {error}. "
+            f"Training failed with an unexpected error: {type(error).__name__}: {first_line(error)}. "
             "The job's CloudWatch log has the full traceback.",
         )
         return 1
     return 0
+
+
+def _is_model_error(error: Exception) -> bool:
+    """The model's own ModelError (optional hook) is, like UserError, a sentence for the failure file."""
+    try:
+        return isinstance(error, load_model_plugin().errors)
+    except UserError:
+        return False

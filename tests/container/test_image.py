@@ -68,7 +68,11 @@ def test_image_size_is_reported(image: str) -> None:
 def test_train_in_container(trained: tuple[int, str, Path]) -> None:
     code, log, opt = trained
     assert code == 0, log[-3000:]
-    assert sorted(p.name for p in (opt / "model").iterdir()) == ["model-meta.json", "xgboost-model.ubj"]
+    assert sorted(p.name for p in (opt / "model").iterdir()) == [
+        "model-meta.json",
+        "xgboost-meta.json",
+        "xgboost-model.ubj",
+    ]
     assert not (opt / "output" / "failure").exists()
     lines = re.findall(METRIC_RE, log, flags=re.MULTILINE)
     assert {(c, n) for c, n, _ in lines} >= {("validation", "rmse"), ("validation", "r2"), ("train", "rmse")}

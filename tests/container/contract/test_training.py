@@ -1,4 +1,4 @@
-"""`train` in-process on a temporary /opt/ml tree: success, every bad input, checkpoints."""
+"""`train` in-process on a temporary /opt/ml tree, with the fake model: the contract's side of training."""
 
 from __future__ import annotations
 
@@ -35,20 +35,33 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def metric(stdout: str, channel: str, name: str) -> float:
+    match = re.search(rf"^METRIC {channel}:{name}=(\S+)$", stdout, re.MULTILINE)
+    assert match, f"no {channel}:{name} metric in {stdout[-2000:]}"
+    return float(match.group(1))
+
+
 def test_train_success_writes_model_and_metric_lines(tmp_path: Path, run_train: Run) -> None:
     result = run_train(make_opt_ml(tmp_path / "ml"))
     assert result.exit_code == 0, result.stderr
     assert result.failure is None
-    assert result.model_files == ["model-meta.json", "xgboost-model.ubj"]
+    assert result.model_files == ["fake-model.json", "model-meta.json"]
     metrics = re.findall(METRIC_RE, result.stdout, flags=re.MULTILINE)
     names = {(channel, name) for channel, name, _ in metrics}
-    assert {("validation", "rmse"), ("validation", "mae"), ("validation", "r2"), ("train", "rmse")} <= names
-    rmse = float(re.search(r"^METRIC validation:rmse=(\S+)$", result.stdout, re.MULTILINE).group(1))
-    r2 = float(re.search(r"^METRIC validation:r2=(\S+)$", result.stdout, re.MULTILINE).group(1))
-    assert 0 < rmse < 0.5 and r2 > 0.8  # the sample data is learnable
+    # The fake model has no evaluate(): the contract's default reports the task's standard metrics.
+    assert names == {(c, n) for c in ("train", "validation") for n in ("rmse", "mae", "r2")}
+    assert metric(result.stdout, "validation", "r2") > 0.5  # least squares learns the sample data
     meta = json.loads((tmp_path / "ml" / "model" / "model-meta.json").read_text())
-    assert meta["target_name"] == "median_house_value" and meta["problem_type"] == "regression"
-    assert (tmp_path / "ml" / "model" / "xgboost-model.ubj").stat().st_mode & 0o044 == 0o044  # host-readable
+    assert meta["target"] == "median_house_value" and meta["task"] == "regression"
+    assert meta["model_module"] == "tests.container.fake_model" and meta["model_name"] == "fake"
+    assert len(meta["feature_names"]) == 8
+    assert (tmp_path / "ml" / "model" / "fake-model.json").stat().st_mode & 0o044 == 0o044  # host-readable
+    # The same facts reach the job's output and its log.
+    assert json.loads((tmp_path / "ml" / "output" / "data" / "model-meta.json").read_text()) == meta
+    line = next(line for line in result.stdout.splitlines() if line.startswith("MODEL-META "))
+    summary = json.loads(line.removeprefix("MODEL-META "))
+    assert summary["task"] == "regression" and summary["final_metrics_channel"] == "validation"
+    assert "task: regression (inferred" in result.stderr
 
 
 def test_train_only_channel_and_parquet_many_files_and_named_target(tmp_path: Path, run_train: Run) -> None:
@@ -61,25 +74,27 @@ def test_train_only_channel_and_parquet_many_files_and_named_target(tmp_path: Pa
         label = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
         table = pa.table({"a": x[:, 0], "b": x[:, 1], "label": label, "c": x[:, 2], "d": x[:, 3]})
         pq.write_table(table, source / f"part-{part}.parquet")
-    opt = make_opt_ml(tmp_path / "ml", {"target": "label", "num_round": "20"}, {"train": source})
+    opt = make_opt_ml(tmp_path / "ml", {"target": "label"}, {"train": source})
     result = run_train(opt)
     assert result.exit_code == 0, result.failure
     assert "METRIC train:accuracy=" in result.stdout and "METRIC train:auc=" in result.stdout
+    assert metric(result.stdout, "train", "accuracy") > 0.8
     assert "validation:" not in result.stdout
     meta = json.loads((opt / "model" / "model-meta.json").read_text())
-    assert meta["problem_type"] == "classification" and meta["feature_names"] == ["a", "b", "c", "d"]
+    assert meta["task"] == "classification" and meta["feature_names"] == ["a", "b", "c", "d"]
+    assert meta["classes"] == [0, 1] and meta["final_metrics_channel"] == "train"
 
 
 def test_headerless_csv_uses_first_column(tmp_path: Path, run_train: Run) -> None:
     source = tmp_path / "headerless"
     lines = (SAMPLE / "train" / "train.csv").read_text().splitlines()[1:]
     write(source / "data.csv", "\n".join(lines) + "\n")
-    result = run_train(make_opt_ml(tmp_path / "ml", {"num_round": "10"}, {"train": source}))
+    result = run_train(make_opt_ml(tmp_path / "ml", channels={"train": source}))
     assert result.exit_code == 0, result.failure
     assert "METRIC train:rmse=" in result.stdout
 
 
-def test_multiclass_objective(tmp_path: Path, run_train: Run) -> None:
+def test_class_codes_train_a_classifier_and_say_so(tmp_path: Path, run_train: Run) -> None:
     rng = np.random.default_rng(2)
     x = rng.normal(size=(400, 3))
     y = np.digitize(x[:, 0], [-0.5, 0.5])
@@ -88,11 +103,13 @@ def test_multiclass_objective(tmp_path: Path, run_train: Run) -> None:
         source / "d.csv",
         "y,a,b,c\n" + "\n".join(f"{t},{a:.3f},{b:.3f},{c:.3f}" for t, (a, b, c) in zip(y, x, strict=True)),
     )
-    result = run_train(
-        make_opt_ml(tmp_path / "ml", {"num_round": "10", "objective": "multi:softprob"}, {"train": source})
-    )
+    result = run_train(make_opt_ml(tmp_path / "ml", channels={"train": source}))
     assert result.exit_code == 0, result.failure
     assert "METRIC train:logloss=" in result.stdout
+    assert (
+        "task: classification (inferred: the target holds class codes 0..2); 3 classes: 0, 1, 2"
+        in result.stderr
+    )
 
 
 # -- bad input: each gives a readable failure file, a non-zero exit and no model ---------------------------
@@ -145,62 +162,35 @@ def test_missing_target_values(tmp_path: Path, run_train: Run) -> None:
     assert_failed(run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})), "missing value")
 
 
+def test_validation_class_missing_from_train(tmp_path: Path, run_train: Run) -> None:
+    write(tmp_path / "train" / "t.csv", "y,a\n" + "".join(f"{i % 2},{i}\n" for i in range(20)))
+    write(tmp_path / "validation" / "v.csv", "y,a\n0,1\n1,2\n2,3\n")
+    opt = make_opt_ml(
+        tmp_path / "ml", channels={"train": tmp_path / "train", "validation": tmp_path / "validation"}
+    )
+    assert_failed(run_train(opt), "target values [2]", "never occur in the training data")
+
+
 @pytest.mark.parametrize(
     ("hyperparameters", "fragments"),
     [
-        ({"max_depth": "-1"}, ("max_depth is -1", "from 1 to 32")),
-        ({"num_round": "many"}, ("num_round must be a whole number", "'many'")),
-        ({"eta": "1.5"}, ("eta is 1.5",)),
-        ({"eta": "abc"}, ("eta must be a number",)),
-        ({"max_dept": "4"}, ("unknown hyperparameter max_dept", "did you mean max_depth")),
+        ({"ridge": "-1"}, ("ridge is -1", "at least 0")),
+        ({"ridge": "abc"}, ("ridge must be a number", "'abc'")),
+        ({"rdge": "4"}, ("unknown hyperparameter rdge", "did you mean ridge")),
         ({"problem_type": "ranking"}, ("problem_type",)),
+        ({"num_round": "10"}, ("unknown hyperparameter num_round",)),  # another model's hyperparameter
     ],
 )
 def test_bad_hyperparameters(tmp_path: Path, run_train: Run, hyperparameters: dict, fragments: tuple) -> None:
-    reason = assert_failed(
-        run_train(make_opt_ml(tmp_path / "ml", {"num_round": "10", **hyperparameters})), *fragments
-    )
+    reason = assert_failed(run_train(make_opt_ml(tmp_path / "ml", hyperparameters)), *fragments)
     assert reason.startswith("Invalid hyperparameters")
 
 
 def test_first_failure_reason_wins(tmp_path: Path, run_train: Run) -> None:
-    opt = make_opt_ml(tmp_path / "ml", {"max_depth": "-1"})
+    opt = make_opt_ml(tmp_path / "ml", {"ridge": "-1"})
     write(opt / "output" / "failure", "an earlier, more specific reason\n")
     result = run_train(opt)
     assert result.exit_code != 0 and result.failure == "an earlier, more specific reason\n"
-
-
-# -- checkpoints ----------------------------------------------------------------------------------------------
-def test_checkpoint_resume(tmp_path: Path, run_train: Run) -> None:
-    hp = {"num_round": "20", "checkpoint_every": "5", "early_stopping_rounds": "0"}
-    opt = make_opt_ml(tmp_path / "ml", hp)
-    first = run_train(opt)
-    assert first.exit_code == 0, first.failure
-    checkpoints = sorted(p.name for p in (opt / "checkpoints").glob("checkpoint-*.ubj"))
-    assert checkpoints == ["checkpoint-15.ubj", "checkpoint-20.ubj"]  # the newest two are kept
-    # A spot interruption after round 20 of 30: the next run continues from the checkpoint.
-    (opt / "input" / "config" / "hyperparameters.json").write_text(json.dumps({**hp, "num_round": "30"}))
-    second = run_train(opt)
-    assert second.exit_code == 0, second.failure
-    assert "Resuming from checkpoint: 20 of 30 rounds" in second.stdout
-    meta = json.loads((opt / "model" / "model-meta.json").read_text())
-    assert meta["num_round"] == 30
-
-
-def test_corrupt_checkpoint(tmp_path: Path, run_train: Run) -> None:
-    opt = make_opt_ml(tmp_path / "ml")
-    write(opt / "checkpoints" / "checkpoint-10.ubj", "this is not a model")
-    assert_failed(run_train(opt), "checkpoint-10.ubj", "could not be read", "delete")
-
-
-def test_checkpoint_for_other_data(tmp_path: Path, run_train: Run) -> None:
-    opt = make_opt_ml(tmp_path / "ml", {"num_round": "10", "checkpoint_every": "5"})
-    assert run_train(opt).exit_code == 0
-    (opt / "model" / "model-meta.json").unlink()
-    (opt / "model" / "xgboost-model.ubj").unlink()
-    meta = opt / "checkpoints" / "checkpoint-meta.json"
-    meta.write_text(json.dumps({**json.loads(meta.read_text()), "num_features": 99}))
-    assert_failed(run_train(opt), "different data")
 
 
 def test_metric_line_format() -> None:

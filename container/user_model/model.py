@@ -1,0 +1,229 @@
+"""XGBoost `hist` training: parameters, objectives, the booster and its prediction.
+
+Why XGBoost `hist` (not LightGBM): one small CPU-only wheel (`xgboost-cpu`), fast multi-threaded histogram
+training on a float32 matrix through `QuantileDMatrix` (no second full-precision copy), native categorical
+features, native checkpoint/resume (`xgb_model=`), and `inplace_predict` for low-latency serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+from sagemaker_contract.errors import UserError
+from sagemaker_contract.interface import Dataset, Hyperparameter
+from sagemaker_contract.metrics import standard_metrics
+
+from . import checkpoints
+from .fast_predict import predict as booster_predict
+
+MODEL_FILE = "xgboost-model.ubj"
+META_FILE = "xgboost-meta.json"
+SKETCH_SAMPLE_ROWS = 200_000
+
+HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "num_round": Hyperparameter(int, 100, lambda v: 1 <= v <= 100_000, "an integer from 1 to 100000"),
+    "max_depth": Hyperparameter(int, 6, lambda v: 1 <= v <= 32, "an integer from 1 to 32"),
+    "eta": Hyperparameter(float, 0.3, lambda v: 0 < v <= 1, "a number greater than 0 and at most 1"),
+    "objective": Hyperparameter(
+        str, None, lambda v: bool(v), "an XGBoost objective such as reg:squarederror"
+    ),
+    "early_stopping_rounds": Hyperparameter(
+        int, 10, lambda v: 0 <= v <= 10_000, "an integer from 0 (off) to 10000"
+    ),
+    "subsample": Hyperparameter(float, 1.0, lambda v: 0 < v <= 1, "a number greater than 0 and at most 1"),
+    "colsample_bytree": Hyperparameter(
+        float, 1.0, lambda v: 0 < v <= 1, "a number greater than 0 and at most 1"
+    ),
+    "min_child_weight": Hyperparameter(float, 1.0, lambda v: v >= 0, "a number of at least 0"),
+    "lambda": Hyperparameter(float, 1.0, lambda v: v >= 0, "a number of at least 0"),
+    "alpha": Hyperparameter(float, 0.0, lambda v: v >= 0, "a number of at least 0"),
+    "gamma": Hyperparameter(float, 0.0, lambda v: v >= 0, "a number of at least 0"),
+    "max_bin": Hyperparameter(int, 256, lambda v: 2 <= v <= 4096, "an integer from 2 to 4096"),
+    "num_class": Hyperparameter(int, None, lambda v: 2 <= v <= 10_000, "an integer from 2 to 10000"),
+    "scale_pos_weight": Hyperparameter(float, 1.0, lambda v: v > 0, "a number greater than 0"),
+    "seed": Hyperparameter(int, 0, lambda v: 0 <= v < 2**31, "a non-negative integer"),
+    "nthread": Hyperparameter(int, 0, lambda v: 0 <= v <= 1024, "an integer from 0 (all cores) to 1024"),
+    "checkpoint_every": Hyperparameter(int, 10, lambda v: 1 <= v <= 100_000, "an integer of at least 1"),
+}
+
+CLASSIFICATION_OBJECTIVES = ("binary:", "multi:")
+
+
+@dataclass
+class Model:
+    booster: xgb.Booster
+    meta: dict[str, Any] = field(default_factory=dict)
+    # Predictions already computed during fit, by id() of the feature matrix (never saved).
+    cached_predictions: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def infer_task(params: dict[str, Any]) -> str | None:
+    """An explicit objective decides the task (the contract asks this before looking at the target)."""
+    objective = params.get("objective")
+    if not objective:
+        return None
+    return "classification" if objective.startswith(CLASSIFICATION_OBJECTIVES) else "regression"
+
+
+def _xgb_params(params: dict[str, Any], task: str, n_classes: int) -> dict[str, Any]:
+    objective = params.get("objective")
+    if task == "classification":
+        objective = objective or ("binary:logistic" if n_classes == 2 else "multi:softprob")
+        if n_classes > 2 and objective.startswith("binary:"):
+            raise UserError(
+                f"The target has {n_classes} classes but objective is {objective}, which needs exactly 2. "
+                "Use multi:softprob, or set problem_type=regression."
+            )
+        if n_classes == 2 and objective.startswith("multi:"):
+            objective = "binary:logistic"  # same model, and predict() returns one probability per row
+    else:
+        objective = objective or "reg:squarederror"
+        if objective.startswith(CLASSIFICATION_OBJECTIVES):
+            raise UserError(
+                f"objective {objective} is a classification objective but problem_type is regression."
+            )
+    xgb_params: dict[str, Any] = {
+        "tree_method": "hist",
+        "objective": objective,
+        "max_depth": params["max_depth"],
+        "eta": params["eta"],
+        "subsample": params["subsample"],
+        "colsample_bytree": params["colsample_bytree"],
+        "min_child_weight": params["min_child_weight"],
+        "lambda": params["lambda"],
+        "alpha": params["alpha"],
+        "gamma": params["gamma"],
+        "max_bin": params["max_bin"],
+        "seed": params["seed"],
+        "nthread": params["nthread"] or os.cpu_count() or 1,
+        "verbosity": 1,
+    }
+    if task == "classification":
+        xgb_params["eval_metric"] = "logloss" if n_classes == 2 else "mlogloss"
+        if n_classes == 2:
+            xgb_params["scale_pos_weight"] = params["scale_pos_weight"]
+        else:
+            xgb_params["num_class"] = n_classes
+    else:
+        xgb_params["eval_metric"] = "rmse"
+    return xgb_params
+
+
+def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], checkpoint_dir: Path) -> Model:
+    n_classes = train.num_classes
+    if train.task == "classification" and params.get("num_class") and params["num_class"] != n_classes:
+        raise UserError(
+            f"num_class is {params['num_class']} but the training target has {n_classes} classes "
+            f"{(train.classes or [])[:10]}."
+        )
+    xgb_params = _xgb_params(params, train.task, n_classes)
+    meta = {
+        "xgboost_version": xgb.__version__,
+        "task": train.task,
+        "objective": xgb_params["objective"],
+        "num_classes": n_classes,
+        "num_features": int(train.x.shape[1]),
+    }
+
+    # QuantileDMatrix bins the float32 matrix directly: no extra full-size copy (memory-efficient).
+    dtrain = xgb.QuantileDMatrix(
+        train.x,
+        label=train.y,
+        max_bin=params["max_bin"],
+        ref=_sketch_reference(train.x, train.y, params, xgb_params["nthread"]),
+        nthread=xgb_params["nthread"],
+    )
+    evals = [(dtrain, "train")]
+    if validation is not None:
+        dvalid = xgb.QuantileDMatrix(
+            validation.x, label=validation.y, ref=dtrain, nthread=xgb_params["nthread"]
+        )
+        evals.append((dvalid, "validation"))
+
+    checkpoint_meta = {
+        "objective": xgb_params["objective"],
+        "num_features": meta["num_features"],
+        "classes": train.classes,
+    }
+    start_model, done = checkpoints.resume(checkpoint_dir, checkpoint_meta)
+    if start_model is not None:
+        print(f"Resuming from checkpoint: {done} of {params['num_round']} rounds already done", flush=True)
+    remaining = max(params["num_round"] - done, 0)
+
+    callbacks: list[xgb.callback.TrainingCallback] = [
+        checkpoints.Checkpoint(checkpoint_dir, params["checkpoint_every"], checkpoint_meta)
+    ]
+    early = params["early_stopping_rounds"] if validation is not None else 0
+    if early:
+        callbacks.append(xgb.callback.EarlyStopping(rounds=early, data_name="validation", save_best=True))
+    if remaining:
+        booster = xgb.train(
+            xgb_params,
+            dtrain,
+            num_boost_round=remaining,
+            evals=evals,
+            callbacks=callbacks,
+            xgb_model=start_model,
+            verbose_eval=max(params["num_round"] // 10, 1),
+        )
+    else:
+        booster = start_model
+    assert booster is not None
+    meta["num_round"] = booster.num_boosted_rounds()
+    model = Model(booster=booster, meta=meta)
+    if start_model is None and not (early and booster.num_boosted_rounds() < remaining):
+        # XGBoost caches the training matrix's predictions: the train metrics come almost free.
+        model.cached_predictions[id(train.x)] = booster.predict(dtrain)
+    return model
+
+
+def _sketch_reference(x: np.ndarray, y: np.ndarray, params: dict[str, Any], nthread: int) -> Any:
+    """For big data, the bin boundaries (quantiles) from a 200k-row sample: the full sketch is the slowest
+    part of building the matrix (2.3 s vs 0.5 s on 1M x 20 here), and 256 quantiles from 200k rows are the
+    same to within noise (same RMSE in the bench). Small data: None (the exact sketch)."""
+    if x.shape[0] < 4 * SKETCH_SAMPLE_ROWS:
+        return None
+    rows = np.sort(
+        np.random.default_rng(params["seed"]).choice(x.shape[0], SKETCH_SAMPLE_ROWS, replace=False)
+    )
+    return xgb.QuantileDMatrix(x[rows], label=y[rows], max_bin=params["max_bin"], nthread=nthread)
+
+
+def save(model: Model, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    model.booster.save_model(str(directory / MODEL_FILE))
+    (directory / META_FILE).write_text(json.dumps(model.meta, indent=2))
+
+
+def load(directory: Path) -> Model:
+    meta = json.loads((directory / META_FILE).read_text())
+    booster = xgb.Booster(model_file=str(directory / MODEL_FILE))
+    # Serving predicts per request and the workers give the parallelism: one thread each, no oversubscription.
+    booster.set_param({"nthread": int(os.environ.get("MODEL_PREDICT_THREADS", "1"))})
+    return Model(booster=booster, meta=meta)
+
+
+def predict(model: Model, features: np.ndarray) -> np.ndarray:
+    """Regression: the value. Binary: P(classes[1]). Multiclass: one probability per class."""
+    return booster_predict(model.booster, features)
+
+
+def evaluate(model: Model, dataset: Dataset) -> dict[str, float]:
+    predictions = model.cached_predictions.get(id(dataset.x))
+    if predictions is None:
+        predictions = predict(model, dataset.x)
+    return standard_metrics(dataset, predictions)
+
+
+def describe(model: Model) -> dict[str, Any]:
+    return {
+        "framework": f"xgboost {model.meta.get('xgboost_version', xgb.__version__)}",
+        "objective": model.meta.get("objective"),
+        "num_round": model.meta.get("num_round"),
+    }

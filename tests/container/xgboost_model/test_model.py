@@ -1,0 +1,54 @@
+"""The default model's own pieces: the fast predict path, objectives, categorical features."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.container.conftest import SAMPLE, make_opt_ml
+
+ROWS = [
+    line.split(",", 1)[1] for line in (SAMPLE / "validation" / "validation.csv").read_text().splitlines()[1:]
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sagemaker_contract import training
+
+    opt = make_opt_ml(tmp_path_factory.mktemp("xgb") / "ml", {"num_round": "30"})
+    previous = os.environ.get("OPT_ML_DIR")
+    os.environ["OPT_ML_DIR"] = str(opt)
+    try:
+        assert training.main() == 0
+    finally:
+        if previous is None:
+            os.environ.pop("OPT_ML_DIR")
+        else:
+            os.environ["OPT_ML_DIR"] = previous
+    return opt / "model"
+
+
+def test_fast_predict_matches_inplace_predict(model_dir: Path, tmp_path: Path) -> None:
+    import user_model
+    import xgboost as xgb
+    from user_model import fast_predict
+
+    assert fast_predict.fast_predict is not None
+    model = user_model.load(model_dir)
+    x = np.array([[float(v) for v in row.split(",")] for row in ROWS[:200]], dtype=np.float32)
+    np.testing.assert_array_equal(user_model.predict(model, x), model.booster.inplace_predict(x))
+    # Multiclass: one row of probabilities per input row.
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(300, 4)).astype(np.float32)
+    labels = np.digitize(features[:, 0], [-0.5, 0.5]).astype(np.float32)
+    booster = xgb.train(
+        {"objective": "multi:softprob", "num_class": 3}, xgb.DMatrix(features, label=labels), 5
+    )
+    multi = user_model.Model(booster=booster, meta={"task": "classification"})
+    got = user_model.predict(multi, features[:7])
+    assert got.shape == (7, 3)
+    np.testing.assert_allclose(got, booster.inplace_predict(features[:7]), rtol=1e-6)

@@ -1,0 +1,119 @@
+"""`train` in-process with the default model (XGBoost): what is specific to it, and checkpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.container.conftest import METRIC_RE, TrainResult, make_opt_ml
+
+Run = Callable[[Path], TrainResult]
+
+
+def assert_failed(result: TrainResult, *fragments: str) -> str:
+    assert result.exit_code != 0
+    assert result.failure, "no failure file"
+    reason = result.failure
+    assert "\n" not in reason.strip(), "the failure reason must be one paragraph"
+    assert "Traceback" not in reason
+    for fragment in fragments:
+        assert fragment.lower() in reason.lower(), reason
+    assert result.model_files == [], f"partial model left behind: {result.model_files}"
+    return reason
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_train_success_writes_model_and_metric_lines(tmp_path: Path, run_train: Run) -> None:
+    result = run_train(make_opt_ml(tmp_path / "ml"))  # no hyperparameters: the model's own defaults
+    assert result.exit_code == 0, result.stderr
+    assert result.failure is None
+    assert result.model_files == ["model-meta.json", "xgboost-meta.json", "xgboost-model.ubj"]
+    metrics = re.findall(METRIC_RE, result.stdout, flags=re.MULTILINE)
+    names = {(channel, name) for channel, name, _ in metrics}
+    assert {("validation", "rmse"), ("validation", "mae"), ("validation", "r2"), ("train", "rmse")} <= names
+    rmse = float(re.search(r"^METRIC validation:rmse=(\S+)$", result.stdout, re.MULTILINE).group(1))
+    r2 = float(re.search(r"^METRIC validation:r2=(\S+)$", result.stdout, re.MULTILINE).group(1))
+    assert 0 < rmse < 0.5 and r2 > 0.8  # the sample data is learnable
+    meta = json.loads((tmp_path / "ml" / "model" / "model-meta.json").read_text())
+    assert meta["target"] == "median_house_value" and meta["task"] == "regression"
+    assert meta["model"]["objective"] == "reg:squarederror" and meta["model_name"] == "xgboost"
+    assert '"eta": 0.3' in result.stderr  # the default lives in the model (container/README.md says so too)
+    assert (tmp_path / "ml" / "model" / "xgboost-model.ubj").stat().st_mode & 0o044 == 0o044  # host-readable
+
+
+def test_multiclass_objective(tmp_path: Path, run_train: Run) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 3))
+    y = np.digitize(x[:, 0], [-0.5, 0.5])
+    source = tmp_path / "multi"
+    write(
+        source / "d.csv",
+        "y,a,b,c\n" + "\n".join(f"{t},{a:.3f},{b:.3f},{c:.3f}" for t, (a, b, c) in zip(y, x, strict=True)),
+    )
+    result = run_train(
+        make_opt_ml(tmp_path / "ml", {"num_round": "10", "objective": "multi:softprob"}, {"train": source})
+    )
+    assert result.exit_code == 0, result.failure
+    assert "METRIC train:logloss=" in result.stdout
+
+
+# -- bad input: each gives a readable failure file, a non-zero exit and no model ---------------------------
+@pytest.mark.parametrize(
+    ("hyperparameters", "fragments"),
+    [
+        ({"max_depth": "-1"}, ("max_depth is -1", "from 1 to 32")),
+        ({"num_round": "many"}, ("num_round must be a whole number", "'many'")),
+        ({"eta": "1.5"}, ("eta is 1.5",)),
+        ({"eta": "abc"}, ("eta must be a number",)),
+        ({"max_dept": "4"}, ("unknown hyperparameter max_dept", "did you mean max_depth")),
+        ({"problem_type": "ranking"}, ("problem_type",)),
+    ],
+)
+def test_bad_hyperparameters(tmp_path: Path, run_train: Run, hyperparameters: dict, fragments: tuple) -> None:
+    reason = assert_failed(
+        run_train(make_opt_ml(tmp_path / "ml", {"num_round": "10", **hyperparameters})), *fragments
+    )
+    assert reason.startswith("Invalid hyperparameters")
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------------
+def test_checkpoint_resume(tmp_path: Path, run_train: Run) -> None:
+    hp = {"num_round": "20", "checkpoint_every": "5", "early_stopping_rounds": "0"}
+    opt = make_opt_ml(tmp_path / "ml", hp)
+    first = run_train(opt)
+    assert first.exit_code == 0, first.failure
+    checkpoints = sorted(p.name for p in (opt / "checkpoints").glob("checkpoint-*.ubj"))
+    assert checkpoints == ["checkpoint-15.ubj", "checkpoint-20.ubj"]  # the newest two are kept
+    # A spot interruption after round 20 of 30: the next run continues from the checkpoint.
+    (opt / "input" / "config" / "hyperparameters.json").write_text(json.dumps({**hp, "num_round": "30"}))
+    second = run_train(opt)
+    assert second.exit_code == 0, second.failure
+    assert "Resuming from checkpoint: 20 of 30 rounds" in second.stdout
+    meta = json.loads((opt / "model" / "model-meta.json").read_text())
+    assert meta["model"]["num_round"] == 30
+
+
+def test_corrupt_checkpoint(tmp_path: Path, run_train: Run) -> None:
+    opt = make_opt_ml(tmp_path / "ml")
+    write(opt / "checkpoints" / "checkpoint-10.ubj", "this is not a model")
+    assert_failed(run_train(opt), "checkpoint-10.ubj", "could not be read", "delete")
+
+
+def test_checkpoint_for_other_data(tmp_path: Path, run_train: Run) -> None:
+    opt = make_opt_ml(tmp_path / "ml", {"num_round": "10", "checkpoint_every": "5"})
+    assert run_train(opt).exit_code == 0
+    for path in (opt / "model").iterdir():
+        path.unlink()
+    meta = opt / "checkpoints" / "checkpoint-meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "num_features": 99}))
+    assert_failed(run_train(opt), "different data")
