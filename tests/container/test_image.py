@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
+import os
 import re
+import shutil
 import subprocess
 import time
 import uuid
@@ -21,6 +24,8 @@ pytestmark = pytest.mark.image
 # container-name prefix per checkout path, so parallel runs never test (or count) each other's.
 CHECKOUT = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
 TAG = f"mlpipe-container-tests:{CHECKOUT}"
+EXAMPLE_TAG = f"mlpipe-container-tests:{CHECKOUT}-linear"
+EXAMPLE_MODEL = ROOT / "examples" / "linear_model"
 PREFIX = f"ctest-{CHECKOUT}-"
 ROWS = [
     line.split(",", 1)[1] for line in (SAMPLE / "validation" / "validation.csv").read_text().splitlines()[1:]
@@ -35,6 +40,28 @@ def image() -> Iterator[str]:
     for name in leftovers:
         container_tool.remove_container(name)
     assert leftovers == [], f"containers left behind: {leftovers}"
+
+
+def build_with_model(tag: str, model_dir: Path) -> subprocess.CompletedProcess[str]:
+    """container/Dockerfile with its `model` stage replaced by another model folder (a named build context).
+
+    This is the documented way to build another model (README); scripts/container_tool.build_image builds
+    the default one only, so the flags it adds are repeated here.
+    """
+    engine = container_tool.engine()
+    args = [engine, "build", "-t", tag, "--build-context", f"model={model_dir}"]
+    if engine == "podman":
+        args += ["--pull=never", "--layers"]
+    args.append(str(ROOT / "container"))
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=1800, env=env, check=False)
+
+
+@pytest.fixture(scope="module")
+def example_image() -> Iterator[str]:
+    result = build_with_model(EXAMPLE_TAG, EXAMPLE_MODEL)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    yield EXAMPLE_TAG
 
 
 def run_training(image: str, opt_ml: Path, tmp_path: Path) -> tuple[int, str]:
@@ -140,3 +167,42 @@ def test_serve_stops_on_sigterm(image: str, trained: tuple[int, str, Path]) -> N
         assert "shut down" in container_tool.container_logs(name).lower()
     finally:
         container_tool.remove_container(name)
+
+
+# -- another model folder, built into its own image ------------------------------------------------------------
+def test_example_model_trains_and_serves_in_its_image(example_image: str, tmp_path: Path) -> None:
+    opt = make_opt_ml(tmp_path / "ml")
+    code, log = run_training(example_image, opt, tmp_path)
+    assert code == 0, log[-3000:]
+    assert sorted(p.name for p in (opt / "model").iterdir()) == ["linear-model.npz", "model-meta.json"]
+    assert "model module: user_model (linear)" in log
+    metrics = {(c, n): float(v) for c, n, v in re.findall(METRIC_RE, log, flags=re.MULTILINE)}
+    assert metrics[("validation", "r2")] > 0.7  # ridge regression learns the sample data
+    meta = json.loads((opt / "output" / "data" / "model-meta.json").read_text())
+    assert meta["model_name"] == "linear" and meta["task"] == "regression"
+    name = f"{PREFIX}serve-linear-{uuid.uuid4().hex[:8]}"
+    with container_tool.serve(example_image, opt / "model", name=name) as base_url:
+        status, body = _post(base_url, "\n".join(ROWS[:5]))
+        assert status == 200 and len(body.split()) == 5, body
+    # The example's image carries only what its requirements.txt asks for: no XGBoost.
+    engine = container_tool.engine()
+    probe = subprocess.run(
+        [engine, "run", "--rm", "--entrypoint", "python", example_image, "-c", "import xgboost"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert probe.returncode != 0 and "No module named 'xgboost'" in probe.stderr
+    size = container_tool.image_size_bytes(example_image)
+    print(f"example image size: {size / 1e6:.0f} MB")
+
+
+def test_a_model_folder_that_breaks_the_interface_fails_the_build(tmp_path: Path) -> None:
+    broken = tmp_path / "broken_model"
+    shutil.copytree(EXAMPLE_MODEL, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "model.py").write_text(
+        (broken / "model.py").read_text().replace("def predict(", "def predict_typo(")
+    )
+    (broken / "__init__.py").write_text((broken / "__init__.py").read_text().replace(", predict, ", ", "))
+    result = build_with_model(f"{EXAMPLE_TAG}-broken", broken)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert "does not implement the model interface: missing predict()" in output, output[-2000:]
