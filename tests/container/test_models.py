@@ -112,3 +112,28 @@ def test_classification_trains_and_answers_probabilities(model: str, tmp_path: P
     probabilities = np.array(json.loads(body)["predictions"])
     assert probabilities.shape == (2, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_cdk_json_hyperparameters_are_overrides_every_model_accepts(model: str) -> None:
+    """cdk.json only overrides, and its example must not tie the pipeline to one model's hyperparameters."""
+    from sagemaker_contract import hyperparameters
+    from sagemaker_contract.interface import load_model_plugin
+
+    configured = json.loads((ROOT / "cdk.json").read_text())["context"]["hyperparameters"]
+    params = hyperparameters.parse(configured, load_model_plugin(model).hyperparameters)
+    defaults = hyperparameters.parse({}, load_model_plugin(model).hyperparameters)
+    assert params == defaults, "cdk.json's example should restate defaults only"
+
+
+def test_readme_states_the_default_models_defaults() -> None:
+    """container/README.md's hyperparameter table and user_model's HYPERPARAMETERS say the same."""
+    from user_model import HYPERPARAMETERS
+
+    readme = (ROOT / "container" / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([-\w.]+) \|", readme, flags=re.MULTILINE)
+    checked = 0
+    for name, default in rows:
+        if name in HYPERPARAMETERS and HYPERPARAMETERS[name].default is not None:
+            assert float(default) == float(HYPERPARAMETERS[name].default), name
+            checked += 1
+    assert checked >= 5

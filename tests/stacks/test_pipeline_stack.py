@@ -212,7 +212,7 @@ def test_training_config_variable(synthesized: Synthesized) -> None:
         "max_runtime_seconds": 3600,
         "use_spot": False,
         "max_wait_seconds": None,
-        "hyperparameters": {"num_round": "100", "max_depth": "6", "eta": "0.2"},
+        "hyperparameters": {"problem_type": "auto"},
     }
     assert variables["SAGEMAKER_ROLE_ARN"]["Fn::GetAtt"][0].startswith("SageMakerExecutionRole")
 
