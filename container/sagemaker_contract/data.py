@@ -1,19 +1,27 @@
-"""Reading a channel (/opt/ml/input/data/<channel>/): CSV and Parquet, one file or many.
+"""Reading a channel (/opt/ml/input/data/<channel>/): CSV and Parquet tables as data scientists have them.
 
-- CSV: a header row is detected (a first line with no numeric cell); without one, columns are
-  named c0, c1, ... (SageMaker built-in algorithm style: headerless, target first). `.csv.gz` works too.
-- Parquet: numeric (int, float, bool) columns.
-- The target is the column named by the `target` hyperparameter, else the first column.
-- Files are streamed by pyarrow block by block, parsed straight to float32 (no pandas, no float64 copy),
-  into one preallocated C-order float32 matrix: peak memory is about the matrix plus one block.
-- Empty files among many are skipped (Spark writes empty part files); a channel with no rows is an error.
+- Files: CSV (`.csv`, `.csv.gz`, `.txt`) or Parquet, one file or many (recursively; hidden files, `_SUCCESS`
+  and empty part files are skipped).
+- CSV: a header row is detected; without one, columns are named c0, c1, ... (SageMaker built-in style:
+  headerless, target first).
+- Column kinds, decided from the train channel (a sample of each CSV file, the schema of each Parquet file):
+  numbers; booleans (`True`/`False` text in CSV, bool columns in Parquet) as 1/0; anything else with text is
+  categorical: its values become category codes 0..k-1 (sorted), and a value the train channel does not
+  have is a missing value in the other channels. A column of numbers with a few stray words (under 5%) is a
+  numeric column with bad cells, reported with the row, not a category.
+- The target is the column named by the `target` hyperparameter, else the first column. A text target is a
+  set of class labels (see tasks.py).
+- Files are streamed by pyarrow block by block, straight to float32 (no pandas, no float64 copy), into one
+  preallocated C-order float32 matrix: peak memory is about the matrix plus a few blocks.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +33,37 @@ import pyarrow.parquet as pq
 
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.interface import Dataset
-from sagemaker_contract.tasks import Target
+from sagemaker_contract.tasks import UNSEEN, Target
 
 CSV_TYPES = ("text/csv", "csv", "text/csv;label_size=1")
 PARQUET_TYPES = ("application/x-parquet", "application/parquet", "parquet")
 SKIP_NAMES = ("_SUCCESS", "_committed", "_started")
 CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*invalid value '(.*)'")
 
+NUMERIC, BOOL, CATEGORICAL = "numeric", "bool", "categorical"
+# What pyarrow reads as a missing value in a CSV cell (its defaults: "", NA, N/A, NaN, nan, null, NULL, ...).
+NULL_TOKENS = frozenset(pcsv.ConvertOptions().null_values)
+TRUE_TOKENS = frozenset(pcsv.ConvertOptions().true_values)  # 1, True, TRUE, true
+FALSE_TOKENS = frozenset(pcsv.ConvertOptions().false_values)  # 0, False, FALSE, false
+BOOL_WORDS = frozenset({"true", "false"})
+NUMERIC_SHARE = 0.95  # a column whose sampled values are at least this share numbers is numeric
+SAMPLE_BYTES = 1 << 20
+SAMPLE_ROWS = 2000
+BLOCK_BYTES = 1 << 20
 
 MISSING_TOKENS = ("", "nan", "na", "null")
 
 
 def cell_value(token: str) -> float:
-    """One CSV cell as a number; empty and NaN/NA/null cells are missing values. ValueError otherwise."""
+    """One CSV cell as a number; empty and NaN/NA/null cells are missing values, true/false are 1/0.
+    ValueError otherwise."""
     token = token.strip()
-    return float("nan") if token.lower() in MISSING_TOKENS else float(token)
+    lowered = token.lower()
+    if lowered in MISSING_TOKENS:
+        return float("nan")
+    if lowered in BOOL_WORDS:
+        return 1.0 if lowered == "true" else 0.0
+    return float(token)
 
 
 def is_number(token: str) -> bool:
@@ -51,15 +75,41 @@ def is_number(token: str) -> bool:
 
 
 def is_numeric_arrow_type(arrow_type: pa.DataType) -> bool:
-    """Columns the model can take as float32: integers, floats and booleans (training and serving alike)."""
+    """Columns read as numbers: integers, floats, decimals and booleans (training and serving alike)."""
     return (
-        pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type)
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_boolean(arrow_type)
+        or pa.types.is_decimal(arrow_type)
     )
+
+
+def is_text_arrow_type(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(arrow_type):
+        return is_text_arrow_type(arrow_type.value_type)
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
 
 
 def looks_like_header(tokens: list[str]) -> bool:
     cells = [t.strip().strip('"') for t in tokens if t.strip().strip('"')]
     return bool(cells) and not any(is_number(t) for t in cells)
+
+
+def column_kind(values: list[str]) -> str:
+    """numeric, bool or categorical, from a column's sampled CSV cells."""
+    present = [v for v in values if v not in NULL_TOKENS]
+    if not present:
+        return NUMERIC
+    try:
+        np.array(present, dtype=np.float64)  # numpy parses in C: the common case costs microseconds
+        return NUMERIC
+    except ValueError:
+        pass
+    words = {v.strip().lower() for v in present}
+    if words <= BOOL_WORDS | {"1", "0", "1.0", "0.0"} and words & BOOL_WORDS:
+        return BOOL
+    numbers = sum(is_number(v) for v in present)
+    return NUMERIC if numbers >= NUMERIC_SHARE * len(present) else CATEGORICAL
 
 
 def channel_files(directory: Path) -> list[Path]:
@@ -87,16 +137,6 @@ def _kind(path: Path, content_type: str | None) -> str:
     return "csv"
 
 
-def _first_line(path: Path) -> str:
-    if path.name.endswith(".gz"):
-        import gzip
-
-        with gzip.open(path, "rt", errors="replace") as handle:
-            return handle.readline()
-    with path.open("r", errors="replace") as handle:
-        return handle.readline()
-
-
 @dataclass
 class _Source:
     """One data file: its layout, known before any row is converted."""
@@ -107,6 +147,35 @@ class _Source:
     names: list[str]
     has_header: bool
     rows_estimate: int  # an upper bound for plain CSV and exact for Parquet; a guess for .gz
+    kinds: dict[str, str] = field(default_factory=dict)  # column -> numeric | bool | categorical
+
+
+@dataclass
+class Layout:
+    """A channel's files and columns, before any row is read."""
+
+    channel: str
+    directory: Path
+    sources: list[_Source]
+    names: list[str]
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows_estimate for s in self.sources)
+
+    @property
+    def headerless(self) -> bool:
+        return not any(s.has_header for s in self.sources)
+
+    def kinds(self) -> dict[str, str]:
+        """Per column, the most general kind any file shows (numeric < bool < categorical)."""
+        order = {NUMERIC: 0, BOOL: 1, CATEGORICAL: 2}
+        merged = dict.fromkeys(self.names, NUMERIC)
+        for source in self.sources:
+            for name, kind in source.kinds.items():
+                if order[kind] > order[merged[name]]:
+                    merged[name] = kind
+        return merged
 
 
 def _count_lines(path: Path) -> int:
@@ -119,32 +188,69 @@ def _count_lines(path: Path) -> int:
     return count + 1
 
 
+def _head(path: Path) -> bytes:
+    """The first ~1 MB of a CSV file, decompressed, cut at a line end (whole first lines, however long)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        head = handle.read(SAMPLE_BYTES)
+        while head.count(b"\n") < 3:
+            more = handle.read(SAMPLE_BYTES)
+            if not more:
+                break
+            head += more
+    cut = head.rfind(b"\n")
+    return head if cut < 0 else head[: cut + 1]
+
+
+def _sample_rows(text: str) -> list[list[str]]:
+    import csv
+    import io
+
+    return [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)][
+        : SAMPLE_ROWS + 1
+    ]
+
+
 def _csv_source(path: Path, label: str) -> _Source | None:
     if path.stat().st_size == 0:
         return None
-    line = _first_line(path).rstrip("\r\n")
-    if not line.strip():
+    head = _head(path)
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{label} is not UTF-8 text (byte 0x{head[error.start]:02x} at position {error.start}). "
+            "Save it as UTF-8 CSV."
+        ) from None
+    rows = _sample_rows(text)
+    if not rows:
         return None
-    tokens = line.split(",")
+    tokens = rows[0]
     # A header has no numeric cell at all; a data row with one bad cell is garbage, not a header.
     has_header = looks_like_header(tokens)
-    names = [t.strip().strip('"') for t in tokens] if has_header else [f"c{i}" for i in range(len(tokens))]
+    names = [t.strip() for t in tokens] if has_header else [f"c{i}" for i in range(len(tokens))]
     if has_header and len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise UserError(f"The header row of {label} repeats the column name(s) {', '.join(dupes)}.")
-    return _Source(path, label, "csv", names, has_header, _count_lines(path))
+    data = rows[1:] if has_header else rows
+    kinds = {name: column_kind([row[j] for row in data if j < len(row)]) for j, name in enumerate(names)}
+    return _Source(path, label, "csv", names, has_header, _count_lines(path), kinds)
 
 
-def _csv_batches(source: _Source) -> Iterator[pa.RecordBatch]:
-    """Streams the file block by block, parsed straight to float32: memory stays at a few 1 MB blocks
-    (measured on 1M x 20: 1 MB blocks peak ~100 MB lower than 4 MB blocks, at the same speed)."""
+def _csv_batches(source: _Source, kinds: list[str]) -> Iterator[pa.RecordBatch]:
+    """Streams the file block by block, parsed straight to float32, bool or dictionary-encoded text: memory
+    stays at a few 1 MB blocks (measured on 1M x 20: 1 MB blocks peak ~100 MB lower than 4 MB blocks)."""
     read = pcsv.ReadOptions(
         column_names=source.names,
         skip_rows=1 if source.has_header else 0,
-        block_size=1 << 20,
+        block_size=BLOCK_BYTES,
         use_threads=True,
     )
-    convert = pcsv.ConvertOptions(column_types=dict.fromkeys(source.names, pa.float32()))
+    types = {NUMERIC: pa.float32(), BOOL: pa.bool_(), CATEGORICAL: pa.dictionary(pa.int32(), pa.string())}
+    convert = pcsv.ConvertOptions(
+        column_types={name: types[kind] for name, kind in zip(source.names, kinds, strict=True)},
+        strings_can_be_null=True,
+    )
     try:
         reader = pcsv.open_csv(source.path, read_options=read, convert_options=convert)
         while True:
@@ -154,33 +260,37 @@ def _csv_batches(source: _Source) -> Iterator[pa.RecordBatch]:
                 return
             yield batch
     except pa.ArrowInvalid as error:
-        raise UserError(
-            _explain_csv_error(source.path, source.label, source.names, source.has_header, str(error))
-        ) from None
+        raise UserError(_explain_csv_error(source, kinds, str(error))) from None
 
 
-def _explain_csv_error(path: Path, label: str, names: list[str], has_header: bool, message: str) -> str:
+def _explain_csv_error(source: _Source, kinds: list[str], message: str) -> str:
     match = CONVERSION_ERROR.search(message)
     if match:
-        column = names[int(match.group(1))]
+        position = int(match.group(1))
+        column = source.names[position]
         value = match.group(2)
-        row = _find_row(path, names, column, value, has_header)
+        row = _find_row(source, column, value)
         where = f" on data row {row}" if row else ""
+        if kinds[position] == BOOL:
+            return (
+                f"Column '{column}' of {source.label} holds true/false values but has '{value[:60]}'{where}. "
+                "Use true/false (or 1/0), or leave the cell empty for a missing value."
+            )
         return (
-            f"Column '{column}' of {label} has a non-numeric value '{value[:60]}'{where}. "
-            "Every column must be a number (leave the cell empty for a missing value); "
-            "encode text and categories as numbers before training."
+            f"Column '{column}' of {source.label} has a non-numeric value '{value[:60]}'{where}, in a column of "
+            "numbers. Fix the value, or leave the cell empty for a missing value (a column that is mostly text "
+            "is read as categories)."
         )
     if "Expected" in message and "columns" in message:
-        return f"{label} has rows with different numbers of columns ({message.splitlines()[0][:200]})."
-    return f"{label} could not be read as CSV: {message.splitlines()[0][:300]}"
+        return f"{source.label} has rows with different numbers of columns ({message.splitlines()[0][:200]})."
+    return f"{source.label} could not be read as CSV: {message.splitlines()[0][:300]}"
 
 
-def _find_row(path: Path, names: list[str], column: str, value: str, has_header: bool) -> int | None:
+def _find_row(source: _Source, column: str, value: str) -> int | None:
     try:
         table = pcsv.read_csv(
-            path,
-            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
+            source.path,
+            read_options=pcsv.ReadOptions(column_names=source.names, skip_rows=1 if source.has_header else 0),
             convert_options=pcsv.ConvertOptions(column_types={column: pa.string()}, include_columns=[column]),
         )
         index = pc.index(table.column(column), value).as_py()
@@ -197,28 +307,28 @@ def _parquet_source(path: Path, label: str) -> _Source | None:
     if parquet.metadata.num_rows == 0:
         return None
     schema = parquet.schema_arrow
-    for field in schema:
-        if not is_numeric_arrow_type(field.type):
+    kinds: dict[str, str] = {}
+    for column in schema:
+        if pa.types.is_boolean(column.type):
+            kinds[column.name] = BOOL
+        elif is_numeric_arrow_type(column.type):
+            kinds[column.name] = NUMERIC
+        elif is_text_arrow_type(column.type):
+            kinds[column.name] = CATEGORICAL
+        else:
             raise UserError(
-                f"Column '{field.name}' of {label} has type {field.type}, not a number. Every column must be "
-                "numeric; encode text and categories as numbers before training."
+                f"Column '{column.name}' of {label} has type {column.type}, which is neither a number, true/false "
+                "nor text. Convert it (dates, for example, to a number of days) before training."
             )
-    return _Source(path, label, "parquet", list(schema.names), True, parquet.metadata.num_rows)
+    return _Source(path, label, "parquet", list(schema.names), True, parquet.metadata.num_rows, kinds)
 
 
 def _parquet_batches(source: _Source) -> Iterator[pa.RecordBatch]:
     yield from pq.ParquetFile(source.path).iter_batches(batch_size=65536)
 
 
-def read_channel(
-    directory: Path, channel: str, target: str | None, content_type: str | None = None
-) -> tuple[Dataset, Target]:
-    """All rows of one channel as a Dataset (task not decided yet) and what is known about its target.
-    Raises UserError with a clear sentence on bad data.
-
-    Two passes: the layout of every file (header, columns, a row-count bound), then the rows, streamed
-    batch by batch into one preallocated float32 matrix. Peak memory is about the matrix itself.
-    """
+def inspect_channel(directory: Path, channel: str, content_type: str | None = None) -> Layout:
+    """Every file's layout (header, columns, kinds, a row-count bound). Raises UserError with a sentence."""
     files = channel_files(directory)
     if not files:
         raise UserError(
@@ -250,41 +360,190 @@ def read_channel(
         raise UserError(
             f"The '{channel}' channel has a single column ({names[0]}): it needs the target and at least one feature."
         )
-    t = _target_index(names, target, channel)
-    features = [n for i, n in enumerate(names) if i != t]
+    return Layout(channel, directory, sources, names)
+
+
+@dataclass
+class Columns:
+    """What the train channel decides for every channel: the target, the features and each column's kind
+    (by position: a headerless channel is matched to the train channel's columns by position)."""
+
+    names: list[str]
+    kinds: list[str]
+    target: int
+    features: list[int]
+    headerless: bool
+
+    @property
+    def target_name(self) -> str:
+        return self.names[self.target]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [self.names[j] for j in self.features]
+
+
+def plan_columns(train: Layout, target: str | None) -> Columns:
+    names = train.names
+    t = _target_index(names, target, train.channel)
+    kinds = train.kinds()
+    return Columns(
+        names, [kinds[n] for n in names], t, [j for j in range(len(names)) if j != t], train.headerless
+    )
+
+
+def check_same_columns(layout: Layout, columns: Columns) -> None:
+    """Another channel must have the train channel's columns (by name when both have headers)."""
+    if not layout.headerless and not columns.headerless and layout.names != columns.names:
+        raise UserError(
+            f"The {layout.channel} channel's columns differ from the train channel's: "
+            f"{', '.join(layout.names[:10])} vs {', '.join(columns.names[:10])}."
+        )
+    if len(layout.names) != len(columns.names):
+        raise UserError(
+            f"The {layout.channel} data has {len(layout.names)} columns but the training data has "
+            f"{len(columns.names)}. Both channels need the same columns."
+        )
+
+
+class _Categories:
+    """Text values to codes, for one column. Train: grows as values appear, sorted at the end. Other
+    channels: the train channel's categories, fixed; an unseen value becomes `unseen_code`."""
+
+    def __init__(self, fixed: list[str] | None = None, unseen_code: float = np.nan) -> None:
+        self.index: dict[str, int] = {v: i for i, v in enumerate(fixed)} if fixed is not None else {}
+        self.fixed = fixed is not None
+        self.unseen_code = unseen_code
+        self.unseen_count = 0
+        self.unseen_examples: list[str] = []
+
+    def codes(self, array: pa.Array) -> np.ndarray:
+        if not pa.types.is_dictionary(array.type):
+            array = pc.dictionary_encode(array)
+        values = array.dictionary.to_pylist()
+        lookup = np.empty(len(values) + 1, dtype=np.float32)
+        lookup[-1] = np.nan  # null indices map here
+        unseen = np.zeros(len(values) + 1, dtype=bool)
+        for i, value in enumerate(values):
+            code = self.index.get(value)
+            if code is None and not self.fixed:
+                code = self.index[value] = len(self.index)
+            if code is None:
+                lookup[i] = self.unseen_code
+                unseen[i] = True
+                if len(self.unseen_examples) < 5:
+                    self.unseen_examples.append(value)
+            else:
+                lookup[i] = code
+        indices = pc.fill_null(array.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        if unseen.any():
+            self.unseen_count += int(unseen[indices].sum())
+        return lookup[indices]
+
+    def sorted_categories(self, column: np.ndarray) -> list[str]:
+        """Renumber the codes in `column` (in place) so that categories are sorted; returns them."""
+        categories = sorted(self.index)
+        if not self.fixed:
+            remap = np.empty(len(categories), dtype=np.float32)
+            for new, value in enumerate(categories):
+                remap[self.index[value]] = new
+            valid = ~np.isnan(column)
+            column[valid] = remap[column[valid].astype(np.int64)]
+        return categories
+
+
+def _to_float32(array: pa.Array, kind: str, categories: _Categories | None) -> np.ndarray:
+    if kind == CATEGORICAL:
+        assert categories is not None
+        return categories.codes(array)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not pa.types.is_floating(array.type):
+        array = pc.cast(array, pa.float32())  # bool, integers, decimals; nulls stay nulls (NaN below)
+    return array.to_numpy(zero_copy_only=False)
+
+
+def read_channel(
+    layout: Layout, columns: Columns, train_categories: dict[str, list[str]] | None = None
+) -> tuple[Dataset, Target]:
+    """All rows of one channel as a Dataset (task not decided yet) and what is known about its target.
+
+    `train_categories`: None for the train channel (its categories are collected); the train channel's
+    categories for the others. Raises UserError with a clear sentence on bad data.
+    """
+    sources = layout.sources
+    kinds = columns.kinds
+    t = columns.target
+    target_name = columns.target_name
+    feature_names = columns.feature_names
+    categorical = {j for j in [t, *columns.features] if kinds[j] == CATEGORICAL}
+    fixed = train_categories is not None
+    mappers = {
+        j: _Categories(
+            (train_categories or {}).get(columns.names[j], []) if fixed else None,
+            UNSEEN if j == t else np.nan,
+        )
+        for j in categorical
+    }
     capacity = sum(s.rows_estimate for s in sources)
-    x = np.empty((capacity, len(features)), dtype=np.float32)
+    x = np.empty((capacity, len(feature_names)), dtype=np.float32)
     y = np.empty(capacity, dtype=np.float32)
     n = 0
     for source in sources:
-        batches = _parquet_batches(source) if source.kind == "parquet" else _csv_batches(source)
+        batches = _parquet_batches(source) if source.kind == "parquet" else _csv_batches(source, kinds)
         for batch in batches:
             rows = batch.num_rows
             if n + rows > capacity:  # only when a .gz guess was low: grow by half
                 capacity = max(n + rows, capacity + capacity // 2)
-                x = np.resize(x, (capacity, len(features)))
+                x = np.resize(x, (capacity, len(feature_names)))
                 y = np.resize(y, capacity)
-            y[n : n + rows] = batch.column(t).to_numpy(zero_copy_only=False)
-            for j, name in enumerate(features):
-                x[n : n + rows, j] = batch.column(name).to_numpy(zero_copy_only=False)
+            y[n : n + rows] = _to_float32(batch.column(t), kinds[t], mappers.get(t))
+            for i, j in enumerate(columns.features):
+                x[n : n + rows, i] = _to_float32(batch.column(j), kinds[j], mappers.get(j))
             n += rows
     pa.default_memory_pool().release_unused()  # hand Arrow's parse buffers back before training
     if n == 0:
         raise UserError(
-            f"The '{channel}' channel has no data rows: its files hold only a header. Upload files with data rows."
+            f"The '{layout.channel}' channel has no data rows: its files hold only a header. "
+            "Upload files with data rows."
         )
     x, y = x[:n], y[:n]  # views: no copy
     missing = np.isnan(y)
     if missing.any():
         first = int(np.argmax(missing)) + 1
         raise UserError(
-            f"The target column '{names[t]}' has {int(missing.sum())} missing value(s) in the '{channel}' channel "
-            f"(first at data row {first}). Every row needs a target value."
+            f"The target column '{target_name}' has {int(missing.sum())} missing value(s) in the "
+            f"'{layout.channel}' channel (first at data row {first}). Every row needs a target value."
         )
+    categories: dict[str, list[str]] = {}
+    for i, j in enumerate(columns.features):
+        if j in mappers:
+            name = columns.names[j]
+            categories[name] = mappers[j].sorted_categories(x[:, i])
+            if mappers[j].unseen_count:
+                examples = ", ".join(f"'{v}'" for v in mappers[j].unseen_examples[:3])
+                print(
+                    f"note: in the '{layout.channel}' channel, '{name}' has {mappers[j].unseen_count} value(s) "
+                    f"the training data does not have (e.g. {examples}); they are missing values",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    if kinds[t] == CATEGORICAL:
+        labels = mappers[t].sorted_categories(y)
+        target = Target(CATEGORICAL, labels, tuple(mappers[t].unseen_examples))
+    else:
+        target = Target(kinds[t])
     n_files = len(sources)
-    source_text = f"'{channel}' channel ({n_files} file{'s' if n_files != 1 else ''})"
-    dataset = Dataset(x=x, y=y, feature_names=features, target_name=names[t], source=source_text)
-    return dataset, Target("numeric")
+    source_text = f"'{layout.channel}' channel ({n_files} file{'s' if n_files != 1 else ''})"
+    dataset = Dataset(
+        x=x,
+        y=y,
+        feature_names=feature_names,
+        target_name=target_name,
+        source=source_text,
+        categories=categories,
+    )
+    return dataset, target
 
 
 def _target_index(names: list[str], target: str | None, channel: str) -> int:
@@ -306,7 +565,11 @@ def _target_index(names: list[str], target: str | None, channel: str) -> int:
 
 
 def describe(dataset: Dataset) -> str:
-    return f"{dataset.x.shape[0]:,} rows x {dataset.x.shape[1]} features from the {dataset.source}"
+    text = f"{dataset.x.shape[0]:,} rows x {dataset.x.shape[1]} features from the {dataset.source}"
+    if dataset.categories:
+        shown = ", ".join(f"{name} ({len(values)})" for name, values in list(dataset.categories.items())[:10])
+        text += f"; categorical: {shown}{', ...' if len(dataset.categories) > 10 else ''}"
+    return text
 
 
 def channel_content_types(config: dict[str, Any]) -> dict[str, str | None]:

@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from sagemaker_contract.data import cell_value, is_number, is_numeric_arrow_type, looks_like_header
+from sagemaker_contract.data import (
+    cell_value,
+    is_number,
+    is_numeric_arrow_type,
+    is_text_arrow_type,
+    looks_like_header,
+)
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.interface import ModelPlugin, load_model_plugin
 from sagemaker_contract.meta import ModelMeta, is_saved_in
@@ -61,26 +67,109 @@ def _media_type(header: str | None) -> str:
 
 
 # -- parsing --------------------------------------------------------------------------------------------
-def parse_csv(body: bytes) -> np.ndarray:
-    if len(body) > SMALL_CSV_BYTES:
-        return _parse_csv_arrow(body)
+class Schema:
+    """The features a model takes, from model-meta.json: names, and for a text (categorical) column the
+    training data's categories. A request's text cell maps to its category code; an unseen one, to missing."""
+
+    def __init__(self, feature_names: list[str], categories: dict[str, list[str]]) -> None:
+        self.names = feature_names
+        self.width = len(feature_names)
+        self.codes = {
+            j: {value: float(code) for code, value in enumerate(categories[name])}
+            for j, name in enumerate(feature_names)
+            if name in categories
+        }
+
+    def convert(self, rows: list[list[Any]], what: str = "row") -> np.ndarray:
+        """Rows of cells (text, numbers, booleans, None) to the float32 matrix, column by column."""
+        for number, row in enumerate(rows, start=1):
+            if len(row) != self.width:
+                raise BadRequest(
+                    f"{what.capitalize()} {number} has {len(row)} values but the model takes {self.width}."
+                )
+        matrix = np.empty((len(rows), self.width), dtype=np.float32)
+        for j in range(self.width):
+            column = [row[j] for row in rows]
+            lookup = self.codes.get(j)
+            if lookup is not None:
+                matrix[:, j] = [lookup.get(_text(cell), np.nan) for cell in column]
+                continue
+            try:
+                matrix[:, j] = np.array(column, dtype=np.float32)  # numbers (and numeric text), in C
+            except (ValueError, TypeError):
+                matrix[:, j] = [
+                    _number(cell, number, self.names[j], what) for number, cell in enumerate(column, 1)
+                ]
+        return matrix
+
+
+def _text(cell: Any) -> str | None:
+    if cell is None:
+        return None
+    if isinstance(cell, float) and cell.is_integer():
+        cell = int(cell)  # a JSON 3.0 for the category "3"
+    return str(cell).strip()
+
+
+def _number(cell: Any, row: int, column: str, what: str) -> float:
+    if cell is None:
+        return float("nan")
+    if isinstance(cell, bool | int | float):
+        return float(cell)
     try:
-        text = body.decode("utf-8")
+        return cell_value(str(cell))
+    except ValueError:
+        raise BadRequest(
+            f"{what.capitalize()} {row} has a non-numeric value '{str(cell).strip()[:40]}' for the numeric "
+            f"feature '{column}'; send numbers only."
+        ) from None
+
+
+def _split_csv(text: str) -> list[list[str]]:
+    if '"' in text:  # quoted cells may hold commas: the csv module
+        import csv
+
+        return [row for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+    return [line.split(",") for line in text.splitlines() if line.strip()]
+
+
+def _is_header(row: list[str], schema: Schema | None) -> bool:
+    cells = [c.strip().strip('"') for c in row]
+    if schema is not None and cells == schema.names:
+        return True
+    if schema is not None and schema.codes:
+        # With text features a data row may have no numeric cell: a header only where numbers belong.
+        numeric = [c for j, c in enumerate(cells) if j not in schema.codes and c]
+        return bool(numeric) and not any(is_number(c) for c in numeric)
+    return looks_like_header(row)
+
+
+def parse_csv(body: bytes, schema: Schema | None = None) -> np.ndarray:
+    categorical = schema is not None and bool(schema.codes)
+    if len(body) > SMALL_CSV_BYTES and not categorical:
+        try:
+            return _parse_csv_arrow(body)
+        except BadRequest:
+            pass  # booleans and other cells the fast parser does not take: the general path explains
+    try:
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadRequest("The CSV payload is not UTF-8 text.") from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    rows = _split_csv(text)
+    if not rows:
         raise BadRequest("The CSV payload has no rows.")
-    rows = [line.split(",") for line in lines]
-    try:
-        return np.array(rows, dtype=np.float32)  # numpy parses the strings in C: the fast path
-    except ValueError:
-        pass
-    # Slow path for the unusual cases: a header line, empty cells (missing values), ragged rows, bad values.
-    if rows and looks_like_header(rows[0]):
+    if not categorical:
+        try:
+            return np.array(rows, dtype=np.float32)  # numpy parses the strings in C: the fast path
+        except ValueError:
+            pass
+    # The general path: a header line, text (categorical) cells, empty cells, booleans, ragged rows, bad values.
+    if _is_header(rows[0], schema):
         rows = rows[1:]
         if not rows:
             raise BadRequest("The CSV payload has only a header line and no data rows.")
+    if schema is not None and schema.codes:
+        return schema.convert(rows, "CSV row")
     width = len(rows[0])
     values = []
     for number, row in enumerate(rows, start=1):
@@ -130,7 +219,7 @@ def _table_to_matrix(table: Any) -> np.ndarray:
     return matrix
 
 
-def parse_json(body: bytes) -> np.ndarray:
+def parse_json(body: bytes, schema: Schema | None = None) -> np.ndarray:
     try:
         payload = json.loads(body)
     except ValueError as error:
@@ -140,27 +229,56 @@ def parse_json(body: bytes) -> np.ndarray:
         raise BadRequest(
             'The JSON payload needs an "instances" list of rows, e.g. {"instances": [[1.0, 2.0]]}.'
         )
-    if isinstance(rows, list) and rows and all(isinstance(v, int | float) or v is None for v in rows):
+    if isinstance(rows, list) and rows and all(isinstance(v, int | float | str) or v is None for v in rows):
         rows = [rows]  # one flat row
     if isinstance(rows, list) and rows and isinstance(rows[0], dict):
-        try:
-            rows = [row["features"] for row in rows]
-        except (KeyError, TypeError):
-            raise BadRequest('Each object in "instances" needs a "features" list.') from None
-    if not isinstance(rows, list) or not rows:
+        rows = _records(rows, schema)
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, list) for row in rows):
         raise BadRequest('The JSON payload has no rows: "instances" must be a non-empty list of rows.')
-    try:
-        matrix = np.array(rows, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise BadRequest(
-            "The JSON rows must be lists of numbers (null for missing), all of the same length."
-        ) from None
-    if matrix.ndim != 2:
-        raise BadRequest("The JSON rows must be lists of numbers, all of the same length.")
-    return matrix
+    if schema is None or not schema.codes:
+        try:
+            matrix = np.array(rows, dtype=np.float32)
+            if matrix.ndim == 2:
+                return matrix
+        except (ValueError, TypeError):
+            pass
+        try:  # null, true/false and numbers as text; ragged rows and words fail here
+            matrix = np.array([[_json_number(cell) for cell in row] for row in rows], dtype=np.float32)
+        except (ValueError, TypeError):
+            matrix = None
+        if matrix is None or matrix.ndim != 2:
+            raise BadRequest(
+                "The JSON rows must be lists of numbers (null for missing), all of the same length."
+            )
+        return matrix
+    return schema.convert(rows, "JSON row")
 
 
-def parse_parquet(body: bytes, feature_names: list[str]) -> np.ndarray:
+def _json_number(cell: Any) -> float:
+    if cell is None:
+        return float("nan")
+    if isinstance(cell, str):
+        return cell_value(cell)
+    return float(cell)
+
+
+def _records(rows: list[Any], schema: Schema | None) -> list[Any]:
+    """`{"features": [...]}` objects, or records by feature name (extra names ignored, absent ones missing)."""
+    if all(isinstance(row, dict) and "features" in row for row in rows):
+        return [row["features"] for row in rows]
+    if schema is None:
+        raise BadRequest('Each object in "instances" needs a "features" list.')
+    names = set(schema.names)
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not names & set(row):
+            raise BadRequest(
+                f'JSON row {number} is an object without a "features" list or any of the model\'s feature '
+                f"names ({', '.join(schema.names[:10])}{', ...' if schema.width > 10 else ''})."
+            )
+    return [[row.get(name) for name in schema.names] for row in rows]
+
+
+def parse_parquet(body: bytes, schema: Schema) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -170,14 +288,27 @@ def parse_parquet(body: bytes, feature_names: list[str]) -> np.ndarray:
         raise BadRequest(f"The payload is not a readable Parquet file: {str(error)[:200]}.") from None
     if table.num_rows == 0:
         raise BadRequest("The Parquet payload has no rows.")
-    if set(feature_names) <= set(table.column_names):
-        table = table.select(feature_names)  # by name, in the model's order (extra columns ignored)
-    for field in table.schema:
-        if not is_numeric_arrow_type(field.type):
+    if set(schema.names) <= set(table.column_names):
+        table = table.select(schema.names)  # by name, in the model's order (extra columns ignored)
+    if table.num_columns != schema.width:
+        return np.empty(
+            (table.num_rows, table.num_columns), dtype=np.float32
+        )  # the caller explains the width
+    matrix = np.empty((table.num_rows, table.num_columns), dtype=np.float32)
+    for j, field in enumerate(table.schema):
+        column = table.column(j)
+        if j in schema.codes and is_text_arrow_type(field.type):
+            lookup = schema.codes[j]
+            matrix[:, j] = [np.nan if v is None else lookup.get(v, np.nan) for v in column.to_pylist()]
+        elif is_numeric_arrow_type(field.type):
+            matrix[:, j] = column.cast(pa.float32()).to_numpy()
+        else:
             raise BadRequest(
-                f"Parquet column '{field.name}' has type {field.type}; send numeric columns only."
+                f"Parquet column '{field.name}' has type {field.type}; send numbers, true/false or text "
+                f"{'(a category)' if j in schema.codes else ''}".rstrip()
+                + "."
             )
-    return _table_to_matrix(table.cast(pa.schema([pa.field(f.name, pa.float32()) for f in table.schema])))
+    return matrix
 
 
 # -- formatting -----------------------------------------------------------------------------------------
@@ -221,6 +352,7 @@ class InferenceApp:
             return False
         self.feature_names: list[str] = self.meta.feature_names
         self.n_features = len(self.feature_names)
+        self.schema = Schema(self.feature_names, self.meta.categories)
         log.info("model loaded from %s (%d features)", self.model_dir, self.n_features)
         return True
 
@@ -266,11 +398,11 @@ class InferenceApp:
         body = _read_body(environ)
         content_type = _media_type(environ.get("CONTENT_TYPE")) or CSV
         if content_type in (CSV, "text/plain"):
-            features = parse_csv(body)
+            features = parse_csv(body, self.schema)
         elif content_type == JSON:
-            features = parse_json(body)
+            features = parse_json(body, self.schema)
         elif content_type in (PARQUET, "application/parquet", "application/vnd.apache.parquet"):
-            features = parse_parquet(body, self.feature_names)
+            features = parse_parquet(body, self.schema)
         else:
             raise BadRequest(f"Unsupported Content-Type {content_type}: use {CSV}, {JSON} or {PARQUET}.", 415)
         if features.shape[1] != self.n_features:

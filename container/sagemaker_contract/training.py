@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any
 
 from sagemaker_contract import data, hyperparameters, tasks
 from sagemaker_contract.errors import UserError
-from sagemaker_contract.interface import Dataset, ModelInterfaceError, ModelPlugin, load_model_plugin
+from sagemaker_contract.interface import ModelInterfaceError, ModelPlugin, load_model_plugin
 from sagemaker_contract.meta import META_FILE, ModelMeta
 from sagemaker_contract.paths import OptMl
 
@@ -83,10 +82,6 @@ def _channel_dir(opt: OptMl, name: str, config: dict[str, Any], required: bool) 
     )
 
 
-def _headerless(dataset: Dataset) -> bool:
-    return all(re.fullmatch(r"c\d+", name) for name in [dataset.target_name, *dataset.feature_names])
-
-
 def _make_readable(path: Path) -> None:
     """Readable by the host and by the non-root serving user."""
     path.chmod(0o755 if path.is_dir() else 0o644)
@@ -113,12 +108,11 @@ def save_model_atomically(plugin: ModelPlugin, model: Any, meta: ModelMeta, mode
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _read(opt: OptMl, name: str, input_config: dict[str, Any], params: dict[str, Any], required: bool):
+def _layout(opt: OptMl, name: str, input_config: dict[str, Any], required: bool) -> data.Layout | None:
     directory = _channel_dir(opt, name, input_config, required=required)
     if directory is None:
         return None
-    content_type = data.channel_content_types(input_config).get(name)
-    return data.read_channel(directory, name, params["target"], content_type)
+    return data.inspect_channel(directory, name, data.channel_content_types(input_config).get(name))
 
 
 def run(opt: OptMl) -> None:
@@ -135,23 +129,23 @@ def run(opt: OptMl) -> None:
     log(f"model module: {plugin.name} ({plugin.manifest.get('name', '?')})")
     log(f"hyperparameters: {json.dumps({k: v for k, v in params.items() if v is not None})}")
 
-    train, train_target = _read(opt, "train", input_config, params, required=True)
+    train_layout = _layout(opt, "train", input_config, required=True)
+    assert train_layout is not None
+    columns = data.plan_columns(train_layout, params["target"])
+    validation_layout = _layout(opt, "validation", input_config, required=False)
+    if validation_layout is not None:
+        data.check_same_columns(validation_layout, columns)
+
+    train, train_target = data.read_channel(train_layout, columns)
     log(f"train: {data.describe(train)}; target '{train.target_name}'")
-    validation = None
-    read_validation = _read(opt, "validation", input_config, params, required=False)
-    if read_validation is not None:
-        validation, validation_target = read_validation
-        both_have_headers = not (_headerless(train) or _headerless(validation))
-        if both_have_headers and validation.feature_names != train.feature_names:
-            raise UserError(
-                "The validation channel's columns differ from the train channel's: "
-                f"{', '.join(validation.feature_names[:10])} vs {', '.join(train.feature_names[:10])}."
-            )
-        if validation.x.shape[1] != train.x.shape[1]:
-            raise UserError(
-                f"The validation data has {validation.x.shape[1]} feature columns but the training data has "
-                f"{train.x.shape[1]}. Both channels need the same columns."
-            )
+    # The other channels use the train channel's categories: a value it does not have is a missing value.
+    known = {
+        **train.categories,
+        **({train.target_name: train_target.categories} if train_target.categories else {}),
+    }
+    validation = validation_target = None
+    if validation_layout is not None:
+        validation, validation_target = data.read_channel(validation_layout, columns, known)
         log(f"validation: {data.describe(validation)}")
 
     task = tasks.decide(
@@ -159,7 +153,7 @@ def run(opt: OptMl) -> None:
     )
     log(task.describe(train.target_name))
     labelled = [(train, train_target, "training data")]
-    if validation is not None:
+    if validation is not None and validation_target is not None:
         labelled.append((validation, validation_target, validation.source))
     for dataset, target, what in labelled:
         dataset.y = tasks.encode(dataset.y, target, task, what)

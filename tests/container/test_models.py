@@ -137,3 +137,21 @@ def test_readme_states_the_default_models_defaults() -> None:
             assert float(default) == float(HYPERPARAMETERS[name].default), name
             checked += 1
     assert checked >= 5
+
+
+def test_text_labels_and_categorical_features(model: str, tmp_path: Path, run_train: Run) -> None:
+    """A table with text columns, missing values and booleans, and a text target: every model trains on it."""
+    from tests.container import tables
+
+    frame = tables.titanic()
+    frame["survived"] = np.where(frame["survived"] == 1, "yes", "no")
+    (tmp_path / "t").mkdir()
+    frame.to_csv(tmp_path / "t" / "titanic.csv", index=False)
+    opt = make_opt_ml(tmp_path / "ml", channels={"train": tmp_path / "t"})
+    result = run_train(opt)
+    assert result.exit_code == 0, result.failure
+    meta = json.loads((opt / "model" / "model-meta.json").read_text())
+    assert meta["classes"] == ["no", "yes"] and meta["categories"]["sex"] == ["female", "male"]
+    metrics = {name: float(v) for _, name, v in re.findall(METRIC_RE, result.stdout, flags=re.MULTILINE)}
+    if model != FAKE_MODEL:
+        assert metrics["accuracy"] > 0.75  # sex and class decide most of it

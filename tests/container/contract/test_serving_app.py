@@ -185,12 +185,12 @@ def test_accept_json_for_csv_request(app) -> None:
             400,
             b"non-numeric",
         ),
-        # A quoted number is not a number to the CSV reader: a clear 400 naming it, not a 500.
+        # A quoted word in a numeric column: a clear 400 naming it, not a 500.
         (
-            b'"7.4",' + ROWS[0].encode().split(b",", 1)[1],
+            b'"seven",' + ROWS[0].encode().split(b",", 1)[1],
             {"Content-Type": "text/csv"},
             400,
-            b"non-numeric value '\"7.4\"'",
+            b"non-numeric value 'seven'",
         ),
         (ROWS[0].encode() + b"\n1,2", {"Content-Type": "text/csv"}, 400, b"row 2 has 2 values"),
         (b"", {"Content-Type": "text/csv"}, 400, b"empty"),
@@ -212,6 +212,14 @@ def test_over_6_mb_is_413(app) -> None:
     body = (ROWS[0] + "\n").encode() * (6 * 1024 * 1024 // len(ROWS[0]) + 10)
     status, _, payload = call(app, "POST", "/invocations", body, {"Content-Type": "text/csv"})
     assert status == 413 and b"6 MB" in payload
+
+
+def test_quoted_cells_read_like_training_reads_them(app) -> None:
+    """CSV quoting is syntax: "7.4" is the number 7.4, as pyarrow reads it in training (pandas QUOTE_ALL)."""
+    quoted = ",".join(f'"{cell}"' for cell in ROWS[0].split(","))
+    plain = call(app, "POST", "/invocations", ROWS[0].encode(), {"Content-Type": "text/csv"})
+    status, _, body = call(app, "POST", "/invocations", quoted.encode(), {"Content-Type": "text/csv"})
+    assert status == 200 and body == plain[2], body
 
 
 def test_unknown_path_and_method(app) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -52,3 +53,25 @@ def test_fast_predict_matches_inplace_predict(model_dir: Path, tmp_path: Path) -
     got = user_model.predict(multi, features[:7])
     assert got.shape == (7, 3)
     np.testing.assert_allclose(got, booster.inplace_predict(features[:7]), rtol=1e-6)
+
+
+def test_text_columns_train_as_native_categorical_features(tmp_path: Path) -> None:
+    import xgboost as xgb
+    from sagemaker_contract import training
+
+    from tests.container import tables
+
+    source = tmp_path / "titanic"
+    source.mkdir()
+    tables.titanic().to_csv(source / "titanic.csv", index=False)
+    opt = make_opt_ml(tmp_path / "ml", {"num_round": "20"}, {"train": source})
+    os.environ["OPT_ML_DIR"] = str(opt)
+    try:
+        assert training.main() == 0, (opt / "output" / "failure").read_text()
+    finally:
+        os.environ.pop("OPT_ML_DIR")
+    booster = xgb.Booster(model_file=str(opt / "model" / "xgboost-model.ubj"))
+    meta = json.loads((opt / "model" / "model-meta.json").read_text())
+    types = dict(zip(meta["feature_names"], booster.feature_types, strict=True))
+    assert types["sex"] == "c" and types["embarked"] == "c" and types["name"] == "c"
+    assert types["age"] == "q" and types["alone"] == "q"

@@ -1,0 +1,188 @@
+"""Real tables, no preprocessing: the shapes pandas writes, trained and served as they are (fake model)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.container import tables
+from tests.container.conftest import METRIC_RE, TrainResult, make_opt_ml
+from tests.container.contract.test_serving_app import call
+
+Run = Callable[[Path], TrainResult]
+
+
+def folder(path: Path, frame: pd.DataFrame, kind: str = "csv", **options) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if kind == "csv":
+        frame.to_csv(path / "data.csv", **{"index": False, **options})
+    else:
+        frame.to_parquet(path / "data.parquet", **{"index": False, **options})
+    return path
+
+
+def trained(run_train: Run, opt: Path) -> tuple[TrainResult, dict]:
+    result = run_train(opt)
+    assert result.exit_code == 0, result.failure
+    return result, json.loads((opt / "model" / "model-meta.json").read_text())
+
+
+def assert_failed(result: TrainResult, *fragments: str) -> str:
+    assert result.exit_code == 1 and result.failure, result.stderr[-2000:]
+    reason = result.failure
+    assert reason.count("\n") == 1 and "Traceback" not in reason, reason
+    for fragment in fragments:
+        assert fragment in reason, reason
+    assert result.model_files == []
+    return reason
+
+
+def metrics_of(stdout: str) -> dict[str, float]:
+    return {f"{c}:{n}": float(v) for c, n, v in re.findall(METRIC_RE, stdout, flags=re.MULTILINE)}
+
+
+# -- text labels and text features ----------------------------------------------------------------------------
+def test_text_labels_train_a_classifier(tmp_path: Path, run_train: Run) -> None:
+    source = folder(tmp_path / "iris", tables.iris())
+    result, meta = trained(run_train, make_opt_ml(tmp_path / "ml", {"target": "species"}, {"train": source}))
+    assert meta["task"] == "classification" and meta["classes"] == ["setosa", "versicolor", "virginica"]
+    assert "task: classification (inferred: the target holds text labels); 3 classes: setosa" in result.stderr
+    assert metrics_of(result.stdout)["train:accuracy"] > 0.8
+
+
+def test_text_labels_cannot_be_regression(tmp_path: Path, run_train: Run) -> None:
+    source = folder(tmp_path / "iris", tables.iris())
+    opt = make_opt_ml(tmp_path / "ml", {"target": "species", "problem_type": "regression"}, {"train": source})
+    assert_failed(run_train(opt), "The target column 'species' holds text (e.g. 'setosa')")
+
+
+def test_text_columns_are_categorical_features(tmp_path: Path, run_train: Run) -> None:
+    source = folder(tmp_path / "titanic", tables.titanic())
+    _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
+    assert meta["categories"]["sex"] == ["female", "male"]
+    assert meta["categories"]["embarked"] == ["C", "Q", "S"]  # sorted; the empty cells are missing values
+    assert len(meta["categories"]["name"]) == 891  # quoted names with commas are one cell each
+    assert "age" not in meta["categories"] and "alone" not in meta["categories"]
+    assert meta["feature_names"] == ["pclass", "name", "sex", "age", "sibsp", "fare", "embarked", "alone"]
+
+
+def test_booleans_in_csv_train_like_the_same_column_in_parquet(tmp_path: Path, run_train: Run) -> None:
+    frame = tables.titanic()
+    from_csv, csv_meta = trained(
+        run_train, make_opt_ml(tmp_path / "csv", channels={"train": folder(tmp_path / "c", frame)})
+    )
+    from_parquet, parquet_meta = trained(
+        run_train, make_opt_ml(tmp_path / "pq", channels={"train": folder(tmp_path / "p", frame, "parquet")})
+    )
+    assert "True" in (tmp_path / "c" / "data.csv").read_text()  # pandas writes booleans as True/False
+    assert metrics_of(from_csv.stdout) == metrics_of(from_parquet.stdout)
+    assert csv_meta["categories"] == parquet_meta["categories"]
+
+
+def test_unseen_categories_in_validation_are_missing_values(tmp_path: Path, run_train: Run) -> None:
+    frame = tables.titanic()
+    validation = frame.iloc[:100].copy()
+    validation.loc[validation.index[:7], "embarked"] = "X"  # a port the training data never saw
+    opt = make_opt_ml(
+        tmp_path / "ml",
+        channels={
+            "train": folder(tmp_path / "t", frame.iloc[100:]),
+            "validation": folder(tmp_path / "v", validation),
+        },
+    )
+    result, meta = trained(run_train, opt)
+    assert meta["categories"]["embarked"] == ["C", "Q", "S"]
+    assert "'embarked' has 7 value(s) the training data does not have (e.g. 'X')" in result.stderr
+    assert "validation:accuracy" in metrics_of(result.stdout)
+
+
+def test_text_label_missing_from_train(tmp_path: Path, run_train: Run) -> None:
+    frame = tables.iris()
+    validation = frame.iloc[:10].copy()
+    validation.loc[validation.index[0], "species"] = "daisy"
+    opt = make_opt_ml(
+        tmp_path / "ml",
+        {"target": "species"},
+        {"train": folder(tmp_path / "t", frame), "validation": folder(tmp_path / "v", validation)},
+    )
+    assert_failed(run_train(opt), "1 target value(s) that never occur in the training data ('daisy')")
+
+
+# -- serving maps the same categories ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def titanic_app(tmp_path_factory: pytest.TempPathFactory):
+    import os
+
+    from sagemaker_contract import training
+    from sagemaker_contract.serving import create_app
+
+    work = tmp_path_factory.mktemp("titanic")
+    opt = make_opt_ml(work / "ml", channels={"train": folder(work / "t", tables.titanic())})
+    previous = os.environ.get("OPT_ML_DIR")
+    os.environ["OPT_ML_DIR"] = str(opt)
+    try:
+        assert training.main() == 0
+    finally:
+        if previous is None:
+            os.environ.pop("OPT_ML_DIR")
+        else:
+            os.environ["OPT_ML_DIR"] = previous
+    return create_app(opt / "model")
+
+
+def predict_csv(app, body: str) -> list[float]:
+    status, _, answer = call(app, "POST", "/invocations", body.encode(), {"Content-Type": "text/csv"})
+    assert status == 200, answer
+    return [float(v) for v in answer.split()]
+
+
+def test_serving_maps_text_cells_to_the_training_categories(titanic_app) -> None:
+    female, male = predict_csv(
+        titanic_app,
+        '1,"Allen, Miss. E",female,29,0,211.3,S,True\n1,"Allen, Mr. E",male,29,0,211.3,S,True',
+    )
+    assert female != male  # sex is a feature the model sees
+    # An unseen category and an empty cell are both missing values, not errors.
+    unseen, missing = predict_csv(
+        titanic_app, "3,Nobody,female,40,1,7.5,Atlantis,False\n3,Nobody,female,40,1,7.5,,False"
+    )
+    assert unseen == missing
+
+
+def test_serving_json_rows_may_hold_text_and_be_records(titanic_app) -> None:
+    row = [1, "Allen, Miss. E", "female", 29, 0, 211.3, "S", True]
+    names = ["pclass", "name", "sex", "age", "sibsp", "fare", "embarked", "alone"]
+    by_position = call(
+        titanic_app, "POST", "/invocations", json.dumps({"instances": [row]}).encode(),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    by_name = call(
+        titanic_app, "POST", "/invocations", json.dumps({"instances": [dict(zip(names, row, strict=True))]}).encode(),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert by_position[0] == 200 and by_name[0] == 200, (by_position, by_name)
+    assert json.loads(by_position[2]) == json.loads(by_name[2])
+    assert json.loads(by_position[2])["predictions"][0] == pytest.approx(
+        predict_csv(titanic_app, '1,"Allen, Miss. E",female,29,0,211.3,S,True')[0], rel=1e-6
+    )
+
+
+def test_serving_parquet_with_text_and_boolean_columns(titanic_app) -> None:
+    import io
+
+    frame = tables.titanic().drop(columns="survived").iloc[:5]
+    sink = io.BytesIO()
+    frame.to_parquet(sink, index=False)
+    status, _, body = call(
+        titanic_app, "POST", "/invocations", sink.getvalue(),
+        {"Content-Type": "application/x-parquet", "Accept": "text/csv"},
+    )  # fmt: skip
+    assert status == 200, body
+    expected = predict_csv(titanic_app, frame.to_csv(index=False, header=False))
+    np.testing.assert_allclose([float(v) for v in body.split()], expected, rtol=1e-6)
