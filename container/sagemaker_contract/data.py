@@ -2,7 +2,8 @@
 
 - Files: CSV (`.csv`, `.csv.gz`, `.txt`) or Parquet, one file or many (recursively; hidden files, `_SUCCESS`
   and empty part files are skipped).
-- CSV: a header row is detected; without one, columns are named c0, c1, ... (SageMaker built-in style:
+- CSV: a header row is detected (see `detect_header`: also a header of numbers as pandas writes it, and
+  after a UTF-8 byte order mark); without one, columns are named c0, c1, ... (SageMaker built-in style:
   headerless, target first).
 - Column kinds, decided from the train channel (a sample of each CSV file, the schema of each Parquet file):
   numbers; booleans (`True`/`False` text in CSV, bool columns in Parquet) as 1/0; anything else with text is
@@ -93,6 +94,26 @@ def is_text_arrow_type(arrow_type: pa.DataType) -> bool:
 def looks_like_header(tokens: list[str]) -> bool:
     cells = [t.strip().strip('"') for t in tokens if t.strip().strip('"')]
     return bool(cells) and not any(is_number(t) for t in cells)
+
+
+def detect_header(first: list[str], rows: list[list[str]]) -> bool:
+    """Is the first line a header? Yes when:
+    - it counts 0, 1, 2, ... (pandas' names for `pd.DataFrame(X)`, maybe after an empty index name);
+    - it has a word where the rows below have numbers or true/false (`label,0,1,...,63` above numbers);
+    - it has no number at all (a table of text columns, or a single line).
+    A data row with one bad cell is not a header: the rows below have a number or a word there too.
+    """
+    cells = [cell.strip() for cell in first]
+    named = cells[1:] if cells and cells[0] == "" else cells
+    if len(named) > 1 and named == [str(i) for i in range(len(named))]:
+        return True
+    for j, cell in enumerate(cells):
+        if cell in NULL_TOKENS or is_number(cell):
+            continue
+        below = [row[j] for row in rows if j < len(row)]
+        if below and column_kind(below) in (NUMERIC, BOOL) and any(v not in NULL_TOKENS for v in below):
+            return True
+    return looks_like_header(first)
 
 
 def column_kind(values: list[str]) -> str:
@@ -226,8 +247,7 @@ def _csv_source(path: Path, label: str) -> _Source | None:
     if not rows:
         return None
     tokens = rows[0]
-    # A header has no numeric cell at all; a data row with one bad cell is garbage, not a header.
-    has_header = looks_like_header(tokens)
+    has_header = detect_header(tokens, rows[1:])
     names = [t.strip() for t in tokens] if has_header else [f"c{i}" for i in range(len(tokens))]
     if has_header and len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})

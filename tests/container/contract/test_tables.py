@@ -186,3 +186,39 @@ def test_serving_parquet_with_text_and_boolean_columns(titanic_app) -> None:
     assert status == 200, body
     expected = predict_csv(titanic_app, frame.to_csv(index=False, header=False))
     np.testing.assert_allclose([float(v) for v in body.split()], expected, rtol=1e-6)
+
+
+# -- header detection ------------------------------------------------------------------------------------------
+def test_a_header_of_numbers_as_pandas_writes_it(tmp_path: Path, run_train: Run) -> None:
+    x, y = tables.digits()
+    frame = pd.DataFrame(x)
+    frame.insert(0, "label", y)  # label,0,1,...,63
+    source = folder(tmp_path / "digits", frame)
+    assert (source / "data.csv").read_text().startswith("label,0,1,2,")
+    _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
+    assert meta["target"] == "label" and meta["feature_names"] == [str(i) for i in range(64)]
+    assert meta["task"] == "classification" and meta["classes"] == list(range(10))
+    assert meta["rows"]["train"] == 400  # the header is not a data row
+
+
+def test_a_header_of_column_numbers_only(tmp_path: Path, run_train: Run) -> None:
+    x, y = tables.digits()
+    source = folder(tmp_path / "digits", pd.DataFrame(np.column_stack([y, x])))  # 0,1,...,64
+    _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
+    assert meta["target"] == "0" and meta["rows"]["train"] == 400
+
+
+def test_a_utf8_byte_order_mark_before_the_header(tmp_path: Path, run_train: Run) -> None:
+    source = folder(tmp_path / "iris", tables.iris(), encoding="utf-8-sig")
+    assert (source / "data.csv").read_bytes().startswith(b"\xef\xbb\xbfsepal")
+    _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", {"target": "species"}, {"train": source}))
+    assert meta["feature_names"][0] == "sepal length (cm)"
+
+
+def test_a_utf8_byte_order_mark_before_headerless_numbers(tmp_path: Path, run_train: Run) -> None:
+    source = tmp_path / "bom"
+    source.mkdir()
+    frame = tables.housing()[["MedHouseVal", "MedInc", "AveRooms", "HouseAge"]]
+    frame.to_csv(source / "data.csv", index=False, header=False, encoding="utf-8-sig")
+    _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
+    assert meta["target"] == "c0" and meta["rows"]["train"] == 1000
