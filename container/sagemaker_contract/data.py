@@ -40,6 +40,10 @@ CSV_TYPES = ("text/csv", "csv", "text/csv;label_size=1")
 PARQUET_TYPES = ("application/x-parquet", "application/parquet", "parquet")
 SKIP_NAMES = ("_SUCCESS", "_committed", "_started")
 CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*invalid value '(.*)'")
+# The row index pandas writes: an unnamed first CSV column (`to_csv` without index=False; "Unnamed: 0" once
+# read back and written again), and the index columns it stores in Parquet.
+UNNAMED_INDEX = re.compile(r"^(|Unnamed: 0)$")
+PARQUET_INDEX = re.compile(r"^__index_level_\d+__$")
 
 NUMERIC, BOOL, CATEGORICAL = "numeric", "bool", "categorical"
 # What pyarrow reads as a missing value in a CSV cell (its defaults: "", NA, N/A, NaN, nan, null, NULL, ...).
@@ -328,7 +332,10 @@ def _parquet_source(path: Path, label: str) -> _Source | None:
         return None
     schema = parquet.schema_arrow
     kinds: dict[str, str] = {}
+    names = [name for name in schema.names if not PARQUET_INDEX.match(name)]  # pandas' stored index
     for column in schema:
+        if PARQUET_INDEX.match(column.name):
+            continue
         if pa.types.is_boolean(column.type):
             kinds[column.name] = BOOL
         elif is_numeric_arrow_type(column.type):
@@ -340,11 +347,11 @@ def _parquet_source(path: Path, label: str) -> _Source | None:
                 f"Column '{column.name}' of {label} has type {column.type}, which is neither a number, true/false "
                 "nor text. Convert it (dates, for example, to a number of days) before training."
             )
-    return _Source(path, label, "parquet", list(schema.names), True, parquet.metadata.num_rows, kinds)
+    return _Source(path, label, "parquet", names, True, parquet.metadata.num_rows, kinds)
 
 
 def _parquet_batches(source: _Source) -> Iterator[pa.RecordBatch]:
-    yield from pq.ParquetFile(source.path).iter_batches(batch_size=65536)
+    yield from pq.ParquetFile(source.path).iter_batches(batch_size=65536, columns=source.names)
 
 
 def inspect_channel(directory: Path, channel: str, content_type: str | None = None) -> Layout:
@@ -393,6 +400,8 @@ class Columns:
     target: int
     features: list[int]
     headerless: bool
+    target_given: bool = True
+    notes: list[str] = field(default_factory=list)
 
     @property
     def target_name(self) -> str:
@@ -405,11 +414,26 @@ class Columns:
 
 def plan_columns(train: Layout, target: str | None) -> Columns:
     names = train.names
+    left_out: set[int] = set()
+    notes = []
+    if not train.headerless and UNNAMED_INDEX.match(names[0]):
+        label = train.sources[0].label
+        if not target:
+            raise UserError(
+                f"The first column of {label} has no name: it is the row index pandas writes unless told "
+                "index=False, not a target. Set the target hyperparameter to the target column's name (the "
+                "index column is then left out), or write the file with to_csv(..., index=False)."
+            )
+        left_out.add(0)
+        notes.append(f"the unnamed first column ({names[0] or 'empty name'}) is a pandas row index: left out")
     t = _target_index(names, target, train.channel)
+    if t in left_out:
+        raise UserError(f"The target column '{target}' is the unnamed row index column; name another column.")
     kinds = train.kinds()
-    return Columns(
-        names, [kinds[n] for n in names], t, [j for j in range(len(names)) if j != t], train.headerless
-    )
+    features = [j for j in range(len(names)) if j != t and j not in left_out]
+    if not features:
+        raise UserError(f"The '{train.channel}' channel has no feature columns besides the target.")
+    return Columns(names, [kinds[n] for n in names], t, features, train.headerless, bool(target), notes)
 
 
 def check_same_columns(layout: Layout, columns: Columns) -> None:
@@ -508,7 +532,7 @@ def read_channel(
     capacity = sum(s.rows_estimate for s in sources)
     x = np.empty((capacity, len(feature_names)), dtype=np.float32)
     y = np.empty(capacity, dtype=np.float32)
-    n = 0
+    n = first_rows = 0
     for source in sources:
         batches = _parquet_batches(source) if source.kind == "parquet" else _csv_batches(source, kinds)
         for batch in batches:
@@ -521,6 +545,7 @@ def read_channel(
             for i, j in enumerate(columns.features):
                 x[n : n + rows, i] = _to_float32(batch.column(j), kinds[j], mappers.get(j))
             n += rows
+        first_rows = first_rows or n
     pa.default_memory_pool().release_unused()  # hand Arrow's parse buffers back before training
     if n == 0:
         raise UserError(
@@ -528,6 +553,12 @@ def read_channel(
             "Upload files with data rows."
         )
     x, y = x[:n], y[:n]  # views: no copy
+    if not fixed and not columns.target_given and _counts_rows(y[:first_rows]):
+        raise UserError(
+            f"The first column of the '{layout.channel}' channel ('{target_name}') counts 0, 1, 2, ... like a row "
+            "index, so it cannot be the target. Write the file without the index (pandas: to_csv(..., "
+            "index=False)), or set the target hyperparameter to the target column's name."
+        )
     missing = np.isnan(y)
     if missing.any():
         first = int(np.argmax(missing)) + 1
@@ -564,6 +595,11 @@ def read_channel(
         categories=categories,
     )
     return dataset, target
+
+
+def _counts_rows(y: np.ndarray) -> bool:
+    """A first column 0, 1, 2, ... (or 1, 2, 3, ...) in the first file: a row index, never a target."""
+    return y.size >= 10 and y[0] in (0.0, 1.0) and bool(np.all(np.diff(y) == 1))
 
 
 def _target_index(names: list[str], target: str | None, channel: str) -> int:

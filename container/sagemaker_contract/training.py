@@ -132,6 +132,8 @@ def run(opt: OptMl) -> None:
     train_layout = _layout(opt, "train", input_config, required=True)
     assert train_layout is not None
     columns = data.plan_columns(train_layout, params["target"])
+    for note in columns.notes:
+        log(f"note: {note}")
     validation_layout = _layout(opt, "validation", input_config, required=False)
     if validation_layout is not None:
         data.check_same_columns(validation_layout, columns)

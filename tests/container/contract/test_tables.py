@@ -222,3 +222,56 @@ def test_a_utf8_byte_order_mark_before_headerless_numbers(tmp_path: Path, run_tr
     frame.to_csv(source / "data.csv", index=False, header=False, encoding="utf-8-sig")
     _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
     assert meta["target"] == "c0" and meta["rows"]["train"] == 1000
+
+
+# -- an index column is not the target -----------------------------------------------------------------------------
+def test_pandas_index_column_without_a_target_fails_with_advice(tmp_path: Path, run_train: Run) -> None:
+    source = folder(tmp_path / "h", tables.housing(), index=True)  # ",MedInc,...": the index, unnamed
+    assert (source / "data.csv").read_text().startswith(",MedInc")
+    reason = assert_failed(
+        run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})), "has no name", "index=False"
+    )
+    assert "set the target hyperparameter" in reason.lower()
+
+
+def test_pandas_index_column_is_dropped_when_the_target_is_named(tmp_path: Path, run_train: Run) -> None:
+    frame = tables.housing()
+    opt = make_opt_ml(
+        tmp_path / "ml",
+        {"target": "MedHouseVal"},
+        {
+            "train": folder(tmp_path / "t", frame.iloc[:800], index=True),
+            "validation": folder(tmp_path / "v", frame.iloc[800:], index=True),
+        },
+    )
+    result, meta = trained(run_train, opt)
+    assert meta["feature_names"] == ["MedInc", "AveRooms", "HouseAge"]
+    assert "the unnamed first column" in result.stderr
+
+
+@pytest.mark.parametrize("shape", ["headerless", "named index"])
+def test_a_first_column_counting_rows_is_not_a_target(tmp_path: Path, run_train: Run, shape: str) -> None:
+    frame = tables.housing()
+    source = tmp_path / "h"
+    source.mkdir()
+    if shape == "headerless":
+        frame.to_csv(source / "data.csv", header=False)  # the index, then the columns, no header
+    else:
+        frame.reset_index().to_csv(source / "data.csv", index=False)  # "index" 0, 1, 2, ...
+    assert_failed(
+        run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})),
+        "counts 0, 1, 2, ... like a row index",
+        "index=False",
+    )
+
+
+def test_the_index_pandas_stores_in_parquet_is_not_a_feature(tmp_path: Path, run_train: Run) -> None:
+    frame = tables.housing()[["MedHouseVal", "MedInc", "AveRooms", "HouseAge"]].sample(
+        frac=1.0, random_state=0
+    )
+    source = folder(tmp_path / "p", frame, "parquet", index=None)  # a shuffled index: __index_level_0__
+    import pyarrow.parquet as pq
+
+    assert "__index_level_0__" in pq.ParquetFile(source / "data.parquet").schema_arrow.names
+    _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
+    assert meta["target"] == "MedHouseVal" and meta["feature_names"] == ["MedInc", "AveRooms", "HouseAge"]
