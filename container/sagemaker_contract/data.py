@@ -236,10 +236,45 @@ def _sample_rows(text: str) -> list[list[str]]:
     ]
 
 
+COMPRESSED = {b"BZh": "bzip2", b"PK\x03\x04": "zip", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def _check_bytes(path: Path, label: str) -> None:
+    """Compressed or binary bytes under a text name get a sentence, not a parse error full of garbage."""
+    with path.open("rb") as handle:
+        magic = handle.read(8)
+    gzipped = magic.startswith(b"\x1f\x8b")
+    if gzipped and not path.name.endswith(".gz"):
+        raise UserError(
+            f"{label} is gzip-compressed but its name does not end in .gz. Name it .csv.gz (it is then "
+            "decompressed while reading), or upload it uncompressed."
+        )
+    if path.name.endswith(".gz") and not gzipped:
+        raise UserError(
+            f"{label} is named .gz but is not gzip-compressed. Name it .csv, or compress it with gzip."
+        )
+    for prefix, name in COMPRESSED.items():
+        if magic.startswith(prefix):
+            raise UserError(
+                f"{label} is compressed ({name}). Only gzip is read (name the file .csv.gz); decompress it, or "
+                "compress it with gzip."
+            )
+    if magic.startswith(b"PAR1"):
+        raise UserError(f"{label} is a Parquet file under a CSV name. Name it .parquet.")
+
+
 def _csv_source(path: Path, label: str) -> _Source | None:
     if path.stat().st_size == 0:
         return None
-    head = _head(path)
+    _check_bytes(path, label)
+    try:
+        head = _head(path)
+    except (OSError, EOFError) as error:
+        raise UserError(f"{label} is not a readable gzip file ({str(error)[:100]}).") from None
+    if b"\x00" in head:
+        raise UserError(
+            f"{label} is not a text CSV file (it has binary content). Upload CSV text, or Parquet named .parquet."
+        )
     try:
         text = head.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -275,3 +275,51 @@ def test_the_index_pandas_stores_in_parquet_is_not_a_feature(tmp_path: Path, run
     assert "__index_level_0__" in pq.ParquetFile(source / "data.parquet").schema_arrow.names
     _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
     assert meta["target"] == "MedHouseVal" and meta["feature_names"] == ["MedInc", "AveRooms", "HouseAge"]
+
+
+# -- compressed and binary files -----------------------------------------------------------------------------------
+def test_csv_gz_files_train(tmp_path: Path, run_train: Run) -> None:
+    source = tmp_path / "gz"
+    source.mkdir()
+    frame = tables.housing()[["MedHouseVal", "MedInc", "AveRooms", "HouseAge"]]
+    frame.iloc[:500].to_csv(source / "part-0.csv.gz", index=False, compression="gzip")
+    frame.iloc[500:].to_csv(source / "part-1.csv.gz", index=False, compression="gzip")
+    _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
+    assert meta["rows"]["train"] == 1000 and meta["target"] == "MedHouseVal"
+
+
+@pytest.mark.parametrize(
+    ("compression", "fragment"),
+    [
+        ("gzip", "is gzip-compressed but its name does not end in .gz"),
+        ("bz2", "is compressed (bzip2)"),
+        ("zip", "is compressed (zip)"),
+    ],
+)
+def test_compressed_bytes_under_a_csv_name(
+    tmp_path: Path, run_train: Run, compression: str, fragment: str
+) -> None:
+    source = tmp_path / "c"
+    source.mkdir()
+    tables.housing().to_csv(source / "data.csv", index=False, compression=compression)
+    reason = assert_failed(run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})), fragment)
+    assert "data.csv" in reason and "columns" not in reason
+
+
+def test_a_gz_name_on_plain_text(tmp_path: Path, run_train: Run) -> None:
+    source = folder(tmp_path / "t", tables.housing())
+    (source / "data.csv").rename(source / "data.csv.gz")
+    assert_failed(
+        run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})),
+        "data.csv.gz",
+        "is not gzip-compressed",
+    )
+
+
+def test_binary_content_under_a_csv_name(tmp_path: Path, run_train: Run) -> None:
+    source = tmp_path / "b"
+    source.mkdir()
+    (source / "data.csv").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
+    assert_failed(
+        run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})), "data.csv", "not a text CSV file"
+    )
