@@ -570,6 +570,7 @@ def read_channel(
     n = first_rows = 0
     for source in sources:
         batches = _parquet_batches(source) if source.kind == "parquet" else _csv_batches(source, kinds)
+        file_start = n
         for batch in batches:
             rows = batch.num_rows
             if n + rows > capacity:  # only when a .gz guess was low: grow by half
@@ -579,6 +580,9 @@ def read_channel(
             y[n : n + rows] = _to_float32(batch.column(t), kinds[t], mappers.get(t))
             for i, j in enumerate(columns.features):
                 x[n : n + rows, i] = _to_float32(batch.column(j), kinds[j], mappers.get(j))
+            _check_finite(
+                x[n : n + rows], y[n : n + rows], n - file_start, source, target_name, feature_names
+            )
             n += rows
         first_rows = first_rows or n
     pa.default_memory_pool().release_unused()  # hand Arrow's parse buffers back before training
@@ -630,6 +634,29 @@ def read_channel(
         categories=categories,
     )
     return dataset, target
+
+
+def _check_finite(
+    x: np.ndarray, y: np.ndarray, offset: int, source: _Source, target_name: str, feature_names: list[str]
+) -> None:
+    """inf (or a number beyond float32, which reads as inf) fails here with a sentence, not later inside the
+    model (a native library's error may carry a C++ backtrace). NaN is a missing value and passes."""
+    bad_y = np.isinf(y)
+    bad_x = np.isinf(x)
+    if not (bad_y.any() or bad_x.any()):
+        return
+    rows = np.flatnonzero(bad_y | bad_x.any(axis=1))
+    row = int(rows[0])
+    where = (
+        f"The target column '{target_name}'"
+        if bad_y[row]
+        else f"Column '{feature_names[int(np.argmax(bad_x[row]))]}'"
+    )
+    raise UserError(
+        f"{where} of {source.label} has an infinite value (inf, or a number too large for 32-bit floats, "
+        f"beyond ±3.4e38) on data row {offset + row + 1}. Replace it with a finite number, or leave the cell "
+        "empty for a missing value."
+    )
 
 
 def _counts_rows(y: np.ndarray) -> bool:

@@ -233,3 +233,22 @@ def test_training_and_serving_another_model_never_import_the_default_one(tmp_pat
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_an_unexpected_error_shows_its_first_line_only(
+    tmp_path: Path, run_train: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library error with a native backtrace after its first line (XGBoost's do) stays one short sentence."""
+    backtrace = "\\n".join(f"  [bt] ({i}) /usr/lib/libxgboost.so(+0x{i:x}) [0x7f]" for i in range(40))
+    source = FAKE_SOURCE + textwrap.dedent(
+        f"""
+
+        def fit(train, validation, params, checkpoint_dir):
+            raise RuntimeError("[12:00:00] src/data.cc:1: Check failed: valid\\nStack trace:\\n{backtrace}")
+        """
+    )
+    make_module(tmp_path, monkeypatch, source)
+    reason = failed_with(
+        run_train(make_opt_ml(tmp_path / "ml")), "RuntimeError: [12:00:00] src/data.cc:1: Check failed"
+    )
+    assert "Stack trace" not in reason and "[bt]" not in reason and len(reason) < 400

@@ -323,3 +323,44 @@ def test_binary_content_under_a_csv_name(tmp_path: Path, run_train: Run) -> None
     assert_failed(
         run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})), "data.csv", "not a text CSV file"
     )
+
+
+# -- non-finite values -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("column", "value", "fragment"),
+    [
+        ("MedInc", "inf", "Column 'MedInc' of file data.csv in the 'train' channel has an infinite value"),
+        (
+            "AveRooms",
+            "-inf",
+            "Column 'AveRooms' of file data.csv in the 'train' channel has an infinite value",
+        ),
+        (
+            "HouseAge",
+            "1e39",
+            "Column 'HouseAge' of file data.csv in the 'train' channel has an infinite value",
+        ),
+        (
+            "MedHouseVal",
+            "inf",
+            "The target column 'MedHouseVal' of file data.csv in the 'train' channel has an",
+        ),
+    ],
+)
+def test_infinite_values_fail_with_one_sentence(
+    tmp_path: Path, run_train: Run, column: str, value: str, fragment: str
+) -> None:
+    frame = tables.housing()[["MedHouseVal", "MedInc", "AveRooms", "HouseAge"]].astype(object)
+    frame.loc[41, column] = value
+    source = folder(tmp_path / "t", frame)
+    reason = assert_failed(run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})), fragment)
+    assert "data row 42" in reason and len(reason) < 400
+
+
+def test_infinite_values_in_parquet(tmp_path: Path, run_train: Run) -> None:
+    frame = tables.housing()[["MedHouseVal", "MedInc", "AveRooms", "HouseAge"]]
+    frame.loc[7, "MedInc"] = np.inf
+    source = folder(tmp_path / "p", frame, "parquet")
+    assert_failed(
+        run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})), "'MedInc'", "data row 8"
+    )
