@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import re
 import sys
@@ -35,6 +36,8 @@ import pyarrow.parquet as pq
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.interface import Dataset
 from sagemaker_contract.tasks import UNSEEN, Target
+
+csv.field_size_limit(sys.maxsize)  # a cell may be as long as a row: its limit is memory, not 128 KB
 
 CSV_TYPES = ("text/csv", "csv", "text/csv;label_size=1")
 PARQUET_TYPES = ("application/x-parquet", "application/parquet", "parquet")
@@ -55,6 +58,10 @@ NUMERIC_SHARE = 0.95  # a column whose sampled values are at least this share nu
 SAMPLE_BYTES = 1 << 20
 SAMPLE_ROWS = 2000
 BLOCK_BYTES = 1 << 20
+# Wider than this, pyarrow's CSV reader (per-column builders) is the slow, memory-hungry part: measured here,
+# 2 rows x 500k columns took 44 s and 4.3 GB. Such files are parsed line by line with numpy instead (0.7 s).
+WIDE_COLUMNS = 2000
+WIDE_BLOCK_BYTES = 8 << 20  # float32 rows converted per step on the wide path
 
 MISSING_TOKENS = ("", "nan", "na", "null")
 
@@ -64,7 +71,7 @@ def cell_value(token: str) -> float:
     ValueError otherwise."""
     token = token.strip()
     lowered = token.lower()
-    if lowered in MISSING_TOKENS:
+    if lowered in MISSING_TOKENS or token in NULL_TOKENS:
         return float("nan")
     if lowered in BOOL_WORDS:
         return 1.0 if lowered == "true" else 0.0
@@ -171,7 +178,7 @@ class _Source:
     kind: str  # csv | parquet
     names: list[str]
     has_header: bool
-    rows_estimate: int  # an upper bound for plain CSV and exact for Parquet; a guess for .gz
+    rows_estimate: int  # exact for Parquet; for CSV the line count (an upper bound: blank lines)
     kinds: dict[str, str] = field(default_factory=dict)  # column -> numeric | bool | categorical
 
 
@@ -192,6 +199,10 @@ class Layout:
     def headerless(self) -> bool:
         return not any(s.has_header for s in self.sources)
 
+    @property
+    def wide(self) -> bool:
+        return len(self.names) > WIDE_COLUMNS
+
     def kinds(self) -> dict[str, str]:
         """Per column, the most general kind any file shows (numeric < bool < categorical)."""
         order = {NUMERIC: 0, BOOL: 1, CATEGORICAL: 2}
@@ -204,13 +215,15 @@ class Layout:
 
 
 def _count_lines(path: Path) -> int:
-    if path.name.endswith(".gz"):
-        return max(path.stat().st_size // 16, 1024)  # a guess; the matrix grows if it is too small
-    count = 0
-    with path.open("rb") as handle:
+    """Lines in the file (a last line without a newline counts): the row bound that sizes the matrix and
+    the memory estimate. A .gz file is decompressed once more to count them (zlib: fast, and exact)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    count, last = 0, b"\n"
+    with opener(path, "rb") as handle:
         while chunk := handle.read(8 << 20):
             count += chunk.count(b"\n")
-    return count + 1
+            last = chunk[-1:]
+    return count + (last != b"\n")
 
 
 def _head(path: Path) -> bytes:
@@ -228,7 +241,6 @@ def _head(path: Path) -> bytes:
 
 
 def _sample_rows(text: str) -> list[list[str]]:
-    import csv
     import io
 
     return [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)][
@@ -293,16 +305,23 @@ def _csv_source(path: Path, label: str) -> _Source | None:
         raise UserError(f"The header row of {label} repeats the column name(s) {', '.join(dupes)}.")
     data = rows[1:] if has_header else rows
     kinds = {name: column_kind([row[j] for row in data if j < len(row)]) for j, name in enumerate(names)}
-    return _Source(path, label, "csv", names, has_header, _count_lines(path), kinds)
+    rows = _count_lines(path) - has_header
+    return _Source(path, label, "csv", names, has_header, rows, kinds)
 
 
-def _csv_batches(source: _Source, kinds: list[str]) -> Iterator[pa.RecordBatch]:
+class _BlockTooSmall(Exception):
+    """A row longer than pyarrow's block: read the file again with bigger blocks."""
+
+
+def _csv_batches(
+    source: _Source, kinds: list[str], block_bytes: int = BLOCK_BYTES
+) -> Iterator[pa.RecordBatch]:
     """Streams the file block by block, parsed straight to float32, bool or dictionary-encoded text: memory
     stays at a few 1 MB blocks (measured on 1M x 20: 1 MB blocks peak ~100 MB lower than 4 MB blocks)."""
     read = pcsv.ReadOptions(
         column_names=source.names,
         skip_rows=1 if source.has_header else 0,
-        block_size=BLOCK_BYTES,
+        block_size=block_bytes,
         use_threads=True,
     )
     types = {NUMERIC: pa.float32(), BOOL: pa.bool_(), CATEGORICAL: pa.dictionary(pa.int32(), pa.string())}
@@ -319,7 +338,74 @@ def _csv_batches(source: _Source, kinds: list[str]) -> Iterator[pa.RecordBatch]:
                 return
             yield batch
     except pa.ArrowInvalid as error:
+        if "straddl" in str(error):  # "straddling object straddles two block boundaries"
+            raise _BlockTooSmall from None
         raise UserError(_explain_csv_error(source, kinds, str(error))) from None
+
+
+def _wide_blocks(source: _Source, kinds: list[str], mappers: dict[int, _Categories]) -> Iterator[np.ndarray]:
+    """A wide file (over WIDE_COLUMNS columns) line by line: each block is (rows, all columns) float32.
+    Numbers are parsed by numpy in C; cells numpy does not take (empty, null, true/false, words) one by one."""
+    opener = gzip.open if source.path.name.endswith(".gz") else open
+    width = len(source.names)
+    per_block = max(1, WIDE_BLOCK_BYTES // (4 * width))
+    categorical = [j for j, kind in enumerate(kinds) if kind == CATEGORICAL]
+    with opener(source.path, "rt", encoding="utf-8-sig", newline="") as handle:
+        if source.has_header:
+            handle.readline()
+        block: list[np.ndarray] = []
+        row_number = 0
+        for line in handle:
+            if not line.strip():
+                continue
+            row_number += 1
+            cells = _split_line(line)
+            if len(cells) != width:
+                raise UserError(
+                    f"{source.label} has rows with different numbers of columns: data row {row_number} has "
+                    f"{len(cells)}, the first row {width}."
+                )
+            codes = {j: mappers[j].code_of(cells[j]) if j in mappers else np.nan for j in categorical}
+            for j in codes:
+                cells[j] = "nan"
+            values = _numbers(cells, source, row_number)
+            for j, code in codes.items():
+                values[j] = code
+            block.append(values)
+            if len(block) == per_block:
+                yield np.vstack(block)
+                block = []
+        if block:
+            yield np.vstack(block)
+
+
+def _split_line(line: str) -> list[str]:
+    line = line.rstrip("\r\n")
+    if '"' not in line:
+        return line.split(",")
+    return next(csv.reader([line]))
+
+
+def _numbers(cells: list[str], source: _Source, row_number: int) -> np.ndarray:
+    try:
+        return np.array(cells, dtype=np.float32)
+    except ValueError:
+        pass
+    try:  # empty and null cells, the common reason
+        return np.array(["nan" if c.strip() in NULL_TOKENS else c for c in cells], dtype=np.float32)
+    except ValueError:
+        pass
+    values = np.empty(len(cells), dtype=np.float32)
+    for j, cell in enumerate(cells):
+        try:
+            values[j] = cell_value(cell)
+        except ValueError:
+            raise UserError(
+                f"Column '{source.names[j]}' of {source.label} has a non-numeric value '{cell.strip()[:60]}' on "
+                f"data row {row_number}, in a column of numbers. Fix the value, or leave the cell empty for a "
+                "missing value."
+            ) from None
+    return values
 
 
 def _explain_csv_error(source: _Source, kinds: list[str], message: str) -> str:
@@ -519,6 +605,20 @@ class _Categories:
             self.unseen_count += int(unseen[indices].sum())
         return lookup[indices]
 
+    def code_of(self, value: str) -> float:
+        """One text cell's code (the wide path's per-cell version of `codes`)."""
+        if value in NULL_TOKENS:
+            return np.nan
+        code = self.index.get(value)
+        if code is None and not self.fixed:
+            code = self.index[value] = len(self.index)
+        if code is None:
+            self.unseen_count += 1
+            if len(self.unseen_examples) < 5:
+                self.unseen_examples.append(value)
+            return self.unseen_code
+        return float(code)
+
     def sorted_categories(self, column: np.ndarray) -> list[str]:
         """Renumber the codes in `column` (in place) so that categories are sorted; returns them."""
         categories = sorted(self.index)
@@ -569,21 +669,33 @@ def read_channel(
     y = np.empty(capacity, dtype=np.float32)
     n = first_rows = 0
     for source in sources:
-        batches = _parquet_batches(source) if source.kind == "parquet" else _csv_batches(source, kinds)
         file_start = n
-        for batch in batches:
-            rows = batch.num_rows
-            if n + rows > capacity:  # only when a .gz guess was low: grow by half
-                capacity = max(n + rows, capacity + capacity // 2)
-                x = np.resize(x, (capacity, len(feature_names)))
-                y = np.resize(y, capacity)
-            y[n : n + rows] = _to_float32(batch.column(t), kinds[t], mappers.get(t))
-            for i, j in enumerate(columns.features):
-                x[n : n + rows, i] = _to_float32(batch.column(j), kinds[j], mappers.get(j))
-            _check_finite(
-                x[n : n + rows], y[n : n + rows], n - file_start, source, target_name, feature_names
-            )
-            n += rows
+        block_bytes = BLOCK_BYTES
+        while True:
+            n = file_start
+            try:
+                for batch in _batches(source, kinds, mappers, block_bytes, layout.wide):
+                    rows = batch.shape[0] if isinstance(batch, np.ndarray) else batch.num_rows
+                    if n + rows > capacity:  # only if a file changed since it was counted: grow by half
+                        capacity = max(n + rows, capacity + capacity // 2)
+                        x = np.resize(x, (capacity, len(feature_names)))
+                        y = np.resize(y, capacity)
+                    if isinstance(batch, np.ndarray):  # the wide path: every column, converted already
+                        y[n : n + rows] = batch[:, t]
+                        x[n : n + rows] = batch[:, columns.features]
+                    else:
+                        y[n : n + rows] = _to_float32(batch.column(t), kinds[t], mappers.get(t))
+                        for i, j in enumerate(columns.features):
+                            x[n : n + rows, i] = _to_float32(batch.column(j), kinds[j], mappers.get(j))
+                    _check_finite(
+                        x[n : n + rows], y[n : n + rows], n - file_start, source, target_name, feature_names
+                    )
+                    n += rows
+                break
+            except _BlockTooSmall:  # a row longer than the block (a long text cell): bigger blocks
+                if block_bytes > source.path.stat().st_size:
+                    raise UserError(f"{source.label} could not be split into rows.") from None
+                block_bytes *= 8
         first_rows = first_rows or n
     pa.default_memory_pool().release_unused()  # hand Arrow's parse buffers back before training
     if n == 0:
@@ -634,6 +746,16 @@ def read_channel(
         categories=categories,
     )
     return dataset, target
+
+
+def _batches(
+    source: _Source, kinds: list[str], mappers: dict[int, _Categories], block_bytes: int, wide: bool
+) -> Iterator[pa.RecordBatch | np.ndarray]:
+    if source.kind == "parquet":
+        return _parquet_batches(source)
+    if wide:
+        return _wide_blocks(source, kinds, mappers)
+    return _csv_batches(source, kinds, block_bytes)
 
 
 def _check_finite(

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from sagemaker_contract import data, hyperparameters, tasks
+from sagemaker_contract import data, hyperparameters, memory, tasks
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.interface import ModelInterfaceError, ModelPlugin, load_model_plugin
 from sagemaker_contract.meta import META_FILE, ModelMeta
@@ -115,6 +115,32 @@ def _layout(opt: OptMl, name: str, input_config: dict[str, Any], required: bool)
     return data.inspect_channel(directory, name, data.channel_content_types(input_config).get(name))
 
 
+def _check_memory(
+    plugin: ModelPlugin, params: dict[str, Any], columns: data.Columns, layouts: list[data.Layout | None]
+) -> None:
+    """Estimate before allocating: an out-of-memory kill leaves SageMaker no failure reason at all."""
+    present = [layout for layout in layouts if layout is not None]
+    rows = sum(layout.rows for layout in present)
+    features = len(columns.features)
+    data_bytes = rows * (features + 1) * 4  # the float32 matrices of every channel
+    # Parse buffers: a few blocks in flight; on the wide path, one row as Python strings (~60 bytes a cell).
+    parse_bytes = 64 * 2**20 + (120 * len(columns.names) if present[0].wide else 0)
+    model_bytes = plugin.estimate_memory(present[0].rows, features, params)
+    need = data_bytes + parse_bytes + model_bytes
+    available = memory.available_bytes()
+    log(
+        f"memory: about {memory.text(need)} needed ({memory.text(data_bytes)} data, {memory.text(model_bytes)} "
+        f"model), {memory.text(available)} available"
+    )
+    if need > available:
+        raise UserError(
+            f"Training needs an estimated {memory.text(need)} of memory ({rows:,} rows x {features:,} features: "
+            f"{memory.text(data_bytes)} for the data and {memory.text(model_bytes)}, the model's own estimate) "
+            f"but the instance has {memory.text(available)} available. Use an instance type with more memory, "
+            "fewer rows or columns, or model settings that need less memory."
+        )
+
+
 def run(opt: OptMl) -> None:
     started = time.perf_counter()
     plugin = load_model_plugin()  # checked once, before anything else: a broken model fails in a second
@@ -138,6 +164,7 @@ def run(opt: OptMl) -> None:
     if validation_layout is not None:
         data.check_same_columns(validation_layout, columns)
 
+    _check_memory(plugin, params, columns, [train_layout, validation_layout])
     train, train_target = data.read_channel(train_layout, columns)
     log(f"train: {data.describe(train)}; target '{train.target_name}'")
     # The other channels use the train channel's categories: a value it does not have is a missing value.

@@ -169,6 +169,35 @@ def test_serve_stops_on_sigterm(image: str, trained: tuple[int, str, Path]) -> N
         container_tool.remove_container(name)
 
 
+def test_wide_rows_over_the_memory_limit_fail_with_a_reason(image: str, tmp_path: Path) -> None:
+    """500k columns in a 2 MB file under a 700 MB memory limit: a sentence in the failure file, not exit 137."""
+    import numpy as np
+
+    source = tmp_path / "wide"
+    source.mkdir()
+    rng = np.random.default_rng(0)
+    (source / "wide.csv").write_text(
+        "\n".join(",".join(rng.integers(0, 2, 500_000).astype(str)) for _ in range(2)) + "\n"
+    )
+    opt = make_opt_ml(tmp_path / "ml", channels={"train": source})
+    opt.chmod(0o777)
+    for path in opt.rglob("*"):
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    name = f"{PREFIX}wide-{uuid.uuid4().hex[:8]}"
+    try:
+        result = subprocess.run(
+            [container_tool.engine(), "run", "--init", "--name", name, "--network", "none", "--memory", "700m",
+             "-v", f"{opt}:/opt/ml", image, "train"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+    finally:
+        container_tool.remove_container(name)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    reason = (opt / "output" / "failure").read_text()
+    assert "Training needs an estimated" in reason and "499,999 features" in reason, reason
+    assert list((opt / "model").iterdir()) == []
+
+
 # -- another model folder, built into its own image ------------------------------------------------------------
 def test_example_model_trains_and_serves_in_its_image(example_image: str, tmp_path: Path) -> None:
     opt = make_opt_ml(tmp_path / "ml")

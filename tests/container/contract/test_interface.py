@@ -252,3 +252,12 @@ def test_an_unexpected_error_shows_its_first_line_only(
         run_train(make_opt_ml(tmp_path / "ml")), "RuntimeError: [12:00:00] src/data.cc:1: Check failed"
     )
     assert "Stack trace" not in reason and "[bt]" not in reason and len(reason) < 400
+
+
+def test_the_models_memory_estimate_is_checked_before_reading(
+    tmp_path: Path, run_train: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = FAKE_SOURCE + "\n\ndef estimate_memory(rows, features, params):\n    return 10**15\n"
+    make_module(tmp_path, monkeypatch, source)
+    reason = failed_with(run_train(make_opt_ml(tmp_path / "ml")), "Training needs an estimated 1,000,000 GB")
+    assert "the model's own estimate" in reason

@@ -364,3 +364,72 @@ def test_infinite_values_in_parquet(tmp_path: Path, run_train: Run) -> None:
     assert_failed(
         run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})), "'MedInc'", "data row 8"
     )
+
+
+# -- wide rows and memory -----------------------------------------------------------------------------------------
+def wide_csv(path: Path, rows: int, columns: int, header: bool = False) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = [",".join(f"f{j}" for j in range(columns))] if header else []
+    for i in range(rows):
+        values = rng.integers(0, 10, columns).astype(str)
+        values[0] = str(i % 2)
+        values[5] = ""  # a missing value
+        lines.append(",".join(values))
+    (path / "wide.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_rows_of_any_width_parse(tmp_path: Path, header: bool) -> None:
+    import time
+
+    from sagemaker_contract import data
+
+    source = wide_csv(tmp_path / "w", rows=4, columns=1_100_000 // 2, header=header)
+    assert (source / "wide.csv").stat().st_size > 4 * 1_000_000  # rows over 1 MB, pyarrow's block size
+    started = time.perf_counter()
+    layout = data.inspect_channel(source, "train")
+    columns = data.plan_columns(layout, None)
+    dataset, _ = data.read_channel(layout, columns)
+    assert dataset.x.shape == (4, 549_999) and dataset.x.dtype == np.float32
+    assert np.isnan(dataset.x[:, 4]).all() and list(dataset.y) == [0, 1, 0, 1]
+    assert time.perf_counter() - started < 30
+
+
+def test_a_row_longer_than_the_read_block(tmp_path: Path) -> None:
+    """A 2.2 MB row of few columns (a long text cell): pyarrow's 1 MB blocks cannot hold it."""
+    from sagemaker_contract import data
+
+    source = tmp_path / "long"
+    source.mkdir()
+    rows = ["y,text,x"] + [f"{i % 2},{'word ' * 440_000 if i == 1 else 'short'},{i}" for i in range(30)]
+    (source / "long.csv").write_text("\n".join(rows) + "\n")
+    layout = data.inspect_channel(source, "train")
+    dataset, _ = data.read_channel(layout, data.plan_columns(layout, None))
+    assert dataset.x.shape == (30, 2) and len(dataset.categories["text"]) == 2
+
+
+def test_a_bad_cell_in_a_wide_row_is_named(tmp_path: Path, run_train: Run) -> None:
+    source = wide_csv(tmp_path / "w", rows=40, columns=5000, header=True)  # 1 word in 40: a bad cell
+    lines = (source / "wide.csv").read_text().splitlines()
+    cells = lines[2].split(",")  # data row 2
+    cells[1234] = "oops"
+    lines[2] = ",".join(cells)
+    (source / "wide.csv").write_text("\n".join(lines) + "\n")
+    assert_failed(
+        run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})),
+        "Column 'f1234' of file wide.csv in the 'train' channel has a non-numeric value 'oops' on data row 2",
+    )
+
+
+def test_data_that_does_not_fit_in_memory_fails_before_reading(
+    tmp_path: Path, run_train: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sagemaker_contract import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 50_000)
+    result = run_train(make_opt_ml(tmp_path / "ml"))
+    reason = assert_failed(result, "Training needs an estimated", "of memory", "available")
+    assert "2,500 rows x 8 features" in reason  # train and validation, as counted before reading
+    assert "read " not in result.stderr  # nothing was read

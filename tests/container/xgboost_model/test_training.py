@@ -117,3 +117,34 @@ def test_checkpoint_for_other_data(tmp_path: Path, run_train: Run) -> None:
     meta = opt / "checkpoints" / "checkpoint-meta.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "num_features": 99}))
     assert_failed(run_train(opt), "different data")
+
+
+def test_wide_rows_that_do_not_fit_fail_with_a_sentence(
+    tmp_path: Path, run_train: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """500k columns in a 1-2 MB file: XGBoost's histograms would need many GB. Fail before, with a reason."""
+    import time
+
+    from sagemaker_contract import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 8 * 10**9)
+    source = tmp_path / "wide"
+    source.mkdir()
+    rng = np.random.default_rng(0)
+    rows = [",".join(rng.integers(0, 2, 500_000).astype(str)) for _ in range(2)]
+    (source / "wide.csv").write_text("\n".join(rows) + "\n")
+    assert 1e6 < (source / "wide.csv").stat().st_size < 3e6
+    started = time.perf_counter()
+    reason = assert_failed(
+        run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})), "needs an estimated"
+    )
+    assert "499,999 features" in reason and "8.0 GB" in reason
+    assert time.perf_counter() - started < 30
+
+
+def test_memory_estimate_is_sane_for_ordinary_data() -> None:
+    import user_model
+
+    params = {"max_bin": 256, "max_depth": 6}
+    assert user_model.estimate_memory(1_000_000, 20, params) < 100e6  # the 1M x 20 bench trains in ~350 MB
+    assert user_model.estimate_memory(2, 500_000, params) > 4e9
