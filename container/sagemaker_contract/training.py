@@ -20,12 +20,12 @@ from typing import Any
 
 from sagemaker_contract import data, hyperparameters, memory, tasks
 from sagemaker_contract.errors import UserError
-from sagemaker_contract.interface import ModelInterfaceError, ModelPlugin, load_model_plugin
+from sagemaker_contract.interface import Dataset, ModelInterfaceError, ModelPlugin, load_model_plugin
 from sagemaker_contract.meta import META_FILE, ModelMeta
 from sagemaker_contract.paths import OptMl
 
-METRIC_CHANNELS = ("train", "validation")
-FINAL_CHANNEL_ORDER = ("validation", "train")  # the channel model-meta.json's final metrics come from
+METRIC_CHANNELS = ("train", "validation", "test")
+FINAL_CHANNEL_ORDER = ("test", "validation", "train")  # the channel model-meta.json's final metrics come from
 MAX_FAILURE_CHARS = 1024  # SageMaker truncates FailureReason here
 
 
@@ -160,11 +160,13 @@ def run(opt: OptMl) -> None:
     columns = data.plan_columns(train_layout, params["target"])
     for note in columns.notes:
         log(f"note: {note}")
-    validation_layout = _layout(opt, "validation", input_config, required=False)
-    if validation_layout is not None:
-        data.check_same_columns(validation_layout, columns)
+    # validation: early stopping and model selection; test: the final metrics, on rows nothing else saw.
+    others = {name: _layout(opt, name, input_config, required=False) for name in ("validation", "test")}
+    for layout in others.values():
+        if layout is not None:
+            data.check_same_columns(layout, columns)
 
-    _check_memory(plugin, params, columns, [train_layout, validation_layout])
+    _check_memory(plugin, params, columns, [train_layout, *others.values()])
     train, train_target = data.read_channel(train_layout, columns)
     log(f"train: {data.describe(train)}; target '{train.target_name}'")
     # The other channels use the train channel's categories: a value it does not have is a missing value.
@@ -172,34 +174,34 @@ def run(opt: OptMl) -> None:
         **train.categories,
         **({train.target_name: train_target.categories} if train_target.categories else {}),
     }
-    validation = validation_target = None
-    if validation_layout is not None:
-        validation, validation_target = data.read_channel(validation_layout, columns, known)
-        log(f"validation: {data.describe(validation)}")
+    channels: dict[str, Dataset] = {"train": train}
+    targets = {"train": train_target}
+    for name, layout in others.items():
+        if layout is not None:
+            channels[name], targets[name] = data.read_channel(layout, columns, known)
+            log(f"{name}: {data.describe(channels[name])}")
 
     task = tasks.decide(
         train.y, train_target, train.target_name, params["problem_type"], plugin.infer_task(params)
     )
     log(task.describe(train.target_name))
-    labelled = [(train, train_target, "training data")]
-    if validation is not None and validation_target is not None:
-        labelled.append((validation, validation_target, validation.source))
-    for dataset, target, what in labelled:
-        dataset.y = tasks.encode(dataset.y, target, task, what)
+    for name, dataset in channels.items():
+        what = "training data" if name == "train" else dataset.source
+        dataset.y = tasks.encode(dataset.y, targets[name], task, what)
         dataset.task, dataset.classes = task.task, task.classes
     loaded = time.perf_counter()
 
-    model = plugin.fit(train, validation, params, opt.checkpoint_dir)
+    model = plugin.fit(train, channels.get("validation"), params, opt.checkpoint_dir)
     fitted = time.perf_counter()
     description = plugin.describe(model)
     facts = ", ".join(f"{k} {v}" for k, v in description.items() if v is not None)
     log(f"read {loaded - started:.1f} s, fit {fitted - loaded:.1f} s" + (f" ({facts})" if facts else ""))
 
     metrics: dict[str, dict[str, float]] = {}
-    for channel, dataset in (("train", train), ("validation", validation)):
-        if dataset is None:
+    for channel in METRIC_CHANNELS:
+        if channel not in channels:
             continue
-        metrics[channel] = plugin.evaluate(model, dataset)
+        metrics[channel] = plugin.evaluate(model, channels[channel])
         for name, value in metrics[channel].items():
             print(metric_line(channel, name, value), flush=True)
     meta = ModelMeta(
@@ -213,9 +215,7 @@ def run(opt: OptMl) -> None:
         classes=task.classes,
         categories=train.categories,
         model=description,
-        rows={
-            channel: int(d.x.shape[0]) for channel, d in (("train", train), ("validation", validation)) if d
-        },
+        rows={channel: int(dataset.x.shape[0]) for channel, dataset in channels.items()},
         metrics={channel: {k: _finite(v) for k, v in values.items()} for channel, values in metrics.items()},
         final_metrics_channel=next((c for c in FINAL_CHANNEL_ORDER if c in metrics), None),
     )

@@ -198,3 +198,59 @@ def test_metric_line_format() -> None:
 
     assert metric_line("validation", "rmse", 0.42134567) == "METRIC validation:rmse=0.421346"
     assert re.match(METRIC_RE, metric_line("train", "r2", -1.5e-7))
+
+
+# -- the optional test channel: final metrics on data neither training nor early stopping saw ---------------
+def split_sample(tmp_path: Path) -> dict[str, Path]:
+    lines = (SAMPLE / "validation" / "validation.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    write(tmp_path / "validation" / "v.csv", "\n".join([header, *rows[:250]]) + "\n")
+    write(tmp_path / "test" / "t.csv", "\n".join([header, *rows[250:]]) + "\n")
+    return {"train": SAMPLE / "train", "validation": tmp_path / "validation", "test": tmp_path / "test"}
+
+
+def test_test_channel_metrics_are_the_final_ones(tmp_path: Path, run_train: Run) -> None:
+    opt = make_opt_ml(tmp_path / "ml", channels=split_sample(tmp_path))
+    result = run_train(opt)
+    assert result.exit_code == 0, result.failure
+    channels = {channel for channel, _, _ in re.findall(METRIC_RE, result.stdout, flags=re.MULTILINE)}
+    assert channels == {"train", "validation", "test"}
+    meta = json.loads((opt / "output" / "data" / "model-meta.json").read_text())
+    assert meta["final_metrics_channel"] == "test" and meta["rows"] == {
+        "train": 2000,
+        "validation": 250,
+        "test": 250,
+    }
+    assert meta["metrics"]["test"]["rmse"] == pytest.approx(metric(result.stdout, "test", "rmse"), rel=1e-5)
+
+    # The test metrics are the model's on the test rows, recomputed here from its predictions.
+    from sagemaker_contract.interface import load_model_plugin
+
+    plugin = load_model_plugin()
+    rows = np.loadtxt(tmp_path / "test" / "t.csv", delimiter=",", skiprows=1, dtype=np.float32)
+    predictions = plugin.predict(plugin.load(opt / "model"), rows[:, 1:])
+    rmse = float(np.sqrt(np.mean((predictions.astype(np.float64) - rows[:, 0]) ** 2)))
+    assert metric(result.stdout, "test", "rmse") == pytest.approx(rmse, rel=1e-5)
+
+
+def test_test_channel_without_validation(tmp_path: Path, run_train: Run) -> None:
+    channels = split_sample(tmp_path)
+    del channels["validation"]
+    opt = make_opt_ml(tmp_path / "ml", channels=channels)
+    result = run_train(opt)
+    assert result.exit_code == 0, result.failure
+    assert "METRIC test:r2=" in result.stdout and "validation:" not in result.stdout
+    assert json.loads((opt / "model" / "model-meta.json").read_text())["final_metrics_channel"] == "test"
+
+
+def test_test_channel_with_other_columns(tmp_path: Path, run_train: Run) -> None:
+    channels = split_sample(tmp_path)
+    write(channels["test"] / "t.csv", "a,b\n1,2\n3,4\n")
+    assert_failed(run_train(make_opt_ml(tmp_path / "ml", channels=channels)), "test channel's columns differ")
+
+
+def test_test_channel_class_missing_from_train(tmp_path: Path, run_train: Run) -> None:
+    write(tmp_path / "train" / "t.csv", "y,a\n" + "".join(f"{i % 2},{i}\n" for i in range(20)))
+    write(tmp_path / "test" / "t.csv", "y,a\n0,1\n1,2\n2,3\n")
+    opt = make_opt_ml(tmp_path / "ml", channels={"train": tmp_path / "train", "test": tmp_path / "test"})
+    assert_failed(run_train(opt), "'test' channel", "target values [2]")
