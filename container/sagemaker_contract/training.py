@@ -154,6 +154,7 @@ def run(opt: OptMl) -> None:
         log("note: this model trains on one instance; extra instances stay idle")
     log(f"model module: {plugin.name} ({plugin.manifest.get('name', '?')})")
     log(f"hyperparameters: {json.dumps({k: v for k, v in params.items() if v is not None})}")
+    task_hint = plugin.infer_task(params)  # before any data: a model may refuse its settings up front
 
     train_layout = _layout(opt, "train", input_config, required=True)
     assert train_layout is not None
@@ -181,9 +182,7 @@ def run(opt: OptMl) -> None:
             channels[name], targets[name] = data.read_channel(layout, columns, known)
             log(f"{name}: {data.describe(channels[name])}")
 
-    task = tasks.decide(
-        train.y, train_target, train.target_name, params["problem_type"], plugin.infer_task(params)
-    )
+    task = tasks.decide(train.y, train_target, train.target_name, params["problem_type"], task_hint)
     log(task.describe(train.target_name))
     for name, dataset in channels.items():
         what = "training data" if name == "train" else dataset.source

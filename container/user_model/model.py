@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,21 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "checkpoint_every": Hyperparameter(int, 10, lambda v: 1 <= v <= 100_000, "an integer of at least 1"),
 }
 
-CLASSIFICATION_OBJECTIVES = ("binary:", "multi:")
+# The objectives whose predictions the contract's metrics evaluate correctly: probabilities for
+# classification, values on the target's scale for regression. Two train with the same loss as a
+# probability objective and only differ in the output transform, so they train as that objective.
+CLASSIFICATION = {"binary:logistic": None, "binary:logitraw": "binary:logistic",
+                  "multi:softprob": None, "multi:softmax": "multi:softprob"}  # fmt: skip
+REGRESSION = {
+    "reg:squarederror": None,
+    "reg:squaredlogerror": (-1.0, False, "above -1"),
+    "reg:pseudohubererror": None,
+    "reg:absoluteerror": None,
+    "reg:logistic": (0.0, True, "from 0 to 1"),
+    "reg:gamma": (0.0, False, "above 0"),
+    "reg:tweedie": (0.0, True, "of at least 0"),
+    "count:poisson": (0.0, True, "of at least 0"),
+}  # objective -> (lower bound, bound allowed, words) for the target, or None
 
 
 @dataclass
@@ -64,17 +79,55 @@ class Model:
 
 
 def infer_task(params: dict[str, Any]) -> str | None:
-    """An explicit objective decides the task (the contract asks this before looking at the target)."""
+    """An explicit objective decides the task. The contract asks before reading any data, so an objective
+    whose output cannot be evaluated is refused here, up front."""
     objective = params.get("objective")
     if not objective:
         return None
-    return "classification" if objective.startswith(CLASSIFICATION_OBJECTIVES) else "regression"
+    if objective == "binary:hinge":
+        raise UserError(
+            "objective binary:hinge predicts 0 or 1 without a probability, so logloss and AUC cannot be "
+            "evaluated. Use binary:logistic (the endpoint still answers labels: Accept application/json; "
+            "output=labels)."
+        )
+    if objective in CLASSIFICATION:
+        return "classification"
+    if objective in REGRESSION:
+        return "regression"
+    raise UserError(
+        f"objective {objective} is not supported: its predictions are not what the metrics evaluate. Use one of "
+        f"{', '.join([*CLASSIFICATION, *REGRESSION])}, or leave it unset to choose from the target."
+    )
+
+
+def _check_target(objective: str, y: np.ndarray) -> None:
+    bound = REGRESSION.get(objective)
+    if bound is None:
+        return
+    low, inclusive, words = bound
+    smallest = float(y.min())
+    largest = float(y.max())
+    if smallest < low or (smallest == low and not inclusive) or (objective == "reg:logistic" and largest > 1):
+        shown = f"the smallest is {smallest:g}" if smallest <= low else f"the largest is {largest:g}"
+        raise UserError(
+            f"objective {objective} needs a target {words}, but {shown}. Use reg:squarederror, or leave the "
+            "objective unset."
+        )
 
 
 def _xgb_params(params: dict[str, Any], task: str, n_classes: int) -> dict[str, Any]:
     objective = params.get("objective")
     if task == "classification":
         objective = objective or ("binary:logistic" if n_classes == 2 else "multi:softprob")
+        if CLASSIFICATION.get(objective):
+            print(
+                f"note: {objective} trains the same trees as {CLASSIFICATION[objective]}, which predicts "
+                "probabilities: it trains as that, so the metrics and the endpoint see probabilities "
+                "(labels: Accept application/json; output=labels)",
+                file=sys.stderr,
+                flush=True,
+            )
+            objective = CLASSIFICATION[objective]
         if n_classes > 2 and objective.startswith("binary:"):
             raise UserError(
                 f"The target has {n_classes} classes but objective is {objective}, which needs exactly 2. "
@@ -84,7 +137,7 @@ def _xgb_params(params: dict[str, Any], task: str, n_classes: int) -> dict[str, 
             objective = "binary:logistic"  # same model, and predict() returns one probability per row
     else:
         objective = objective or "reg:squarederror"
-        if objective.startswith(CLASSIFICATION_OBJECTIVES):
+        if objective in CLASSIFICATION:
             raise UserError(
                 f"objective {objective} is a classification objective but problem_type is regression."
             )
@@ -123,6 +176,8 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
             f"{(train.classes or [])[:10]}."
         )
     xgb_params = _xgb_params(params, train.task, n_classes)
+    if train.task == "regression":
+        _check_target(xgb_params["objective"], train.y)
     meta = {
         "xgboost_version": xgb.__version__,
         "task": train.task,

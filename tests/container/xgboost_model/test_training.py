@@ -148,3 +148,87 @@ def test_memory_estimate_is_sane_for_ordinary_data() -> None:
     params = {"max_bin": 256, "max_depth": 6}
     assert user_model.estimate_memory(1_000_000, 20, params) < 100e6  # the 1M x 20 bench trains in ~350 MB
     assert user_model.estimate_memory(2, 500_000, params) > 4e9
+
+
+# -- objectives: only those whose outputs are evaluated correctly ---------------------------------------------
+def classes_csv(tmp_path: Path, n_classes: int) -> Path:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 3))
+    y = np.digitize(x[:, 0] + 0.3 * x[:, 1], np.linspace(-1, 1, n_classes - 1))
+    return write(
+        tmp_path / f"c{n_classes}" / "d.csv",
+        "y,a,b,c\n" + "\n".join(f"{t},{a:.3f},{b:.3f},{c:.3f}" for t, (a, b, c) in zip(y, x, strict=True)),
+    ).parent
+
+
+def train_metrics(
+    run_train: Run, tmp_path: Path, source: Path, hp: dict
+) -> tuple[TrainResult, dict[str, float]]:
+    result = run_train(make_opt_ml(tmp_path, {"num_round": "20", **hp}, {"train": source}))
+    assert result.exit_code == 0, result.failure
+    return result, {n: float(v) for _, n, v in re.findall(METRIC_RE, result.stdout, flags=re.MULTILINE)}
+
+
+def test_multi_softmax_trains_and_is_evaluated_on_probabilities(tmp_path: Path, run_train: Run) -> None:
+    source = classes_csv(tmp_path, 3)
+    result, softmax = train_metrics(run_train, tmp_path / "a", source, {"objective": "multi:softmax"})
+    _, softprob = train_metrics(run_train, tmp_path / "b", source, {"objective": "multi:softprob"})
+    assert softmax == pytest.approx(softprob, rel=1e-6)  # the same trees; probabilities, not class indices
+    assert 0 < softmax["logloss"] < 1.1 and softmax["accuracy"] > 0.7
+    assert "multi:softmax trains the same trees as multi:softprob" in result.stderr
+
+
+def test_binary_logitraw_is_evaluated_as_probabilities(tmp_path: Path, run_train: Run) -> None:
+    source = classes_csv(tmp_path, 2)
+    _, logitraw = train_metrics(run_train, tmp_path / "a", source, {"objective": "binary:logitraw"})
+    _, logistic = train_metrics(run_train, tmp_path / "b", source, {"objective": "binary:logistic"})
+    assert logitraw == pytest.approx(logistic, rel=1e-6)
+    assert logitraw["logloss"] < 0.6
+
+
+@pytest.mark.parametrize(
+    ("objective", "fragments"),
+    [
+        ("binary:hinge", ("binary:hinge predicts 0 or 1 without a probability", "binary:logistic")),
+        ("rank:pairwise", ("objective rank:pairwise is not supported", "multi:softprob")),
+        ("survival:cox", ("objective survival:cox is not supported",)),
+        ("reg:nonsense", ("objective reg:nonsense is not supported",)),
+    ],
+)
+def test_objectives_that_cannot_be_evaluated_are_refused_up_front(
+    tmp_path: Path, run_train: Run, objective: str, fragments: tuple
+) -> None:
+    result = run_train(
+        make_opt_ml(tmp_path / "ml", {"objective": objective}, {"train": classes_csv(tmp_path, 2)})
+    )
+    assert_failed(result, *fragments)
+    assert "Training failed with an unexpected error" not in (result.failure or "")
+
+
+@pytest.mark.parametrize(
+    ("objective", "fragment"),
+    [
+        ("reg:gamma", "reg:gamma needs a target above 0"),
+        ("count:poisson", "count:poisson needs a target of at least 0"),
+        ("reg:squaredlogerror", "reg:squaredlogerror needs a target above -1"),
+    ],
+)
+def test_an_objective_the_target_does_not_suit(
+    tmp_path: Path, run_train: Run, objective: str, fragment: str
+) -> None:
+    source = write(
+        tmp_path / "neg" / "d.csv", "y,a\n" + "".join(f"{i - 10.5},{i}\n" for i in range(40))
+    ).parent
+    result = run_train(make_opt_ml(tmp_path / "ml", {"objective": objective}, {"train": source}))
+    assert_failed(result, fragment, "smallest is -10.5")
+
+
+@pytest.mark.parametrize(
+    "objective", ["reg:absoluteerror", "reg:pseudohubererror", "count:poisson", "reg:tweedie"]
+)
+def test_other_regression_objectives_train(tmp_path: Path, run_train: Run, objective: str) -> None:
+    source = write(
+        tmp_path / "pos" / "d.csv", "y,a\n" + "".join(f"{(i % 7) + 1},{i % 7}\n" for i in range(70))
+    ).parent
+    _, metrics = train_metrics(run_train, tmp_path / "ml", source, {"objective": objective})
+    assert {"rmse", "mae", "r2"} <= set(metrics)
