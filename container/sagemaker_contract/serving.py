@@ -33,6 +33,7 @@ from sagemaker_contract.data import (
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.interface import ModelPlugin, load_model_plugin
 from sagemaker_contract.meta import ModelMeta, is_saved_in
+from sagemaker_contract.metrics import class_probabilities
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoint limit
 SMALL_CSV_BYTES = 16 * 1024  # below this, pure-Python splitting beats pyarrow's per-call overhead
@@ -320,7 +321,47 @@ def format_csv(predictions: np.ndarray) -> bytes:
 
 
 def format_json(predictions: np.ndarray) -> bytes:
-    return json.dumps({"predictions": predictions.astype(np.float64).round(7).tolist()}).encode()
+    """{"predictions": [...]} with 7 significant digits, like the CSV answer: a probability of 1e-9 stays
+    1e-09 (rounding to 7 decimals would make it 0, and its log loss infinite)."""
+    return b'{"predictions": ' + _json_numbers(predictions).encode() + b"}"
+
+
+def _json_numbers(values: np.ndarray) -> str:
+    if not np.all(np.isfinite(values)):  # JSON has no NaN: null
+        return json.dumps(np.where(np.isfinite(values), values, np.nan).tolist()).replace("NaN", "null")
+    if values.ndim == 1:
+        return ("[" + ",".join(["%.7g"] * values.size) + "]") % tuple(values.tolist())
+    row = "[" + ",".join(["%.7g"] * values.shape[1]) + "]"
+    return ("[" + ",".join([row] * values.shape[0]) + "]") % tuple(values.ravel().tolist())
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.7g}")
+
+
+def format_labels(predictions: np.ndarray, classes: list[Any], output: str, media: str) -> bytes:
+    """`output=labels`: the predicted label per row; `output=probabilities`: the label and every class's
+    probability (JSON). Two classes: the label is classes[1] when its probability is at least 0.5, as the
+    accuracy metric counts it."""
+    probabilities = class_probabilities(predictions, len(classes))
+    if len(classes) == 2:
+        chosen = (probabilities[:, 1] >= 0.5).astype(np.int64)
+    else:
+        chosen = probabilities.argmax(axis=1)
+    labels = [classes[i] for i in chosen.tolist()]
+    if output == "labels" and media == CSV:
+        import csv
+
+        sink = io.StringIO()
+        csv.writer(sink, lineterminator="\n").writerows([label] for label in labels)
+        return sink.getvalue().encode()
+    if output == "labels":
+        return json.dumps({"predictions": labels}).encode()
+    answers = [
+        {"label": label, "probabilities": dict(zip(classes, map(_rounded, row), strict=True))}
+        for label, row in zip(labels, probabilities.tolist(), strict=True)
+    ]
+    return json.dumps({"predictions": answers}).encode()
 
 
 # -- the app --------------------------------------------------------------------------------------------
@@ -412,24 +453,58 @@ class InferenceApp:
                 f"Each row needs {self.n_features} feature values ({names}), but got {features.shape[1]}{hint}."
             )
         assert self.model is not None and self.plugin is not None
+        accept, output = _accept(environ.get("HTTP_ACCEPT"), content_type)
+        if output is not None and (self.meta.task != "classification" or not self.meta.classes):
+            raise BadRequest(
+                f"output={output}: labels need a classification model, and this model does {self.meta.task}."
+            )
         predictions = self.plugin.predict(self.model, features)
-        accept = _accept(environ.get("HTTP_ACCEPT"), content_type)
+        if output is not None:
+            assert self.meta.classes is not None
+            return _respond(
+                start_response, 200, format_labels(predictions, self.meta.classes, output, accept), accept
+            )
         if accept == CSV:
             return _respond(start_response, 200, format_csv(predictions), CSV)
         return _respond(start_response, 200, format_json(predictions), JSON)
 
 
-def _accept(header: str | None, content_type: str) -> str:
+OUTPUTS = ("labels", "probabilities")
+
+
+def _accept(header: str | None, content_type: str) -> tuple[str, str | None]:
+    """The answer's media type, and the `output` parameter (labels | probabilities) if the client asked for
+    one, e.g. `Accept: application/json; output=probabilities`."""
     default = content_type if content_type in (CSV, JSON) else JSON
     if not header:
-        return default
+        return default, None
     for part in header.split(","):
         media = _media_type(part)
-        if media in (CSV, JSON):
-            return media
-        if media in ("*/*", "text/*", "application/*", ""):
-            return default if media in ("*/*", "") else (CSV if media == "text/*" else JSON)
+        if media in ("*/*", ""):
+            media = default
+        elif media in ("text/*", "application/*"):
+            media = CSV if media == "text/*" else JSON
+        if media not in (CSV, JSON):
+            continue
+        output = _parameter(part, "output")
+        if output is not None and output not in OUTPUTS:
+            raise BadRequest(f"Cannot answer {header}: output must be labels or probabilities.", 406)
+        if output == "probabilities" and media == CSV:
+            raise BadRequest(
+                f"Cannot answer {header}: output=probabilities is answered in JSON "
+                f"(Accept: {JSON}; output=probabilities); CSV takes output=labels.",
+                406,
+            )
+        return media, output
     raise BadRequest(f"Cannot answer in {header}: Accept {CSV} or {JSON}.", 406)
+
+
+def _parameter(part: str, name: str) -> str | None:
+    for parameter in part.split(";")[1:]:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().strip('"').lower()
+    return None
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:

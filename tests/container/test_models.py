@@ -155,3 +155,14 @@ def test_text_labels_and_categorical_features(model: str, tmp_path: Path, run_tr
     metrics = {name: float(v) for _, name, v in re.findall(METRIC_RE, result.stdout, flags=re.MULTILINE)}
     if model != FAKE_MODEL:
         assert metrics["accuracy"] > 0.75  # sex and class decide most of it
+    from sagemaker_contract.serving import create_app
+
+    rows = frame.drop(columns="survived").iloc[:20].to_csv(index=False, header=False).encode()
+    status, _, body = call(
+        create_app(opt / "model"), "POST", "/invocations", rows,
+        {"Content-Type": "text/csv", "Accept": "application/json; output=probabilities"},
+    )  # fmt: skip
+    assert status == 200, body
+    answers = json.loads(body)["predictions"]
+    assert len(answers) == 20 and all(a["label"] in ("no", "yes") for a in answers)
+    assert all(set(a["probabilities"]) == {"no", "yes"} for a in answers)

@@ -115,25 +115,29 @@ def test_text_label_missing_from_train(tmp_path: Path, run_train: Run) -> None:
 
 
 # -- serving maps the same categories ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def titanic_app(tmp_path_factory: pytest.TempPathFactory):
+def trained_app(work: Path, frame: pd.DataFrame, hyperparameters: dict | None = None):
+    """The inference app on a model trained in-process on `frame`."""
     import os
 
     from sagemaker_contract import training
     from sagemaker_contract.serving import create_app
 
-    work = tmp_path_factory.mktemp("titanic")
-    opt = make_opt_ml(work / "ml", channels={"train": folder(work / "t", tables.titanic())})
+    opt = make_opt_ml(work / "ml", hyperparameters or {}, {"train": folder(work / "t", frame)})
     previous = os.environ.get("OPT_ML_DIR")
     os.environ["OPT_ML_DIR"] = str(opt)
     try:
-        assert training.main() == 0
+        assert training.main() == 0, (opt / "output" / "failure").read_text()
     finally:
         if previous is None:
             os.environ.pop("OPT_ML_DIR")
         else:
             os.environ["OPT_ML_DIR"] = previous
     return create_app(opt / "model")
+
+
+@pytest.fixture(scope="module")
+def titanic_app(tmp_path_factory: pytest.TempPathFactory):
+    return trained_app(tmp_path_factory.mktemp("titanic"), tables.titanic())
 
 
 def predict_csv(app, body: str) -> list[float]:
@@ -433,3 +437,85 @@ def test_data_that_does_not_fit_in_memory_fails_before_reading(
     reason = assert_failed(result, "Training needs an estimated", "of memory", "available")
     assert "2,500 rows x 8 features" in reason  # train and validation, as counted before reading
     assert "read " not in result.stderr  # nothing was read
+
+
+# -- answers with labels ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def iris_app(tmp_path_factory: pytest.TempPathFactory):
+    return trained_app(tmp_path_factory.mktemp("iris"), tables.iris(), {"target": "species"})
+
+
+@pytest.fixture(scope="module")
+def housing_app(tmp_path_factory: pytest.TempPathFactory):
+    return trained_app(tmp_path_factory.mktemp("housing"), tables.housing(), {"target": "MedHouseVal"})
+
+
+IRIS_ROWS = b"5.0,3.4,1.5,0.2\n6.6,3.0,5.6,2.0"
+
+
+def ask(app, accept: str, body: bytes = IRIS_ROWS, content_type: str = "text/csv"):
+    return call(app, "POST", "/invocations", body, {"Content-Type": content_type, "Accept": accept})
+
+
+def test_json_labels(iris_app) -> None:
+    status, headers, body = ask(iris_app, "application/json; output=labels")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"predictions": ["setosa", "virginica"]}
+
+
+def test_json_labels_with_probabilities(iris_app) -> None:
+    status, _, body = ask(iris_app, "application/json; output=probabilities")
+    assert status == 200, body
+    answers = json.loads(body)["predictions"]
+    assert [a["label"] for a in answers] == ["setosa", "virginica"]
+    for answer in answers:
+        assert list(answer["probabilities"]) == ["setosa", "versicolor", "virginica"]
+        assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert max(answer["probabilities"], key=answer["probabilities"].get) == answer["label"]
+    default = json.loads(ask(iris_app, "application/json")[2])["predictions"]
+    np.testing.assert_allclose([list(a["probabilities"].values()) for a in answers], default, rtol=1e-6)
+
+
+def test_csv_labels_for_every_request_type(iris_app) -> None:
+    assert ask(iris_app, "text/csv; output=labels")[2] == b"setosa\nvirginica\n"
+    as_json = json.dumps({"instances": [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]}).encode()
+    assert ask(iris_app, "text/csv;output=labels", as_json, "application/json")[2] == b"setosa\nvirginica\n"
+
+
+@pytest.mark.parametrize(
+    ("accept", "status", "fragment"),
+    [
+        ("text/csv; output=probabilities", 406, b"output=probabilities is answered in JSON"),
+        ("application/json; output=everything", 406, b"output must be labels or probabilities"),
+    ],
+)
+def test_output_options_that_cannot_be_met(iris_app, accept: str, status: int, fragment: bytes) -> None:
+    got, _, body = ask(iris_app, accept)
+    assert got == status and fragment in body, body
+
+
+def test_labels_need_a_classifier(housing_app) -> None:
+    status, _, body = call(
+        housing_app, "POST", "/invocations", b"8.3,6.98,41",
+        {"Content-Type": "text/csv", "Accept": "application/json; output=labels"},
+    )  # fmt: skip
+    assert status == 400 and b"labels need a classification model" in body
+
+
+def test_binary_labels_are_the_training_labels(titanic_app) -> None:
+    status, _, body = call(
+        titanic_app, "POST", "/invocations", b"1,Allen,female,29,0,211.3,S,True\n3,Bob,male,40,0,7.5,S,True",
+        {"Content-Type": "text/csv", "Accept": "application/json; output=probabilities"},
+    )  # fmt: skip
+    assert status == 200, body
+    answers = json.loads(body)["predictions"]
+    assert all(set(a["probabilities"]) == {"0", "1"} and a["label"] in (0, 1) for a in answers)
+
+
+def test_json_keeps_small_probabilities() -> None:
+    from sagemaker_contract.serving import format_json
+
+    predictions = np.array([[1e-9, 0.25, 1 - 1e-9 - 0.25], [3.5e-12, 1.0, 0.0]], dtype=np.float32)
+    values = json.loads(format_json(predictions))["predictions"]
+    assert values[0][0] == pytest.approx(1e-9, rel=1e-6) and values[1][0] == pytest.approx(3.5e-12, rel=1e-6)
+    assert values[0][1] == 0.25 and values[1][2] == 0.0
