@@ -519,3 +519,39 @@ def test_json_keeps_small_probabilities() -> None:
     values = json.loads(format_json(predictions))["predictions"]
     assert values[0][0] == pytest.approx(1e-9, rel=1e-6) and values[1][0] == pytest.approx(3.5e-12, rel=1e-6)
     assert values[0][1] == 0.25 and values[1][2] == 0.0
+
+
+# -- task inference, visible and overridable --------------------------------------------------------------------
+def coded(path: Path, values: np.ndarray) -> Path:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {"code": values, "a": rng.normal(size=values.size), "b": values + rng.normal(size=values.size)}
+    )
+    return folder(path, frame)
+
+
+def test_codes_10_20_30_are_numbers_unless_told(tmp_path: Path, run_train: Run) -> None:
+    source = coded(tmp_path / "c", np.tile([10, 20, 30], 100))
+    result, meta = trained(run_train, make_opt_ml(tmp_path / "a", channels={"train": source}))
+    assert meta["task"] == "regression" and meta["task_source"] == "target"
+    assert "3 distinct whole numbers (10, 20, 30), not class codes 0..k-1" in result.stderr
+    assert "Set problem_type=classification if 'code' is meant otherwise" in result.stderr
+    summary = json.loads(
+        next(line for line in result.stdout.splitlines() if line.startswith("MODEL-META "))[11:]
+    )
+    assert summary["task"] == "regression" and summary["task_reason"] == meta["task_reason"]
+
+    opt = make_opt_ml(tmp_path / "b", {"problem_type": "classification"}, {"train": source})
+    result, meta = trained(run_train, opt)
+    assert meta["task"] == "classification" and meta["classes"] == [10, 20, 30]
+    assert meta["task_source"] == "problem_type"
+    assert (
+        "task: classification (set by problem_type: problem_type=classification); 3 classes: 10, 20, 30"
+        in result.stderr
+    )
+
+
+def test_a_score_from_1_to_9_is_a_number(tmp_path: Path, run_train: Run) -> None:
+    source = coded(tmp_path / "s", np.tile(np.arange(1, 10), 40))
+    _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
+    assert meta["task"] == "regression" and "9 distinct whole numbers" in meta["task_reason"]
