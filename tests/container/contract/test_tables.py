@@ -555,3 +555,51 @@ def test_a_score_from_1_to_9_is_a_number(tmp_path: Path, run_train: Run) -> None
     source = coded(tmp_path / "s", np.tile(np.arange(1, 10), 40))
     _, meta = trained(run_train, make_opt_ml(tmp_path / "ml", channels={"train": source}))
     assert meta["task"] == "regression" and "9 distinct whole numbers" in meta["task_reason"]
+
+
+# -- big files are parsed on every core -----------------------------------------------------------------------------
+def read(source: Path) -> tuple:
+    from sagemaker_contract import data
+
+    layout = data.inspect_channel(source, "train")
+    dataset, _ = data.read_channel(layout, data.plan_columns(layout, None))
+    return layout, dataset
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_parallel_ranges_read_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, header: bool
+) -> None:
+    from sagemaker_contract import data
+
+    frame = tables.titanic(rows=3000)[["survived", "pclass", "age", "sibsp", "fare", "alone"]]
+    text = frame.to_csv(index=False, header=header)
+    lines = text.splitlines()
+    lines[700:700] = ["", ""]  # blank lines: lines but not rows
+    source = tmp_path / "d"
+    source.mkdir()
+    (source / "d.csv").write_text("\n".join(lines))  # no newline at the end
+    monkeypatch.setattr(data, "PARALLEL_MIN_BYTES", 10**12)
+    sequential_layout, sequential = read(source)
+    monkeypatch.setattr(data, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 5)
+    parallel_layout, parallel = read(source)
+    assert not sequential_layout.sources[0].ranges and len(parallel_layout.sources[0].ranges) == 5
+    assert parallel.x.shape == sequential.x.shape == (3000, 5)
+    np.testing.assert_array_equal(parallel.x, sequential.x)
+    np.testing.assert_array_equal(parallel.y, sequential.y)
+
+
+def test_parallel_ranges_report_bad_values_by_file_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sagemaker_contract import data
+    from sagemaker_contract.errors import UserError
+
+    frame = tables.housing(rows=5000)[["MedHouseVal", "MedInc", "AveRooms", "HouseAge"]].astype(object)
+    frame.loc[4000, "AveRooms"] = "inf"
+    source = folder(tmp_path / "d", frame)
+    monkeypatch.setattr(data, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 4)
+    with pytest.raises(UserError, match=r"Column 'AveRooms' .* infinite value .* on data row 4001"):
+        read(source)
