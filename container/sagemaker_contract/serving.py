@@ -1,13 +1,18 @@
 """The inference WSGI app: `GET /ping`, `POST /invocations` (and `GET /execution-parameters` for batch transform).
 
-Lean on purpose (no web framework): per request it is one body read, one numpy/pyarrow parse, one
-`Booster.inplace_predict` and one formatted response, which is where the speed over the classic
-Flask + pandas predictor comes from (see bench/serve.py).
+Lean on purpose (no web framework): per request it is one body read, one numpy/pyarrow parse, one call of
+the model's `predict` and one formatted response, which is where the speed over the classic Flask + pandas
+predictor comes from (see bench/serve.py).
 
-Request types: text/csv (no header; a header line is skipped when it is not numeric), application/json
-(`{"instances": [[...], ...]}`, `[[...], ...]` or one flat row `[...]`; `{"features": [...]}` objects in
-`instances` work too) and application/x-parquet. Response type from Accept: text/csv or application/json
-(default: the request's own type, JSON for Parquet). Bad payloads get 4xx with a one-line reason.
+The feature names, the categories of text columns and the class labels come from the contract's
+model-meta.json next to the model, whatever the model is.
+
+Request types: text/csv (no header, or a header line that is skipped; quoted cells; text cells of
+categorical features), application/json (`{"instances": [[...], ...]}`, `[[...], ...]`, one flat row `[...]`,
+`{"features": [...]}` objects or records by feature name in `instances`) and application/x-parquet (columns
+by name). Response type from Accept: text/csv or application/json (default: the request's own type, JSON for
+Parquet), with an optional `output=labels` or `output=probabilities` parameter. Bad payloads get 4xx with a
+one-line reason.
 """
 
 from __future__ import annotations

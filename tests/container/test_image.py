@@ -169,6 +169,48 @@ def test_serve_stops_on_sigterm(image: str, trained: tuple[int, str, Path]) -> N
         container_tool.remove_container(name)
 
 
+def test_a_real_table_trains_and_answers_labels_in_the_image(image: str, tmp_path: Path) -> None:
+    """Titanic-shaped data as pandas writes it (Parquet train, CSV validation and test: text, missing and
+    boolean columns, a text target), through the trimmed pyarrow of the image, served with labels."""
+    from tests.container import tables
+
+    frame = tables.titanic()
+    frame["survived"] = frame["survived"].map({0: "died", 1: "survived"})
+    for channel, part in (
+        ("train", frame.iloc[:600]),
+        ("validation", frame.iloc[600:750]),
+        ("test", frame.iloc[750:]),
+    ):
+        (tmp_path / channel).mkdir()
+        if channel == "train":
+            part.to_parquet(tmp_path / channel / "part-0.parquet", index=False)
+        else:
+            part.to_csv(tmp_path / channel / "data.csv", index=False)
+    opt = make_opt_ml(
+        tmp_path / "ml", {"target": "survived"}, {c: tmp_path / c for c in ("train", "validation", "test")}
+    )
+    code, log = run_training(image, opt, tmp_path)
+    assert code == 0, log[-3000:]
+    assert "METRIC test:accuracy=" in log
+    meta = json.loads((opt / "output" / "data" / "model-meta.json").read_text())
+    assert meta["classes"] == ["died", "survived"] and meta["final_metrics_channel"] == "test"
+    records = json.loads(frame.drop(columns="survived").iloc[750:760].to_json(orient="records"))
+    name = f"{PREFIX}serve-titanic-{uuid.uuid4().hex[:8]}"
+    with container_tool.serve(image, opt / "model", name=name) as base_url:
+        connection = http.client.HTTPConnection(base_url.removeprefix("http://"), timeout=10)
+        connection.request(
+            "POST", "/invocations", body=json.dumps({"instances": records}),
+            headers={"Content-Type": "application/json", "Accept": "application/json; output=probabilities"},
+        )  # fmt: skip
+        response = connection.getresponse()
+        answers = json.loads(response.read())["predictions"]
+    assert response.status == 200 and len(answers) == 10
+    assert all(
+        a["label"] in ("died", "survived") and set(a["probabilities"]) == {"died", "survived"}
+        for a in answers
+    )
+
+
 def test_wide_rows_over_the_memory_limit_fail_with_a_reason(image: str, tmp_path: Path) -> None:
     """500k columns in a 2 MB file under a 700 MB memory limit: a sentence in the failure file, not exit 137."""
     import numpy as np
