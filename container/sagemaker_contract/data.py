@@ -117,14 +117,19 @@ def looks_like_header(tokens: list[str]) -> bool:
 def detect_header(first: list[str], rows: list[list[str]]) -> bool:
     """Is the first line a header? Yes when:
     - it counts 0, 1, 2, ... (pandas' names for `pd.DataFrame(X)`, maybe after an empty index name);
-    - it has a word where the rows below have numbers or true/false (`label,0,1,...,63` above numbers);
+    - it has a word where the rows below have numbers or true/false, and its numbers, if any, count up by
+      one like column numbers (`label,0,1,...,63` above numbers);
     - it has no number at all (a table of text columns, or a single line).
-    A data row with one bad cell is not a header: the rows below have a number or a word there too.
+    A data row with a typo is not a header: its numbers are values, not a count (the reader then reports the
+    typo with its row).
     """
     cells = [cell.strip() for cell in first]
     named = cells[1:] if cells and cells[0] == "" else cells
     if len(named) > 1 and named == [str(i) for i in range(len(named))]:
         return True
+    numbers = [cell for cell in cells if cell not in NULL_TOKENS and is_number(cell)]
+    if numbers and not _counts_up(numbers):
+        return looks_like_header(first)
     for j, cell in enumerate(cells):
         if cell in NULL_TOKENS or is_number(cell):
             continue
@@ -132,6 +137,14 @@ def detect_header(first: list[str], rows: list[list[str]]) -> bool:
         if below and column_kind(below) in (NUMERIC, BOOL) and any(v not in NULL_TOKENS for v in below):
             return True
     return looks_like_header(first)
+
+
+def _counts_up(cells: list[str]) -> bool:
+    """Whole numbers each one more than the last: column numbers, not data."""
+    if not all(cell.isdigit() for cell in cells):
+        return False
+    values = [int(cell) for cell in cells]
+    return all(b == a + 1 for a, b in itertools.pairwise(values))
 
 
 def column_kind(values: list[str]) -> str:

@@ -603,3 +603,15 @@ def test_parallel_ranges_report_bad_values_by_file_row(
     monkeypatch.setattr(data.os, "cpu_count", lambda: 4)
     with pytest.raises(UserError, match=r"Column 'AveRooms' .* infinite value .* on data row 4001"):
         read(source)
+
+
+def test_a_typo_in_the_first_row_of_headerless_data_is_not_a_header(tmp_path: Path, run_train: Run) -> None:
+    source = tmp_path / "typo"
+    source.mkdir()
+    frame = tables.housing()[["MedHouseVal", "MedInc", "AveRooms", "HouseAge"]].astype(object)
+    frame.iloc[0, 2] = "lots"
+    frame.to_csv(source / "data.csv", index=False, header=False)
+    assert_failed(
+        run_train(make_opt_ml(tmp_path / "ml", channels={"train": source})),
+        "Column 'c2' of file data.csv in the 'train' channel has a non-numeric value 'lots' on data row 1",
+    )
