@@ -210,6 +210,7 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
         "objective": xgb_params["objective"],
         "num_features": meta["num_features"],
         "classes": train.classes,
+        "categorical": [name for name in train.feature_names if name in train.categories],
     }
     start_model, done = checkpoints.resume(checkpoint_dir, checkpoint_meta)
     if start_model is not None:
