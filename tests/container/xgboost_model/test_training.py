@@ -232,3 +232,20 @@ def test_other_regression_objectives_train(tmp_path: Path, run_train: Run, objec
     ).parent
     _, metrics = train_metrics(run_train, tmp_path / "ml", source, {"objective": objective})
     assert {"rmse", "mae", "r2"} <= set(metrics)
+
+
+def test_checkpoint_for_columns_of_another_kind(tmp_path: Path, run_train: Run) -> None:
+    from tests.container import tables
+
+    frame = tables.titanic()[["survived", "pclass", "sex", "age"]]
+    write(tmp_path / "t" / "d.csv", frame.to_csv(index=False))
+    opt = make_opt_ml(
+        tmp_path / "ml", {"num_round": "10", "checkpoint_every": "5"}, {"train": tmp_path / "t"}
+    )
+    assert run_train(opt).exit_code == 0
+    for path in (opt / "model").iterdir():
+        path.unlink()
+    # Same number of columns, but sex is now a number: the trees of the checkpoint split it as a category.
+    frame = frame.assign(sex=(frame["sex"] == "male").astype(int))
+    write(opt / "input" / "data" / "train" / "d.csv", frame.to_csv(index=False))
+    assert_failed(run_train(opt), "different data")
