@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from sagemaker_contract.data import (
+from sagemaker_contract.cells import (
     cell_value,
     is_number,
     is_numeric_arrow_type,

@@ -570,7 +570,7 @@ def read(source: Path) -> tuple:
 def test_parallel_ranges_read_the_same_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, header: bool
 ) -> None:
-    from sagemaker_contract import data
+    from sagemaker_contract import sources
 
     frame = tables.titanic(rows=3000)[["survived", "pclass", "age", "sibsp", "fare", "alone"]]
     text = frame.to_csv(index=False, header=header)
@@ -579,10 +579,10 @@ def test_parallel_ranges_read_the_same_rows(
     source = tmp_path / "d"
     source.mkdir()
     (source / "d.csv").write_text("\n".join(lines))  # no newline at the end
-    monkeypatch.setattr(data, "PARALLEL_MIN_BYTES", 10**12)
+    monkeypatch.setattr(sources, "PARALLEL_MIN_BYTES", 10**12)
     sequential_layout, sequential = read(source)
-    monkeypatch.setattr(data, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(data.os, "cpu_count", lambda: 5)
+    monkeypatch.setattr(sources, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(sources.os, "cpu_count", lambda: 5)
     parallel_layout, parallel = read(source)
     assert not sequential_layout.sources[0].ranges and len(parallel_layout.sources[0].ranges) == 5
     assert parallel.x.shape == sequential.x.shape == (3000, 5)
@@ -593,14 +593,14 @@ def test_parallel_ranges_read_the_same_rows(
 def test_parallel_ranges_report_bad_values_by_file_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sagemaker_contract import data
+    from sagemaker_contract import sources
     from sagemaker_contract.errors import UserError
 
     frame = tables.housing(rows=5000)[["MedHouseVal", "MedInc", "AveRooms", "HouseAge"]].astype(object)
     frame.loc[4000, "AveRooms"] = "inf"
     source = folder(tmp_path / "d", frame)
-    monkeypatch.setattr(data, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(data.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(sources, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(sources.os, "cpu_count", lambda: 4)
     with pytest.raises(UserError, match=r"Column 'AveRooms' .* infinite value .* on data row 4001"):
         read(source)
 
