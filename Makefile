@@ -25,7 +25,7 @@ help:  ## List the targets.
 
 setup: $(PY_STAMP) $(NODE_STAMP)  ## Python venv + pinned CDK CLI (idempotent).
 
-$(PY_STAMP): requirements.txt requirements-dev.txt container/requirements.txt pyproject.toml
+$(PY_STAMP): requirements.txt requirements-dev.txt container/requirements.txt container/user_model/requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
 	$(PY) -m pip install --quiet -r requirements-dev.txt

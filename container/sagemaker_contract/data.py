@@ -1,234 +1,107 @@
-"""Reading a channel (/opt/ml/input/data/<channel>/): CSV and Parquet, one file or many.
+"""Reading a channel (/opt/ml/input/data/<channel>/): CSV and Parquet tables as data scientists have them.
 
-- CSV: a header row is detected (a first line with no numeric cell); without one, columns are
-  named c0, c1, ... (SageMaker built-in algorithm style: headerless, target first). `.csv.gz` works too.
-- Parquet: numeric (int, float, bool) columns.
-- The target is the column named by the `target` hyperparameter, else the first column.
-- Files are streamed by pyarrow block by block, parsed straight to float32 (no pandas, no float64 copy),
-  into one preallocated C-order float32 matrix: peak memory is about the matrix plus one block.
-- Empty files among many are skipped (Spark writes empty part files); a channel with no rows is an error.
+This module is the channel: its files' layouts (`inspect_channel`), the columns the train channel decides for
+every channel (`plan_columns`: target, features, kinds), and its rows as a Dataset (`read_channel`). One file's
+layout is sources.py, what a cell, column and header are is cells.py, and turning a file into rows is
+readers.py.
+
+- Files: CSV (`.csv`, `.csv.gz`, `.txt`) or Parquet, one file or many (recursively; hidden files, `_SUCCESS`
+  and empty part files are skipped).
+- CSV: a header row is detected (see `cells.detect_header`: also a header of numbers as pandas writes it, and
+  after a UTF-8 byte order mark); without one, columns are named c0, c1, ... (SageMaker built-in style:
+  headerless, target first).
+- Column kinds, decided from the train channel (a sample of each CSV file, the schema of each Parquet file):
+  numbers; booleans (`True`/`False` text in CSV, bool columns in Parquet) as 1/0; anything else with text is
+  categorical: its values become category codes 0..k-1 (sorted), and a value the train channel does not
+  have is a missing value in the other channels. A column of numbers with a few stray words (under 5%) is a
+  numeric column with bad cells, reported with the row, not a category.
+- The target is the column named by the `target` hyperparameter, else the first column. A text target is a
+  set of class labels (see tasks.py).
+- Files are streamed by pyarrow block by block, straight to float32 (no pandas, no float64 copy), into one
+  preallocated C-order float32 matrix: peak memory is about the matrix plus a few blocks.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
-from user_model import Dataset
 
+from sagemaker_contract.cells import BOOL, CATEGORICAL, NUMERIC
 from sagemaker_contract.errors import UserError
+from sagemaker_contract.interface import Dataset
+from sagemaker_contract.readers import (
+    BLOCK_BYTES,
+    BlockTooSmall,
+    Categories,
+    batches,
+    check_finite,
+    read_ranges,
+    to_float32,
+)
+from sagemaker_contract.sources import Source, channel_files, csv_source, file_kind, parquet_source
+from sagemaker_contract.tasks import UNSEEN, Target
 
 CSV_TYPES = ("text/csv", "csv", "text/csv;label_size=1")
-PARQUET_TYPES = ("application/x-parquet", "application/parquet", "parquet")
-SKIP_NAMES = ("_SUCCESS", "_committed", "_started")
-CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*invalid value '(.*)'")
-
-
-MISSING_TOKENS = ("", "nan", "na", "null")
-
-
-def cell_value(token: str) -> float:
-    """One CSV cell as a number; empty and NaN/NA/null cells are missing values. ValueError otherwise."""
-    token = token.strip()
-    return float("nan") if token.lower() in MISSING_TOKENS else float(token)
-
-
-def is_number(token: str) -> bool:
-    try:
-        cell_value(token)
-    except ValueError:
-        return False
-    return True
-
-
-def is_numeric_arrow_type(arrow_type: pa.DataType) -> bool:
-    """Columns the model can take as float32: integers, floats and booleans (training and serving alike)."""
-    return (
-        pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type)
-    )
-
-
-def looks_like_header(tokens: list[str]) -> bool:
-    cells = [t.strip().strip('"') for t in tokens if t.strip().strip('"')]
-    return bool(cells) and not any(is_number(t) for t in cells)
-
-
-def channel_files(directory: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file()
-        and not p.name.startswith((".", "_"))
-        and p.name not in SKIP_NAMES
-        and not p.name.endswith(".manifest")
-    )
-
-
-def _kind(path: Path, content_type: str | None) -> str:
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".txt")):
-        return "csv"
-    if content_type and content_type.lower().split(";")[0].strip() in PARQUET_TYPES:
-        return "parquet"
-    with path.open("rb") as handle:
-        if handle.read(4) == b"PAR1":
-            return "parquet"
-    return "csv"
-
-
-def _first_line(path: Path) -> str:
-    if path.name.endswith(".gz"):
-        import gzip
-
-        with gzip.open(path, "rt", errors="replace") as handle:
-            return handle.readline()
-    with path.open("r", errors="replace") as handle:
-        return handle.readline()
+# The row index pandas writes as an unnamed first CSV column (`to_csv` without index=False; "Unnamed: 0" once
+# read back and written again). The index it stores in Parquet is dropped by sources.py.
+UNNAMED_INDEX = re.compile(r"^(|Unnamed: 0)$")
+# Wider than this, pyarrow's CSV reader (per-column builders) is the slow, memory-hungry part: measured here,
+# 2 rows x 500k columns took 44 s and 4.3 GB. Such files are parsed line by line with numpy instead (0.7 s).
+WIDE_COLUMNS = 2000
 
 
 @dataclass
-class _Source:
-    """One data file: its layout, known before any row is converted."""
+class Layout:
+    """A channel's files and columns, before any row is read."""
 
-    path: Path
-    label: str
-    kind: str  # csv | parquet
+    channel: str
+    directory: Path
+    sources: list[Source]
     names: list[str]
-    has_header: bool
-    rows_estimate: int  # an upper bound for plain CSV and exact for Parquet; a guess for .gz
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows_estimate for s in self.sources)
+
+    @property
+    def headerless(self) -> bool:
+        return not any(s.has_header for s in self.sources)
+
+    @property
+    def wide(self) -> bool:
+        return len(self.names) > WIDE_COLUMNS
+
+    def kinds(self) -> dict[str, str]:
+        """Per column, the most general kind any file shows (numeric < bool < categorical)."""
+        order = {NUMERIC: 0, BOOL: 1, CATEGORICAL: 2}
+        merged = dict.fromkeys(self.names, NUMERIC)
+        for source in self.sources:
+            for name, kind in source.kinds.items():
+                if order[kind] > order[merged[name]]:
+                    merged[name] = kind
+        return merged
 
 
-def _count_lines(path: Path) -> int:
-    if path.name.endswith(".gz"):
-        return max(path.stat().st_size // 16, 1024)  # a guess; the matrix grows if it is too small
-    count = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 << 20):
-            count += chunk.count(b"\n")
-    return count + 1
-
-
-def _csv_source(path: Path, label: str) -> _Source | None:
-    if path.stat().st_size == 0:
-        return None
-    line = _first_line(path).rstrip("\r\n")
-    if not line.strip():
-        return None
-    tokens = line.split(",")
-    # A header has no numeric cell at all; a data row with one bad cell is garbage, not a header.
-    has_header = looks_like_header(tokens)
-    names = [t.strip().strip('"') for t in tokens] if has_header else [f"c{i}" for i in range(len(tokens))]
-    if has_header and len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise UserError(f"The header row of {label} repeats the column name(s) {', '.join(dupes)}.")
-    return _Source(path, label, "csv", names, has_header, _count_lines(path))
-
-
-def _csv_batches(source: _Source) -> Iterator[pa.RecordBatch]:
-    """Streams the file block by block, parsed straight to float32: memory stays at a few 1 MB blocks
-    (measured on 1M x 20: 1 MB blocks peak ~100 MB lower than 4 MB blocks, at the same speed)."""
-    read = pcsv.ReadOptions(
-        column_names=source.names,
-        skip_rows=1 if source.has_header else 0,
-        block_size=1 << 20,
-        use_threads=True,
-    )
-    convert = pcsv.ConvertOptions(column_types=dict.fromkeys(source.names, pa.float32()))
-    try:
-        reader = pcsv.open_csv(source.path, read_options=read, convert_options=convert)
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            yield batch
-    except pa.ArrowInvalid as error:
-        raise UserError(
-            _explain_csv_error(source.path, source.label, source.names, source.has_header, str(error))
-        ) from None
-
-
-def _explain_csv_error(path: Path, label: str, names: list[str], has_header: bool, message: str) -> str:
-    match = CONVERSION_ERROR.search(message)
-    if match:
-        column = names[int(match.group(1))]
-        value = match.group(2)
-        row = _find_row(path, names, column, value, has_header)
-        where = f" on data row {row}" if row else ""
-        return (
-            f"Column '{column}' of {label} has a non-numeric value '{value[:60]}'{where}. "
-            "Every column must be a number (leave the cell empty for a missing value); "
-            "encode text and categories as numbers before training."
-        )
-    if "Expected" in message and "columns" in message:
-        return f"{label} has rows with different numbers of columns ({message.splitlines()[0][:200]})."
-    return f"{label} could not be read as CSV: {message.splitlines()[0][:300]}"
-
-
-def _find_row(path: Path, names: list[str], column: str, value: str, has_header: bool) -> int | None:
-    try:
-        table = pcsv.read_csv(
-            path,
-            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
-            convert_options=pcsv.ConvertOptions(column_types={column: pa.string()}, include_columns=[column]),
-        )
-        index = pc.index(table.column(column), value).as_py()
-        return index + 1 if index >= 0 else None
-    except Exception:  # only improves the message; never hides the real error
-        return None
-
-
-def _parquet_source(path: Path, label: str) -> _Source | None:
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise UserError(f"{label} is not a readable Parquet file ({str(error)[:200]}).") from None
-    if parquet.metadata.num_rows == 0:
-        return None
-    schema = parquet.schema_arrow
-    for field in schema:
-        if not is_numeric_arrow_type(field.type):
-            raise UserError(
-                f"Column '{field.name}' of {label} has type {field.type}, not a number. Every column must be "
-                "numeric; encode text and categories as numbers before training."
-            )
-    return _Source(path, label, "parquet", list(schema.names), True, parquet.metadata.num_rows)
-
-
-def _parquet_batches(source: _Source) -> Iterator[pa.RecordBatch]:
-    yield from pq.ParquetFile(source.path).iter_batches(batch_size=65536)
-
-
-def read_channel(
-    directory: Path, channel: str, target: str | None, content_type: str | None = None
-) -> Dataset:
-    """All rows of one channel as a Dataset. Raises UserError with a clear sentence on bad data.
-
-    Two passes: the layout of every file (header, columns, a row-count bound), then the rows, streamed
-    batch by batch into one preallocated float32 matrix. Peak memory is about the matrix itself.
-    """
+def inspect_channel(directory: Path, channel: str, content_type: str | None = None) -> Layout:
+    """Every file's layout (header, columns, kinds, a row-count bound). Raises UserError with a sentence."""
     files = channel_files(directory)
     if not files:
         raise UserError(
             f"The '{channel}' channel has no data files (nothing under {directory}). "
             "Point the channel at an S3 prefix holding CSV or Parquet files."
         )
-    sources: list[_Source] = []
+    sources: list[Source] = []
     empty: list[str] = []
     for path in files:
         label = f"file {path.relative_to(directory)} in the '{channel}' channel"
-        kind = _kind(path, content_type)
-        source = (_parquet_source if kind == "parquet" else _csv_source)(path, label)
+        kind = file_kind(path, content_type)
+        source = (parquet_source if kind == "parquet" else csv_source)(path, label)
         if source is None:
             empty.append(str(path.relative_to(directory)))
             continue
@@ -248,40 +121,185 @@ def read_channel(
         raise UserError(
             f"The '{channel}' channel has a single column ({names[0]}): it needs the target and at least one feature."
         )
-    t = _target_index(names, target, channel)
-    features = [n for i, n in enumerate(names) if i != t]
+    return Layout(channel, directory, sources, names)
+
+
+@dataclass
+class Columns:
+    """What the train channel decides for every channel: the target, the features and each column's kind
+    (by position: a headerless channel is matched to the train channel's columns by position)."""
+
+    names: list[str]
+    kinds: list[str]
+    target: int
+    features: list[int]
+    headerless: bool
+    target_given: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def target_name(self) -> str:
+        return self.names[self.target]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [self.names[j] for j in self.features]
+
+
+def plan_columns(train: Layout, target: str | None) -> Columns:
+    names = train.names
+    left_out: set[int] = set()
+    notes = []
+    if not train.headerless and UNNAMED_INDEX.match(names[0]):
+        label = train.sources[0].label
+        if not target:
+            raise UserError(
+                f"The first column of {label} has no name: it is the row index pandas writes unless told "
+                "index=False, not a target. Set the target hyperparameter to the target column's name (the "
+                "index column is then left out), or write the file with to_csv(..., index=False)."
+            )
+        left_out.add(0)
+        notes.append(f"the unnamed first column ({names[0] or 'empty name'}) is a pandas row index: left out")
+    t = _target_index(names, target, train.channel)
+    if t in left_out:
+        raise UserError(f"The target column '{target}' is the unnamed row index column; name another column.")
+    kinds = train.kinds()
+    features = [j for j in range(len(names)) if j != t and j not in left_out]
+    if not features:
+        raise UserError(f"The '{train.channel}' channel has no feature columns besides the target.")
+    return Columns(names, [kinds[n] for n in names], t, features, train.headerless, bool(target), notes)
+
+
+def check_same_columns(layout: Layout, columns: Columns) -> None:
+    """Another channel must have the train channel's columns (by name when both have headers)."""
+    if not layout.headerless and not columns.headerless and layout.names != columns.names:
+        raise UserError(
+            f"The {layout.channel} channel's columns differ from the train channel's: "
+            f"{', '.join(layout.names[:10])} vs {', '.join(columns.names[:10])}."
+        )
+    if len(layout.names) != len(columns.names):
+        raise UserError(
+            f"The {layout.channel} data has {len(layout.names)} columns but the training data has "
+            f"{len(columns.names)}. Both channels need the same columns."
+        )
+
+
+def read_channel(
+    layout: Layout, columns: Columns, train_categories: dict[str, list[str]] | None = None
+) -> tuple[Dataset, Target]:
+    """All rows of one channel as a Dataset (task not decided yet) and what is known about its target.
+
+    `train_categories`: None for the train channel (its categories are collected); the train channel's
+    categories for the others. Raises UserError with a clear sentence on bad data.
+    """
+    sources = layout.sources
+    kinds = columns.kinds
+    t = columns.target
+    target_name = columns.target_name
+    feature_names = columns.feature_names
+    categorical = {j for j in [t, *columns.features] if kinds[j] == CATEGORICAL}
+    fixed = train_categories is not None
+    mappers = {
+        j: Categories(
+            (train_categories or {}).get(columns.names[j], []) if fixed else None,
+            UNSEEN if j == t else np.nan,
+        )
+        for j in categorical
+    }
     capacity = sum(s.rows_estimate for s in sources)
-    x = np.empty((capacity, len(features)), dtype=np.float32)
+    x = np.empty((capacity, len(feature_names)), dtype=np.float32)
     y = np.empty(capacity, dtype=np.float32)
-    n = 0
+    n = first_rows = 0
     for source in sources:
-        batches = _parquet_batches(source) if source.kind == "parquet" else _csv_batches(source)
-        for batch in batches:
-            rows = batch.num_rows
-            if n + rows > capacity:  # only when a .gz guess was low: grow by half
-                capacity = max(n + rows, capacity + capacity // 2)
-                x = np.resize(x, (capacity, len(features)))
-                y = np.resize(y, capacity)
-            y[n : n + rows] = batch.column(t).to_numpy(zero_copy_only=False)
-            for j, name in enumerate(features):
-                x[n : n + rows, j] = batch.column(name).to_numpy(zero_copy_only=False)
-            n += rows
+        file_start = n
+        block_bytes = BLOCK_BYTES
+        if source.ranges and not categorical and not layout.wide:
+            try:
+                n = read_ranges(source, kinds, columns, x, y, file_start, feature_names)
+                first_rows = first_rows or n
+                continue
+            except BlockTooSmall:
+                pass  # a row longer than a block: the sequential reader below grows its blocks
+        while True:
+            n = file_start
+            try:
+                for batch in batches(source, kinds, mappers, block_bytes, layout.wide):
+                    rows = batch.shape[0] if isinstance(batch, np.ndarray) else batch.num_rows
+                    if n + rows > capacity:  # only if a file changed since it was counted: grow by half
+                        capacity = max(n + rows, capacity + capacity // 2)
+                        x = np.resize(x, (capacity, len(feature_names)))
+                        y = np.resize(y, capacity)
+                    if isinstance(batch, np.ndarray):  # the wide path: every column, converted already
+                        y[n : n + rows] = batch[:, t]
+                        x[n : n + rows] = batch[:, columns.features]
+                    else:
+                        y[n : n + rows] = to_float32(batch.column(t), kinds[t], mappers.get(t))
+                        for i, j in enumerate(columns.features):
+                            x[n : n + rows, i] = to_float32(batch.column(j), kinds[j], mappers.get(j))
+                    check_finite(
+                        x[n : n + rows], y[n : n + rows], n - file_start, source, target_name, feature_names
+                    )
+                    n += rows
+                break
+            except BlockTooSmall:  # a row longer than the block (a long text cell): bigger blocks
+                if block_bytes > source.path.stat().st_size:
+                    raise UserError(f"{source.label} could not be split into rows.") from None
+                block_bytes *= 8
+        first_rows = first_rows or n
     pa.default_memory_pool().release_unused()  # hand Arrow's parse buffers back before training
     if n == 0:
         raise UserError(
-            f"The '{channel}' channel has no data rows: its files hold only a header. Upload files with data rows."
+            f"The '{layout.channel}' channel has no data rows: its files hold only a header. "
+            "Upload files with data rows."
         )
     x, y = x[:n], y[:n]  # views: no copy
+    if not fixed and not columns.target_given and _counts_rows(y[:first_rows]):
+        raise UserError(
+            f"The first column of the '{layout.channel}' channel ('{target_name}') counts 0, 1, 2, ... like a row "
+            "index, so it cannot be the target. Write the file without the index (pandas: to_csv(..., "
+            "index=False)), or set the target hyperparameter to the target column's name."
+        )
     missing = np.isnan(y)
     if missing.any():
         first = int(np.argmax(missing)) + 1
         raise UserError(
-            f"The target column '{names[t]}' has {int(missing.sum())} missing value(s) in the '{channel}' channel "
-            f"(first at data row {first}). Every row needs a target value."
+            f"The target column '{target_name}' has {int(missing.sum())} missing value(s) in the "
+            f"'{layout.channel}' channel (first at data row {first}). Every row needs a target value."
         )
+    categories: dict[str, list[str]] = {}
+    for i, j in enumerate(columns.features):
+        if j in mappers:
+            name = columns.names[j]
+            categories[name] = mappers[j].sorted_categories(x[:, i])
+            if mappers[j].unseen_count:
+                examples = ", ".join(f"'{v}'" for v in mappers[j].unseen_examples[:3])
+                print(
+                    f"note: in the '{layout.channel}' channel, '{name}' has {mappers[j].unseen_count} value(s) "
+                    f"the training data does not have (e.g. {examples}); they are missing values",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    if kinds[t] == CATEGORICAL:
+        labels = mappers[t].sorted_categories(y)
+        target = Target(CATEGORICAL, labels, tuple(mappers[t].unseen_examples))
+    else:
+        target = Target(kinds[t])
     n_files = len(sources)
-    source_text = f"'{channel}' channel ({n_files} file{'s' if n_files != 1 else ''})"
-    return Dataset(x=x, y=y, feature_names=features, target_name=names[t], source=source_text)
+    source_text = f"'{layout.channel}' channel ({n_files} file{'s' if n_files != 1 else ''})"
+    dataset = Dataset(
+        x=x,
+        y=y,
+        feature_names=feature_names,
+        target_name=target_name,
+        source=source_text,
+        categories=categories,
+    )
+    return dataset, target
+
+
+def _counts_rows(y: np.ndarray) -> bool:
+    """A first column 0, 1, 2, ... (or 1, 2, 3, ...) in the first file: a row index, never a target."""
+    return y.size >= 10 and y[0] in (0.0, 1.0) and bool(np.all(np.diff(y) == 1))
 
 
 def _target_index(names: list[str], target: str | None, channel: str) -> int:
@@ -303,7 +321,11 @@ def _target_index(names: list[str], target: str | None, channel: str) -> int:
 
 
 def describe(dataset: Dataset) -> str:
-    return f"{dataset.x.shape[0]:,} rows x {dataset.x.shape[1]} features from the {dataset.source}"
+    text = f"{dataset.x.shape[0]:,} rows x {dataset.x.shape[1]} features from the {dataset.source}"
+    if dataset.categories:
+        shown = ", ".join(f"{name} ({len(values)})" for name, values in list(dataset.categories.items())[:10])
+        text += f"; categorical: {shown}{', ...' if len(dataset.categories) > 10 else ''}"
+    return text
 
 
 def channel_content_types(config: dict[str, Any]) -> dict[str, str | None]:

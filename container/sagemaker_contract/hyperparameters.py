@@ -1,6 +1,7 @@
 """Hyperparameters: SageMaker passes every value as a string. Parse, validate, fill defaults.
 
-Contract-level names (`target`, `problem_type`) are here; the model's own come from `user_model.HYPERPARAMETERS`.
+Contract-level names (`target`, `problem_type`) are here; the model's own, with their defaults, come from the
+model module's `HYPERPARAMETERS` (see interface.py).
 Unknown names are refused (typos would otherwise be silently ignored), except SageMaker/SDK-internal ones
 (`sagemaker_*`, `_*`).
 """
@@ -14,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from sagemaker_contract.errors import UserError
+from sagemaker_contract.interface import Hyperparameter
 
-Spec = tuple[type, Any, Any, str]
-
-CONTRACT_HYPERPARAMETERS: dict[str, Spec] = {
-    "target": (str, None, lambda v: bool(v.strip()), "a column name"),
-    "problem_type": (
+CONTRACT_HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "target": Hyperparameter(str, None, lambda v: bool(v.strip()), "a column name"),
+    "problem_type": Hyperparameter(
         str,
         "auto",
         lambda v: v in ("auto", "regression", "classification"),
@@ -64,7 +64,7 @@ def _parse(name: str, raw: Any, kind: type) -> Any:
     raise TypeError(kind)
 
 
-def parse(raw: dict[str, Any], model_specs: dict[str, Spec]) -> dict[str, Any]:
+def parse(raw: dict[str, Any], model_specs: dict[str, Hyperparameter]) -> dict[str, Any]:
     """Validated hyperparameters with defaults. Raises UserError with one clear sentence per problem."""
     specs = {**CONTRACT_HYPERPARAMETERS, **model_specs}
     if not isinstance(raw, dict):

@@ -1,13 +1,18 @@
 """The inference WSGI app: `GET /ping`, `POST /invocations` (and `GET /execution-parameters` for batch transform).
 
-Lean on purpose (no web framework): per request it is one body read, one numpy/pyarrow parse, one
-`Booster.inplace_predict` and one formatted response, which is where the speed over the classic
-Flask + pandas predictor comes from (see bench/serve.py).
+Lean on purpose (no web framework): per request it is one body read, one numpy/pyarrow parse, one call of
+the model's `predict` and one formatted response, which is where the speed over the classic Flask + pandas
+predictor comes from (see bench/serve.py).
 
-Request types: text/csv (no header; a header line is skipped when it is not numeric), application/json
-(`{"instances": [[...], ...]}`, `[[...], ...]` or one flat row `[...]`; `{"features": [...]}` objects in
-`instances` work too) and application/x-parquet. Response type from Accept: text/csv or application/json
-(default: the request's own type, JSON for Parquet). Bad payloads get 4xx with a one-line reason.
+The feature names, the categories of text columns and the class labels come from the contract's
+model-meta.json next to the model, whatever the model is.
+
+Request types: text/csv (no header, or a header line that is skipped; quoted cells; text cells of
+categorical features), application/json (`{"instances": [[...], ...]}`, `[[...], ...]`, one flat row `[...]`,
+`{"features": [...]}` objects or records by feature name in `instances`) and application/x-parquet (columns
+by name). Response type from Accept: text/csv or application/json (default: the request's own type, JSON for
+Parquet), with an optional `output=labels` or `output=probabilities` parameter. Bad payloads get 4xx with a
+one-line reason.
 """
 
 from __future__ import annotations
@@ -22,9 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import user_model
 
-from sagemaker_contract.data import cell_value, is_number, is_numeric_arrow_type, looks_like_header
+from sagemaker_contract.cells import (
+    cell_value,
+    is_number,
+    is_numeric_arrow_type,
+    is_text_arrow_type,
+    looks_like_header,
+)
+from sagemaker_contract.errors import UserError
+from sagemaker_contract.interface import ModelPlugin, load_model_plugin
+from sagemaker_contract.meta import ModelMeta, is_saved_in
+from sagemaker_contract.metrics import class_probabilities
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoint limit
 # Below SMALL_CSV_BYTES + SMALL_CSV_BYTES_PER_COLUMN x columns, pure-Python splitting beats pyarrow, whose set-up
@@ -65,26 +79,109 @@ def _media_type(header: str | None) -> str:
 
 
 # -- parsing --------------------------------------------------------------------------------------------
-def parse_csv(body: bytes) -> np.ndarray:
-    if len(body) > SMALL_CSV_BYTES + SMALL_CSV_BYTES_PER_COLUMN * _csv_width(body):
-        return _parse_csv_arrow(body)
+class Schema:
+    """The features a model takes, from model-meta.json: names, and for a text (categorical) column the
+    training data's categories. A request's text cell maps to its category code; an unseen one, to missing."""
+
+    def __init__(self, feature_names: list[str], categories: dict[str, list[str]]) -> None:
+        self.names = feature_names
+        self.width = len(feature_names)
+        self.codes = {
+            j: {value: float(code) for code, value in enumerate(categories[name])}
+            for j, name in enumerate(feature_names)
+            if name in categories
+        }
+
+    def convert(self, rows: list[list[Any]], what: str = "row") -> np.ndarray:
+        """Rows of cells (text, numbers, booleans, None) to the float32 matrix, column by column."""
+        for number, row in enumerate(rows, start=1):
+            if len(row) != self.width:
+                raise BadRequest(
+                    f"{what.capitalize()} {number} has {len(row)} values but the model takes {self.width}."
+                )
+        matrix = np.empty((len(rows), self.width), dtype=np.float32)
+        for j in range(self.width):
+            column = [row[j] for row in rows]
+            lookup = self.codes.get(j)
+            if lookup is not None:
+                matrix[:, j] = [lookup.get(_text(cell), np.nan) for cell in column]
+                continue
+            try:
+                matrix[:, j] = np.array(column, dtype=np.float32)  # numbers (and numeric text), in C
+            except (ValueError, TypeError):
+                matrix[:, j] = [
+                    _number(cell, number, self.names[j], what) for number, cell in enumerate(column, 1)
+                ]
+        return matrix
+
+
+def _text(cell: Any) -> str | None:
+    if cell is None:
+        return None
+    if isinstance(cell, float) and cell.is_integer():
+        cell = int(cell)  # a JSON 3.0 for the category "3"
+    return str(cell).strip()
+
+
+def _number(cell: Any, row: int, column: str, what: str) -> float:
+    if cell is None:
+        return float("nan")
+    if isinstance(cell, bool | int | float):
+        return float(cell)
     try:
-        text = body.decode("utf-8")
+        return cell_value(str(cell))
+    except ValueError:
+        raise BadRequest(
+            f"{what.capitalize()} {row} has a non-numeric value '{str(cell).strip()[:40]}' for the numeric "
+            f"feature '{column}'; send numbers only."
+        ) from None
+
+
+def _split_csv(text: str) -> list[list[str]]:
+    if '"' in text:  # quoted cells may hold commas: the csv module
+        import csv
+
+        return [row for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+    return [line.split(",") for line in text.splitlines() if line.strip()]
+
+
+def _is_header(row: list[str], schema: Schema | None) -> bool:
+    cells = [c.strip().strip('"') for c in row]
+    if schema is not None and cells == schema.names:
+        return True
+    if schema is not None and schema.codes:
+        # With text features a data row may have no numeric cell: a header only where numbers belong.
+        numeric = [c for j, c in enumerate(cells) if j not in schema.codes and c]
+        return bool(numeric) and not any(is_number(c) for c in numeric)
+    return looks_like_header(row)
+
+
+def parse_csv(body: bytes, schema: Schema | None = None) -> np.ndarray:
+    categorical = schema is not None and bool(schema.codes)
+    if len(body) > SMALL_CSV_BYTES + SMALL_CSV_BYTES_PER_COLUMN * csv_width(body) and not categorical:
+        try:
+            return _parse_csv_arrow(body)
+        except BadRequest:
+            pass  # booleans and other cells the fast parser does not take: the general path explains
+    try:
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadRequest("The CSV payload is not UTF-8 text.") from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    rows = _split_csv(text)
+    if not rows:
         raise BadRequest("The CSV payload has no rows.")
-    rows = [line.split(",") for line in lines]
-    try:
-        return np.array(rows, dtype=np.float32)  # numpy parses the strings in C: the fast path
-    except ValueError:
-        pass
-    # Slow path for the unusual cases: a header line, empty cells (missing values), ragged rows, bad values.
-    if rows and looks_like_header(rows[0]):
+    if not categorical:
+        try:
+            return np.array(rows, dtype=np.float32)  # numpy parses the strings in C: the fast path
+        except ValueError:
+            pass
+    # The general path: a header line, text (categorical) cells, empty cells, booleans, ragged rows, bad values.
+    if _is_header(rows[0], schema):
         rows = rows[1:]
         if not rows:
             raise BadRequest("The CSV payload has only a header line and no data rows.")
+    if schema is not None and schema.codes:
+        return schema.convert(rows, "CSV row")
     width = len(rows[0])
     values = []
     for number, row in enumerate(rows, start=1):
@@ -134,7 +231,7 @@ def _table_to_matrix(table: Any) -> np.ndarray:
     return matrix
 
 
-def parse_json(body: bytes) -> np.ndarray:
+def parse_json(body: bytes, schema: Schema | None = None) -> np.ndarray:
     try:
         payload = json.loads(body)
     except ValueError as error:
@@ -144,27 +241,56 @@ def parse_json(body: bytes) -> np.ndarray:
         raise BadRequest(
             'The JSON payload needs an "instances" list of rows, e.g. {"instances": [[1.0, 2.0]]}.'
         )
-    if isinstance(rows, list) and rows and all(isinstance(v, int | float) or v is None for v in rows):
+    if isinstance(rows, list) and rows and all(isinstance(v, int | float | str) or v is None for v in rows):
         rows = [rows]  # one flat row
     if isinstance(rows, list) and rows and isinstance(rows[0], dict):
-        try:
-            rows = [row["features"] for row in rows]
-        except (KeyError, TypeError):
-            raise BadRequest('Each object in "instances" needs a "features" list.') from None
-    if not isinstance(rows, list) or not rows:
+        rows = _records(rows, schema)
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, list) for row in rows):
         raise BadRequest('The JSON payload has no rows: "instances" must be a non-empty list of rows.')
-    try:
-        matrix = np.array(rows, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise BadRequest(
-            "The JSON rows must be lists of numbers (null for missing), all of the same length."
-        ) from None
-    if matrix.ndim != 2:
-        raise BadRequest("The JSON rows must be lists of numbers, all of the same length.")
-    return matrix
+    if schema is None or not schema.codes:
+        try:
+            matrix = np.array(rows, dtype=np.float32)
+            if matrix.ndim == 2:
+                return matrix
+        except (ValueError, TypeError):
+            pass
+        try:  # null, true/false and numbers as text; ragged rows and words fail here
+            matrix = np.array([[_json_number(cell) for cell in row] for row in rows], dtype=np.float32)
+        except (ValueError, TypeError):
+            matrix = None
+        if matrix is None or matrix.ndim != 2:
+            raise BadRequest(
+                "The JSON rows must be lists of numbers (null for missing), all of the same length."
+            )
+        return matrix
+    return schema.convert(rows, "JSON row")
 
 
-def parse_parquet(body: bytes, feature_names: list[str]) -> np.ndarray:
+def _json_number(cell: Any) -> float:
+    if cell is None:
+        return float("nan")
+    if isinstance(cell, str):
+        return cell_value(cell)
+    return float(cell)
+
+
+def _records(rows: list[Any], schema: Schema | None) -> list[Any]:
+    """`{"features": [...]}` objects, or records by feature name (extra names ignored, absent ones missing)."""
+    if all(isinstance(row, dict) and "features" in row for row in rows):
+        return [row["features"] for row in rows]
+    if schema is None:
+        raise BadRequest('Each object in "instances" needs a "features" list.')
+    names = set(schema.names)
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not names & set(row):
+            raise BadRequest(
+                f'JSON row {number} is an object without a "features" list or any of the model\'s feature '
+                f"names ({', '.join(schema.names[:10])}{', ...' if schema.width > 10 else ''})."
+            )
+    return [[row.get(name) for name in schema.names] for row in rows]
+
+
+def parse_parquet(body: bytes, schema: Schema) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -174,14 +300,27 @@ def parse_parquet(body: bytes, feature_names: list[str]) -> np.ndarray:
         raise BadRequest(f"The payload is not a readable Parquet file: {str(error)[:200]}.") from None
     if table.num_rows == 0:
         raise BadRequest("The Parquet payload has no rows.")
-    if set(feature_names) <= set(table.column_names):
-        table = table.select(feature_names)  # by name, in the model's order (extra columns ignored)
-    for field in table.schema:
-        if not is_numeric_arrow_type(field.type):
+    if set(schema.names) <= set(table.column_names):
+        table = table.select(schema.names)  # by name, in the model's order (extra columns ignored)
+    if table.num_columns != schema.width:
+        return np.empty(
+            (table.num_rows, table.num_columns), dtype=np.float32
+        )  # the caller explains the width
+    matrix = np.empty((table.num_rows, table.num_columns), dtype=np.float32)
+    for j, field in enumerate(table.schema):
+        column = table.column(j)
+        if j in schema.codes and is_text_arrow_type(field.type):
+            lookup = schema.codes[j]
+            matrix[:, j] = [np.nan if v is None else lookup.get(v, np.nan) for v in column.to_pylist()]
+        elif is_numeric_arrow_type(field.type):
+            matrix[:, j] = column.cast(pa.float32()).to_numpy()
+        else:
             raise BadRequest(
-                f"Parquet column '{field.name}' has type {field.type}; send numeric columns only."
+                f"Parquet column '{field.name}' has type {field.type}; send numbers, true/false or text "
+                f"{'(a category)' if j in schema.codes else ''}".rstrip()
+                + "."
             )
-    return _table_to_matrix(table.cast(pa.schema([pa.field(f.name, pa.float32()) for f in table.schema])))
+    return matrix
 
 
 # -- formatting -----------------------------------------------------------------------------------------
@@ -193,33 +332,79 @@ def format_csv(predictions: np.ndarray) -> bytes:
 
 
 def format_json(predictions: np.ndarray) -> bytes:
-    return json.dumps({"predictions": predictions.astype(np.float64).round(7).tolist()}).encode()
+    """{"predictions": [...]} with 7 significant digits, like the CSV answer: a probability of 1e-9 stays
+    1e-09 (rounding to 7 decimals would make it 0, and its log loss infinite)."""
+    return b'{"predictions": ' + _json_numbers(predictions).encode() + b"}"
+
+
+def _json_numbers(values: np.ndarray) -> str:
+    if not np.all(np.isfinite(values)):  # JSON has no NaN: null
+        return json.dumps(np.where(np.isfinite(values), values, np.nan).tolist()).replace("NaN", "null")
+    if values.ndim == 1:
+        return ("[" + ",".join(["%.7g"] * values.size) + "]") % tuple(values.tolist())
+    row = "[" + ",".join(["%.7g"] * values.shape[1]) + "]"
+    return ("[" + ",".join([row] * values.shape[0]) + "]") % tuple(values.ravel().tolist())
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.7g}")
+
+
+def format_labels(predictions: np.ndarray, classes: list[Any], output: str, media: str) -> bytes:
+    """`output=labels`: the predicted label per row; `output=probabilities`: the label and every class's
+    probability (JSON). Two classes: the label is classes[1] when its probability is at least 0.5, as the
+    accuracy metric counts it."""
+    probabilities = class_probabilities(predictions, len(classes))
+    if len(classes) == 2:
+        chosen = (probabilities[:, 1] >= 0.5).astype(np.int64)
+    else:
+        chosen = probabilities.argmax(axis=1)
+    labels = [classes[i] for i in chosen.tolist()]
+    if output == "labels" and media == CSV:
+        import csv
+
+        sink = io.StringIO()
+        csv.writer(sink, lineterminator="\n").writerows([label] for label in labels)
+        return sink.getvalue().encode()
+    if output == "labels":
+        return json.dumps({"predictions": labels}).encode()
+    answers = [
+        {"label": label, "probabilities": dict(zip(classes, map(_rounded, row), strict=True))}
+        for label, row in zip(labels, probabilities.tolist(), strict=True)
+    ]
+    return json.dumps({"predictions": answers}).encode()
 
 
 # -- the app --------------------------------------------------------------------------------------------
 class InferenceApp:
     """One per worker process. Loads the model once; /ping is 200 only when it is loaded."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, plugin: ModelPlugin | None = None) -> None:
         self.model_dir = model_dir
-        self.model: user_model.Model | None = None
+        self.model: Any = None
         self.load_error = "not loaded yet"
+        self.plugin: ModelPlugin | None = plugin
         self.try_load()
 
     def try_load(self) -> bool:
         if self.model is not None:
             return True
-        if not user_model.is_saved_in(self.model_dir):
+        if not is_saved_in(self.model_dir):
             self.load_error = f"no model in {self.model_dir}"
             return False
         try:
-            self.model = user_model.load(self.model_dir)
+            if self.plugin is None:
+                self.plugin = load_model_plugin()
+            self.meta = ModelMeta.read(self.model_dir)
+            self.model = self.plugin.load(self.model_dir)
         except Exception as error:  # a broken model must show in /ping and the logs, not crash the worker
-            self.load_error = f"the model in {self.model_dir} could not be loaded: {error}"
+            reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            self.load_error = f"the model in {self.model_dir} could not be loaded: {reason}"
             log.error(self.load_error)
             return False
-        self.n_features = user_model.num_features(self.model)
-        self.feature_names: list[str] = self.model.meta.get("feature_names", [])
+        self.feature_names: list[str] = self.meta.feature_names
+        self.n_features = len(self.feature_names)
+        self.schema = Schema(self.feature_names, self.meta.categories)
         log.info("model loaded from %s (%d features)", self.model_dir, self.n_features)
         return True
 
@@ -274,41 +459,80 @@ class InferenceApp:
         content_type = _media_type(environ.get("CONTENT_TYPE")) or CSV
         if content_type in (CSV, "text/plain"):
             # Width first, from the first line alone: a 0.4 MB row of 200k columns cost the parser 1.8 GB.
-            self._check_width(_csv_width(body))
-            features = parse_csv(body)
+            self._check_width(csv_width(body))
+            features = parse_csv(body, self.schema)
         elif content_type == JSON:
-            features = parse_json(body)
+            features = parse_json(body, self.schema)
         elif content_type in (PARQUET, "application/parquet", "application/vnd.apache.parquet"):
-            features = parse_parquet(body, self.feature_names)
+            features = parse_parquet(body, self.schema)
         else:
             raise BadRequest(f"Unsupported Content-Type {content_type}: use {CSV}, {JSON} or {PARQUET}.", 415)
         self._check_width(features.shape[1])
-        assert self.model is not None
-        predictions = user_model.predict(self.model, features)
-        accept = _accept(environ.get("HTTP_ACCEPT"), content_type)
+        assert self.model is not None and self.plugin is not None
+        accept, output = _accept(environ.get("HTTP_ACCEPT"), content_type)
+        if output is not None and (self.meta.task != "classification" or not self.meta.classes):
+            raise BadRequest(
+                f"output={output}: labels need a classification model, and this model does {self.meta.task}."
+            )
+        predictions = self.plugin.predict(self.model, features)
+        if output is not None:
+            assert self.meta.classes is not None
+            return _respond(
+                start_response, 200, format_labels(predictions, self.meta.classes, output, accept), accept
+            )
         if accept == CSV:
             return _respond(start_response, 200, format_csv(predictions), CSV)
         return _respond(start_response, 200, format_json(predictions), JSON)
 
 
-def _csv_width(body: bytes) -> int:
-    """Columns in the first non-blank line (parse_csv skips blank lines), without parsing anything."""
+def csv_width(body: bytes) -> int:
+    """Columns in the first non-blank line (parse_csv skips blank lines), without parsing the rest."""
     stripped = body.lstrip()
     end = stripped.find(b"\n")
-    return (stripped if end < 0 else stripped[:end]).count(b",") + 1
+    first = stripped if end < 0 else stripped[:end]
+    if b'"' in first:  # quoted cells may hold commas
+        import csv
+
+        return max(1, len(next(csv.reader([first.decode("utf-8-sig", errors="replace")]), [])))
+    return first.count(b",") + 1
 
 
-def _accept(header: str | None, content_type: str) -> str:
+OUTPUTS = ("labels", "probabilities")
+
+
+def _accept(header: str | None, content_type: str) -> tuple[str, str | None]:
+    """The answer's media type, and the `output` parameter (labels | probabilities) if the client asked for
+    one, e.g. `Accept: application/json; output=probabilities`."""
     default = content_type if content_type in (CSV, JSON) else JSON
     if not header:
-        return default
+        return default, None
     for part in header.split(","):
         media = _media_type(part)
-        if media in (CSV, JSON):
-            return media
-        if media in ("*/*", "text/*", "application/*", ""):
-            return default if media in ("*/*", "") else (CSV if media == "text/*" else JSON)
+        if media in ("*/*", ""):
+            media = default
+        elif media in ("text/*", "application/*"):
+            media = CSV if media == "text/*" else JSON
+        if media not in (CSV, JSON):
+            continue
+        output = _parameter(part, "output")
+        if output is not None and output not in OUTPUTS:
+            raise BadRequest(f"Cannot answer {header}: output must be labels or probabilities.", 406)
+        if output == "probabilities" and media == CSV:
+            raise BadRequest(
+                f"Cannot answer {header}: output=probabilities is answered in JSON "
+                f"(Accept: {JSON}; output=probabilities); CSV takes output=labels.",
+                406,
+            )
+        return media, output
     raise BadRequest(f"Cannot answer in {header}: Accept {CSV} or {JSON}.", 406)
+
+
+def _parameter(part: str, name: str) -> str | None:
+    for parameter in part.split(";")[1:]:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().strip('"').lower()
+    return None
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:

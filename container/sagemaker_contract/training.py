@@ -8,8 +8,8 @@ only written after everything succeeded, through a staging folder, so a failure 
 from __future__ import annotations
 
 import json
+import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -18,13 +18,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import user_model
-
-from sagemaker_contract import data, hyperparameters
+from sagemaker_contract import data, hyperparameters, memory, tasks
 from sagemaker_contract.errors import UserError
+from sagemaker_contract.interface import Dataset, ModelInterfaceError, ModelPlugin, load_model_plugin
+from sagemaker_contract.meta import META_FILE, ModelMeta
 from sagemaker_contract.paths import OptMl
 
-METRIC_CHANNELS = ("train", "validation")
+METRIC_CHANNELS = ("train", "validation", "test")
+FINAL_CHANNEL_ORDER = ("test", "validation", "train")  # the channel model-meta.json's final metrics come from
 MAX_FAILURE_CHARS = 1024  # SageMaker truncates FailureReason here
 
 
@@ -81,66 +82,157 @@ def _channel_dir(opt: OptMl, name: str, config: dict[str, Any], required: bool) 
     )
 
 
-def _headerless(dataset: user_model.Dataset) -> bool:
-    return all(re.fullmatch(r"c\d+", name) for name in [dataset.target_name, *dataset.feature_names])
+def _make_readable(path: Path) -> None:
+    """Readable by the host and by the non-root serving user."""
+    path.chmod(0o755 if path.is_dir() else 0o644)
+    if path.is_dir():
+        for child in path.rglob("*"):
+            child.chmod(0o755 if child.is_dir() else 0o644)
 
 
-def save_model_atomically(model: user_model.Model, model_dir: Path) -> None:
+def save_model_atomically(plugin: ModelPlugin, model: Any, meta: ModelMeta, model_dir: Path) -> None:
     """Save into a staging folder next to the model, then move the files in: never a half-written model."""
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
-        user_model.save(model, staging)
+        plugin.save(model, staging)
+        if (staging / META_FILE).exists():
+            raise ModelInterfaceError(
+                f"The model's save() wrote {META_FILE}, a name the contract keeps for itself; use another name."
+            )
+        meta.write(staging)
         for path in sorted(staging.iterdir()):
-            path.chmod(0o644)  # readable by the host and by a non-root serving user
+            _make_readable(path)
             os.replace(path, model_dir / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _layout(opt: OptMl, name: str, input_config: dict[str, Any], required: bool) -> data.Layout | None:
+    directory = _channel_dir(opt, name, input_config, required=required)
+    if directory is None:
+        return None
+    return data.inspect_channel(directory, name, data.channel_content_types(input_config).get(name))
+
+
+def _check_memory(
+    plugin: ModelPlugin, params: dict[str, Any], columns: data.Columns, layouts: list[data.Layout | None]
+) -> None:
+    """Estimate before allocating: an out-of-memory kill leaves SageMaker no failure reason at all."""
+    present = [layout for layout in layouts if layout is not None]
+    rows = sum(layout.rows for layout in present)
+    features = len(columns.features)
+    data_bytes = rows * (features + 1) * 4  # the float32 matrices of every channel
+    # Parse buffers: a few blocks in flight; on the wide path, one row as Python strings (~60 bytes a cell).
+    parse_bytes = 64 * 2**20 + (120 * len(columns.names) if present[0].wide else 0)
+    model_bytes = plugin.estimate_memory(present[0].rows, features, params)
+    need = data_bytes + parse_bytes + model_bytes
+    available = memory.available_bytes()
+    log(
+        f"memory: about {memory.text(need)} needed ({memory.text(data_bytes)} data, {memory.text(model_bytes)} "
+        f"model), {memory.text(available)} available"
+    )
+    if need > available:
+        raise UserError(
+            f"Training needs an estimated {memory.text(need)} of memory ({rows:,} rows x {features:,} features: "
+            f"{memory.text(data_bytes)} for the data and {memory.text(model_bytes)}, the model's own estimate) "
+            f"but the instance has {memory.text(available)} available. Use an instance type with more memory, "
+            "fewer rows or columns, or model settings that need less memory."
+        )
+
+
 def run(opt: OptMl) -> None:
     started = time.perf_counter()
+    plugin = load_model_plugin()  # checked once, before anything else: a broken model fails in a second
     raw = hyperparameters.read(opt.hyperparameters)
-    params = hyperparameters.parse(raw, user_model.HYPERPARAMETERS)
+    params = hyperparameters.parse(raw, plugin.hyperparameters)
     input_config = _read_json(opt.inputdataconfig, "The input data configuration")
     resources = _read_json(opt.resourceconfig, "The resource configuration")
     if resources:
         log(f"host {resources.get('current_host', '?')} of {len(resources.get('hosts', [])) or 1}")
     if len(resources.get("hosts", [])) > 1:
         log("note: this model trains on one instance; extra instances stay idle")
+    log(f"model module: {plugin.name} ({plugin.manifest.get('name', '?')})")
     log(f"hyperparameters: {json.dumps({k: v for k, v in params.items() if v is not None})}")
-    content_types = data.channel_content_types(input_config)
+    task_hint = plugin.infer_task(params)  # before any data: a model may refuse its settings up front
 
-    train_dir = _channel_dir(opt, "train", input_config, required=True)
-    assert train_dir is not None
-    train = data.read_channel(train_dir, "train", params["target"], content_types.get("train"))
+    train_layout = _layout(opt, "train", input_config, required=True)
+    assert train_layout is not None
+    columns = data.plan_columns(train_layout, params["target"])
+    for note in columns.notes:
+        log(f"note: {note}")
+    # validation: early stopping and model selection; test: the final metrics, on rows nothing else saw.
+    others = {name: _layout(opt, name, input_config, required=False) for name in ("validation", "test")}
+    for layout in others.values():
+        if layout is not None:
+            data.check_same_columns(layout, columns)
+
+    _check_memory(plugin, params, columns, [train_layout, *others.values()])
+    train, train_target = data.read_channel(train_layout, columns)
     log(f"train: {data.describe(train)}; target '{train.target_name}'")
-    validation = None
-    validation_dir = _channel_dir(opt, "validation", input_config, required=False)
-    if validation_dir is not None:
-        validation = data.read_channel(
-            validation_dir, "validation", params["target"], content_types.get("validation")
-        )
-        both_have_headers = not (_headerless(train) or _headerless(validation))
-        if both_have_headers and validation.feature_names != train.feature_names:
-            raise UserError(
-                "The validation channel's columns differ from the train channel's: "
-                f"{', '.join(validation.feature_names[:10])} vs {', '.join(train.feature_names[:10])}."
-            )
-        log(f"validation: {data.describe(validation)}")
+    # The other channels use the train channel's categories: a value it does not have is a missing value.
+    known = {
+        **train.categories,
+        **({train.target_name: train_target.categories} if train_target.categories else {}),
+    }
+    channels: dict[str, Dataset] = {"train": train}
+    targets = {"train": train_target}
+    for name, layout in others.items():
+        if layout is not None:
+            channels[name], targets[name] = data.read_channel(layout, columns, known)
+            log(f"{name}: {data.describe(channels[name])}")
+
+    task = tasks.decide(train.y, train_target, train.target_name, params["problem_type"], task_hint)
+    log(task.describe(train.target_name))
+    for name, dataset in channels.items():
+        what = "training data" if name == "train" else dataset.source
+        dataset.y = tasks.encode(dataset.y, targets[name], task, what)
+        dataset.task, dataset.classes = task.task, task.classes
     loaded = time.perf_counter()
 
-    model = user_model.fit(train, validation, params, opt.checkpoint_dir)
+    model = plugin.fit(train, channels.get("validation"), params, opt.checkpoint_dir)
     fitted = time.perf_counter()
-    log(f"read {loaded - started:.1f} s, fit {fitted - loaded:.1f} s ({model.meta.get('num_round')} rounds)")
+    description = plugin.describe(model)
+    facts = ", ".join(f"{k} {v}" for k, v in description.items() if v is not None)
+    log(f"read {loaded - started:.1f} s, fit {fitted - loaded:.1f} s" + (f" ({facts})" if facts else ""))
 
-    for channel, dataset in (("train", train), ("validation", validation)):
-        if dataset is None:
+    metrics: dict[str, dict[str, float]] = {}
+    for channel in METRIC_CHANNELS:
+        if channel not in channels:
             continue
-        for name, value in user_model.evaluate(model, dataset).items():
+        metrics[channel] = plugin.evaluate(model, channels[channel])
+        for name, value in metrics[channel].items():
             print(metric_line(channel, name, value), flush=True)
-    save_model_atomically(model, opt.model_dir)
+    meta = ModelMeta(
+        model_module=plugin.name,
+        model_name=str(plugin.manifest.get("name", plugin.name)),
+        task=task.task,
+        task_source=task.source,
+        task_reason=task.reason,
+        target=train.target_name,
+        feature_names=train.feature_names,
+        classes=task.classes,
+        categories=train.categories,
+        model=description,
+        rows={channel: int(dataset.x.shape[0]) for channel, dataset in channels.items()},
+        metrics={channel: {k: _finite(v) for k, v in values.items()} for channel, values in metrics.items()},
+        final_metrics_channel=next((c for c in FINAL_CHANNEL_ORDER if c in metrics), None),
+    )
+    save_model_atomically(plugin, model, meta, opt.model_dir)
+    meta.write(opt.output_data_dir)
+    print(meta.summary_line(), flush=True)
     log(f"model saved to {opt.model_dir} in {time.perf_counter() - started:.1f} s total")
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: an undefined metric (AUC with one class present) is null in model-meta.json."""
+    return value if math.isfinite(value) else None
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message without what follows its first line (C++ backtraces, Python details)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:400] if text else ""
 
 
 def main() -> int:
@@ -148,7 +240,7 @@ def main() -> int:
     opt = OptMl.from_env()
     try:
         run(opt)
-    except (UserError, user_model.ModelError) as error:
+    except UserError as error:
         write_failure(opt, str(error))
         log(f"Training failed: {error}")
         return 1
@@ -161,10 +253,21 @@ def main() -> int:
         return 1
     except Exception as error:  # anything else: still a readable reason, plus the traceback in the logs
         log(traceback.format_exc())
+        if _is_model_error(error):
+            write_failure(opt, str(error))
+            return 1
         write_failure(
             opt,
-            f"Training failed with an unexpected error: {type(error).__name__}: {error}. "
+            f"Training failed with an unexpected error: {type(error).__name__}: {first_line(error)}. "
             "The job's CloudWatch log has the full traceback.",
         )
         return 1
     return 0
+
+
+def _is_model_error(error: Exception) -> bool:
+    """The model's own ModelError (optional hook) is, like UserError, a sentence for the failure file."""
+    try:
+        return isinstance(error, load_model_plugin().errors)
+    except UserError:
+        return False

@@ -1,10 +1,17 @@
-"""Fixtures for the container tests: a temporary /opt/ml tree and an in-process `train` run."""
+"""Fixtures for the container tests: a temporary /opt/ml tree, an in-process `train` run, the model module.
+
+Layout: `contract/` tests the contract against `fake_model/` (a tiny real model that implements only what the
+interface requires), so they survive a model swap; `xgboost_model/` tests the default model; `test_models.py`
+runs every model (fake, default, `examples/*`) through the same contract; `test_image.py` builds real images.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +19,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"
-METRIC_RE = r"^METRIC (train|validation):(rmse|mae|r2|logloss|accuracy|auc)=(-?[0-9.]+(?:e[-+]?\d+)?|nan)$"
-DEFAULT_HYPERPARAMETERS = {"num_round": "100", "max_depth": "6", "eta": "0.2"}
+METRIC_RE = (
+    r"^METRIC (train|validation|test):(rmse|mae|r2|logloss|accuracy|auc)=(-?[0-9.]+(?:e[-+]?\d+)?|nan)$"
+)
+FAKE_MODEL = "tests.container.fake_model"
+MODEL_MODULE_ENV = "MLPIPE_MODEL_MODULE"
+
+
+@contextlib.contextmanager
+def model_module(name: str | None) -> Iterator[None]:
+    """Train and serve in-process with the model module `name` (None: the default, user_model)."""
+    previous = os.environ.get(MODEL_MODULE_ENV)
+    if name is None:
+        os.environ.pop(MODEL_MODULE_ENV, None)
+    else:
+        os.environ[MODEL_MODULE_ENV] = name
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MODEL_MODULE_ENV, None)
+        else:
+            os.environ[MODEL_MODULE_ENV] = previous
 
 
 def make_opt_ml(
@@ -21,14 +48,15 @@ def make_opt_ml(
     hyperparameters: dict[str, str] | None = None,
     channels: dict[str, Path | None] | None = None,
 ) -> Path:
-    """An /opt/ml tree as SageMaker lays it out. channels: name -> a source folder to copy (None: the sample)."""
+    """An /opt/ml tree as SageMaker lays it out. channels: name -> a source folder to copy (None: the sample).
+    No hyperparameters given: none at all, so the model's own defaults apply."""
     config = root / "input" / "config"
     config.mkdir(parents=True)
     (root / "model").mkdir()
     (root / "output").mkdir()
     channels = {"train": None, "validation": None} if channels is None else channels
     (config / "hyperparameters.json").write_text(
-        json.dumps(DEFAULT_HYPERPARAMETERS if hyperparameters is None else hyperparameters)
+        json.dumps({} if hyperparameters is None else hyperparameters)
     )
     (config / "inputdataconfig.json").write_text(
         json.dumps({name: {"ContentType": "text/csv", "TrainingInputMode": "File"} for name in channels})

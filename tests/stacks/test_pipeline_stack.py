@@ -265,7 +265,7 @@ def test_training_config_variable(synthesized: Synthesized) -> None:
         "max_runtime_seconds": 3600,
         "use_spot": False,
         "max_wait_seconds": None,
-        "hyperparameters": {"num_round": "100", "max_depth": "6", "eta": "0.2"},
+        "hyperparameters": {"problem_type": "auto"},
     }
     assert "SageMakerExecutionRole" in variables["SAGEMAKER_ROLE_ARN"]["Fn::GetAtt"][0]
 

@@ -1,8 +1,20 @@
-"""Evaluation metrics in plain numpy (no scikit-learn in the image: it would add ~40 MB)."""
+"""The standard metrics, in plain numpy (no scikit-learn in the image: it would add ~40 MB).
+
+The default `evaluate` of a model that has none, and a library for models that have one: regression
+`rmse`, `mae`, `r2`; classification `logloss`, `accuracy`, `auc` (macro one-vs-rest for more than two classes).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from sagemaker_contract.interface import Dataset
+
+REGRESSION = ("rmse", "mae", "r2")
+CLASSIFICATION = ("logloss", "accuracy", "auc")
 
 EPS = 1e-15
 
@@ -55,3 +67,21 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, n_classes: int) -> 
         aucs = [a for a in aucs if not np.isnan(a)]
         auc = float(np.mean(aucs)) if aucs else float("nan")
     return {"logloss": float(logloss), "accuracy": float(accuracy), "auc": float(auc)}
+
+
+def class_probabilities(predictions: np.ndarray, n_classes: int) -> np.ndarray:
+    """A classifier's predictions as (rows, classes) probabilities; two classes may come as P(class 1)."""
+    p = np.asarray(predictions, dtype=np.float64)
+    if n_classes == 2 and (p.ndim == 1 or (p.ndim == 2 and p.shape[1] == 1)):
+        p1 = p.reshape(-1)
+        return np.column_stack([1.0 - p1, p1])
+    return p.reshape(-1, n_classes)
+
+
+def standard_metrics(dataset: Dataset, predictions: np.ndarray) -> dict[str, float]:
+    """The task's standard metrics of `predictions` (what `predict` returns) against the dataset's target."""
+    if dataset.task == "classification":
+        n = dataset.num_classes
+        proba = class_probabilities(predictions, n)
+        return classification_metrics(dataset.y, proba[:, 1] if n == 2 else proba, n)
+    return regression_metrics(dataset.y, np.asarray(predictions).reshape(-1))
