@@ -166,7 +166,7 @@ class Gateway:
         class Handler(_Handler):
             owner = gateway
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self._server = _QuietServer(("127.0.0.1", free_port()), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="local-aws-gateway", daemon=True
@@ -285,6 +285,16 @@ class _Payload(io.BytesIO):
 
     def stream(self, **_: Any) -> Iterator[bytes]:
         yield self.read()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-request (a dropped connection, a killed process) is routine here: no traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _json_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
