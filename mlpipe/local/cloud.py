@@ -23,7 +23,7 @@ from mlpipe.local.iam import (
     as_moto_checks_them,
     assume,
     harness_credentials,
-    set_enforcement,
+    retire_harness,
 )
 from mlpipe.local.lambda_runtime import LambdaContext, lambda_environment, load_handler
 
@@ -56,8 +56,9 @@ class LocalCloud:
             try:
                 yield cls(moto_url, region, harness, gateway, permissions)
             finally:
-                if emulator_url:
-                    set_enforcement(emulator_url, False)
+                # moto in this process may outlive the gateway (its backends are the process's), so
+                # enforcement stays on there; a reused emulator is left open for other tools.
+                retire_harness(moto_url, region, harness, enforce_after=emulator_url is None)
 
     # -- the harness's own view -------------------------------------------------------------------------
     @property
