@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import user_model
 
+from sagemaker_contract.content_types import CSV, JSON, PARQUET
 from sagemaker_contract.data import cell_value, is_number, is_numeric_arrow_type, looks_like_header
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoint limit
@@ -34,9 +35,6 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoint limit
 # Python path, whose memory is a small multiple of the body (pyarrow's per-column cost is not).
 SMALL_CSV_BYTES = 8 * 1024
 SMALL_CSV_BYTES_PER_COLUMN = 320
-CSV = "text/csv"
-JSON = "application/json"
-PARQUET = "application/x-parquet"
 REASONS = {
     200: "200 OK",
     400: "400 Bad Request",
