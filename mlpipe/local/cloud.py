@@ -17,7 +17,14 @@ from typing import Any
 
 from mlpipe.local.deployment import LocalDeployment, LocalFunction
 from mlpipe.local.gateway import Gateway, LocalService, Permissions
-from mlpipe.local.iam import LOCAL_TRUST_POLICY, Credentials, assume, harness_credentials, set_enforcement
+from mlpipe.local.iam import (
+    LOCAL_TRUST_POLICY,
+    Credentials,
+    assume,
+    harness_credentials,
+    set_enforcement,
+    user_credentials,
+)
 from mlpipe.local.lambda_runtime import LambdaContext, lambda_environment, load_handler
 
 
@@ -45,7 +52,7 @@ class LocalCloud:
         with Gateway(emulator_url, list(services or []), permissions) as gateway:
             moto_url = emulator_url or gateway.url
             harness = harness_credentials(moto_url, region)
-            permissions.grant(harness.access_key_id, "harness", ("*",))
+            permissions.grant(harness.access_key_id, harness.arn, ("*",))
             try:
                 yield cls(moto_url, region, harness, gateway, permissions)
             finally:
@@ -66,12 +73,17 @@ class LocalCloud:
             return self._clients[service]
 
     def add_service(self, service: LocalService) -> None:
-        self.gateway.services[service.signing_name] = service
+        self.gateway.add(service)
         with self._lock:
             self._clients.pop(service.signing_name, None)
 
     def deploy(self, deployment: LocalDeployment, only: tuple[str, ...] | None = None) -> LocalDeployment:
-        deployment.create(self.session, self.moto_url, only=only)
+        """Create the templates' resources; the model package group goes to the registry stand-in, if added."""
+        registry = any(
+            s.implements("CreateModelPackageGroup") for s in self.gateway.services.get("sagemaker", [])
+        )
+        registry_url = self.gateway.url if registry else None
+        deployment.create(self.session, self.moto_url, only=only, registry_url=registry_url)
         self.deployment = deployment
         return deployment
 
@@ -85,9 +97,17 @@ class LocalCloud:
         if self.deployment is None:
             raise RuntimeError("deploy the templates first: the roles come from them")
         credentials = assume(self.client("sts"), role_arn, session_name=role_arn.rsplit("/", 1)[-1])
-        self.permissions.grant(credentials.access_key_id, role_arn, self.deployment.role_actions(role_arn))
+        self.permissions.grant(
+            credentials.access_key_id, credentials.arn or role_arn, self.deployment.role_actions(role_arn)
+        )
         with self._lock:
             self._roles[role_arn] = credentials
+        return credentials
+
+    def user(self, name: str, actions: tuple[str, ...]) -> Credentials:
+        """A named IAM user (a person: an approver, say) allowed `actions`, known to the gateway by its ARN."""
+        credentials = user_credentials(self.client("iam"), name, list(actions))
+        self.permissions.grant(credentials.access_key_id, credentials.arn, actions)
         return credentials
 
     def ad_hoc_role(self, actions: tuple[str, ...]) -> str:

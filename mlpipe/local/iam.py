@@ -26,6 +26,17 @@ from mlpipe.local.emulator import ACCOUNT
 HARNESS_USER = "mlpipe-local-harness"
 HARNESS_ARN = f"arn:aws:iam::{ACCOUNT}:user/{HARNESS_USER}"
 SESSION_SECONDS = 12 * 3600
+# A person who decides on registered models: read and update the group's packages, read the audit trail.
+APPROVER_ACTIONS = (
+    "sagemaker:DescribeModelPackage",
+    "sagemaker:ListModelPackages",
+    "sagemaker:ListModelPackageGroups",
+    "sagemaker:UpdateModelPackage",
+    "dynamodb:ListTables",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+)
 # Roles are created with a trust policy naming the harness user, which plays the Lambda (or SageMaker)
 # service here; the real trust policies are asserted on the templates.
 LOCAL_TRUST_POLICY = json.dumps(
@@ -41,6 +52,7 @@ class Credentials:
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
+    arn: str = ""  # the identity's ARN as AWS reports it (a user's, or an assumed role session's)
 
     def environment(self) -> dict[str, str]:
         """The variables the Lambda runtime sets for the function's role."""
@@ -93,7 +105,22 @@ def harness_credentials(endpoint_url: str, region: str) -> Credentials:
         key = iam.create_access_key(UserName=HARNESS_USER)["AccessKey"]
     finally:
         set_enforcement(endpoint_url, True)
-    return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"], arn=HARNESS_ARN)
+
+
+def user_credentials(iam: Any, name: str, actions: list[str]) -> Credentials:
+    """A named IAM user allowed `actions` (a person, e.g. an approver), with a fresh access key.
+
+    Idempotent against a reused emulator: the user is kept, its older keys are replaced."""
+    try:
+        arn = iam.create_user(UserName=name)["User"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        arn = iam.get_user(UserName=name)["User"]["Arn"]
+        for key in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+            iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
+    iam.put_user_policy(UserName=name, PolicyName="allowed", PolicyDocument=_policy(actions))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"], arn=arn)
 
 
 def _policy(actions: list[str]) -> str:
@@ -109,5 +136,8 @@ def assume(sts: Any, role_arn: str, session_name: str) -> Credentials:
     )
     credentials = assumed["Credentials"]
     return Credentials(
-        credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
+        credentials["AccessKeyId"],
+        credentials["SecretAccessKey"],
+        credentials["SessionToken"],
+        arn=assumed["AssumedRoleUser"]["Arn"],  # arn:aws:sts::<account>:assumed-role/<role>/<session>
     )
