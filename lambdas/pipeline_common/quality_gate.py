@@ -76,9 +76,9 @@ class GateResult:
     metric: str
     direction: str
     max_regression: float
-    floor: float | None
-    value: float | None
     reason: str
+    floor: float | None = None
+    value: float | None = None  # None: the job did not report the metric
     regression: float | None = None  # vs the baseline; None without one (or against a perfect 0)
     baseline_package_arn: str | None = None
     baseline_version: int | None = None
