@@ -29,9 +29,10 @@ from stacks.data_resources import DataResources
 from stacks.nag import ANY_RESOURCE, model_packages_finding
 
 PACKAGE_STATE_CHANGE = "SageMaker Model Package State Change"
-REGISTER_CONCURRENCY = 2  # one Register action at a time (QUEUED), plus an overlapping retry
-# Decisions are rare and come one by one; a throttled asynchronous event waits in Lambda's queue.
-RECORD_APPROVAL_CONCURRENCY = 2
+# One Register action at a time (QUEUED); decisions are rare and come one by one. A throttled asynchronous
+# invocation is retried by Lambda (for up to 6 hours), never lost.
+REGISTER_CONCURRENCY = 1
+RECORD_APPROVAL_CONCURRENCY = 1
 
 
 def package_spec(config: PipelineConfig) -> PackageSpec:

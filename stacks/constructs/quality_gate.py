@@ -24,8 +24,9 @@ from stacks.constructs.policies import read_model_packages, use_key
 from stacks.data_resources import DataResources
 from stacks.nag import ANY_RESOURCE, model_packages_finding
 
-# The QUEUED pipeline runs one Evaluate action at a time; a second copy covers an overlapping retry.
-EVALUATE_CONCURRENCY = 2
+# The QUEUED pipeline runs one Evaluate action at a time. An asynchronous invocation that finds the one
+# copy busy (an overlapping retry) is throttled and retried by Lambda, not lost.
+EVALUATE_CONCURRENCY = 1
 
 
 def evaluation_objects(model_prefix: str) -> str:
