@@ -12,6 +12,7 @@ into a one-line exit instead of a jsii stack trace.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,8 @@ _GITHUB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _BRANCH = re.compile(r"^(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,250}(?<!/)$")
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/$")
 _HP_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,256}$")
+_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+GATE_DIRECTIONS = ("minimize", "maximize")
 # Opt-in cdk-nag rule packs, by the names `compliance_packs` accepts (stacks/nag.py maps them to packs).
 COMPLIANCE_PACKS = ("nist-800-53-r5", "hipaa", "pci-dss-3.2.1")
 
@@ -85,6 +88,14 @@ DEFAULTS: dict[str, Any] = {
     "ecr_keep_images": 20,
     "log_retention_days": 30,
     "compliance_packs": [],
+    "quality_gate": {
+        "metric": "validation:rmse",
+        "direction": "minimize",
+        "max_regression": 0.02,
+        "floor": None,
+    },
+    "auto_approve": False,
+    "inference_instance_types": ["ml.m5.large"],
 }
 CONFIG_KEYS = (*REQUIRED_KEYS, *DEFAULTS)
 
@@ -176,6 +187,106 @@ def _hyperparameters(raw: Mapping[str, Any], key: str) -> dict[str, str]:
     return dict(value)
 
 
+def training_metric_names() -> tuple[str, ...]:
+    """The metric names every training job reports (its MetricDefinitions): what a quality gate may use.
+
+    The one place the stacks learn them, so the source can change (e.g. to the model's own manifest)
+    without touching the check.
+    """
+    from pipeline_common.metrics import metric_definitions
+
+    return tuple(definition["Name"] for definition in metric_definitions())
+
+
+def _number(value: Any, key: str, expected: str, low: float, high: float | None = None) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(key, expected, value) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(key, expected, value)
+    if value < low or (high is not None and value > high):
+        raise ConfigError(key, expected, value)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """The Evaluate stage's rule: `metric` may be at most `max_regression` (a fraction) worse than the
+    approved model's, and must meet `floor` (if set) on its own. `direction` says which way is better."""
+
+    metric: str
+    direction: str
+    max_regression: float
+    floor: float | None = None
+
+    def to_json(self) -> str:
+        """The QUALITY_GATE Lambda variable (README interface)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+def _quality_gate(values: Mapping[str, Any]) -> QualityGate:
+    key = "quality_gate"
+    raw = _maybe_json(values.get(key))
+    expected = 'an object like {"metric": "validation:rmse", "direction": "minimize", "max_regression": 0.02}'
+    if not isinstance(raw, dict):
+        raise ConfigError(key, expected, raw, missing=raw is None)
+    unknown = sorted(set(raw) - {"metric", "direction", "max_regression", "floor"})
+    if unknown:
+        raise ConfigError(key, "only the keys metric, direction, max_regression and floor", unknown[0])
+    names = training_metric_names()
+    metric = raw.get("metric")
+    if metric not in names:
+        # Checked at synth: a gate on a metric no job reports would fail every run at Evaluate.
+        raise ConfigError(
+            f"{key}.metric", f"one of the training job's metric names ({', '.join(names)})", metric
+        )
+    direction = raw.get("direction")
+    if direction not in GATE_DIRECTIONS:
+        raise ConfigError(f"{key}.direction", "minimize or maximize", direction)
+    max_regression = _number(
+        raw.get("max_regression", 0.0),
+        f"{key}.max_regression",
+        "a fraction from 0 to 1 (0.02 allows 2% worse than the approved model)",
+        0.0,
+        1.0,
+    )
+    floor = raw.get("floor")
+    return QualityGate(
+        metric=str(metric),
+        direction=str(direction),
+        max_regression=max_regression,
+        floor=None
+        if floor is None or floor == ""
+        else _number(floor, f"{key}.floor", "a number, or null for no floor", -math.inf),
+    )
+
+
+def _instance_types(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    expected = "a non-empty list of SageMaker instance types like ml.m5.large"
+    value = _maybe_json(raw.get(key))
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not value:
+        raise ConfigError(key, expected, missing=True)
+    if not isinstance(value, list):
+        raise ConfigError(key, expected, value)
+    for item in value:
+        if not isinstance(item, str) or not _INSTANCE_TYPE.match(item):
+            raise ConfigError(key, expected, item)
+    return tuple(dict.fromkeys(value))
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """What the Evaluate and Register stages need beyond the resources: the gate and the package's spec."""
+
+    quality_gate: QualityGate
+    auto_approve: bool
+    inference_instance_types: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     instance_type: str
@@ -209,6 +320,7 @@ class PipelineConfig:
     ecr_keep_images: int
     log_retention_days: int
     powertools_layer_arn: str
+    registry: RegistryConfig
     compliance_packs: tuple[
         str, ...
     ] = ()  # extra cdk-nag packs run on every synth (names in COMPLIANCE_PACKS)
@@ -220,6 +332,11 @@ class PipelineConfig:
 
     @property
     def pipeline_name(self) -> str:
+        return f"{self.project_name}-{self.env_name}"
+
+    @property
+    def model_package_group_name(self) -> str:
+        """One model package group per project and environment, in the data stack (it outlives pipelines)."""
         return f"{self.project_name}-{self.env_name}"
 
     @property
@@ -283,16 +400,18 @@ class PipelineConfig:
             ecr_keep_images=_int(values, "ecr_keep_images", 1, 1000),
             log_retention_days=_log_retention(values),
             powertools_layer_arn=layer_arn,
+            registry=RegistryConfig(
+                quality_gate=_quality_gate(values),
+                auto_approve=_bool(values, "auto_approve"),
+                inference_instance_types=_instance_types(values, "inference_instance_types"),
+            ),
             compliance_packs=_compliance_packs(values, "compliance_packs"),
         )
 
 
 def _training(values: Mapping[str, Any]) -> TrainingConfig:
     instance_type = _string(
-        values,
-        "training_instance_type",
-        re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$"),
-        "a SageMaker instance type like ml.m5.large",
+        values, "training_instance_type", _INSTANCE_TYPE, "a SageMaker instance type like ml.m5.large"
     )
     max_runtime = _int(values, "training_max_runtime_seconds", 1, MAX_ACTION_SECONDS, ACTION_LIMIT_REASON)
     use_spot = _bool(values, "training_use_spot")

@@ -10,6 +10,7 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
@@ -27,7 +28,7 @@ REPLICATION_REASON = (
 
 
 class DataStack(Stack):
-    """KMS key, buckets, audit table, topic and image repository; RemovalPolicy.RETAIN throughout."""
+    """KMS key, buckets, audit table, topic, image repositories and the model package group; RETAIN throughout."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: PipelineConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -207,6 +208,18 @@ class DataStack(Stack):
             ],
         )
         skip_checks(self.cache_repository, "CKV_AWS_51")
+
+        # The model registry: one group per project and environment. Its packages (every registered model
+        # and its approval) must outlive a pipeline redeploy, as the audit table does.
+        self.model_package_group = sagemaker.CfnModelPackageGroup(
+            self,
+            "ModelPackageGroup",
+            model_package_group_name=config.model_package_group_name,
+            model_package_group_description=(
+                f"{config.pipeline_name}: models that passed the quality gate, one version per training job"
+            ),
+        )
+        self.model_package_group.apply_removal_policy(RemovalPolicy.RETAIN)
 
     def _bucket(self, construct_id: str, *, log_prefix: str) -> s3.Bucket:
         bucket = s3.Bucket(

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline_common.errors import ConfigurationError
+from pipeline_common.model_package import PackageSpec
+from pipeline_common.quality_gate import QualityGate
 
 # SageMaker's own limits.
 MAX_RUNTIME_LIMIT_SECONDS = 28 * 24 * 3600
@@ -229,4 +231,87 @@ class DataTriggerSettings:
             dedup_table_name=_env(
                 "IDEMPOTENCY_TABLE_NAME", "remembers which object versions started an execution (dedup)"
             ),
+        )
+
+
+def _group() -> str:
+    return _env("MODEL_PACKAGE_GROUP_NAME", "the model registry's group for this project and environment")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    project_name: str
+    env_name: str
+    pipeline_name: str
+    audit_table_name: str
+    topic_arn: str
+    model_bucket: str
+    model_prefix: str
+    model_package_group: str
+    job_name_prefix: str
+    quality_gate: QualityGate
+
+    @classmethod
+    def from_env(cls) -> EvaluateSettings:
+        return cls(
+            project_name=_env("PROJECT_NAME", "used in email subjects"),
+            env_name=_env("ENV_NAME", "used in email subjects"),
+            pipeline_name=_env("PIPELINE_NAME", "for console links"),
+            audit_table_name=_env("AUDIT_TABLE_NAME", "the DynamoDB audit table"),
+            topic_arn=_env("TOPIC_ARN", "the SNS topic for notification emails"),
+            model_bucket=_env("MODEL_BUCKET", "the bucket of the models and their evaluations"),
+            model_prefix=_prefix(_optional_env("MODEL_PREFIX")),
+            model_package_group=_group(),
+            job_name_prefix=_job_name_prefix(),
+            quality_gate=QualityGate.from_json(_env("QUALITY_GATE", "the quality gate's metric and limits")),
+        )
+
+
+@dataclass(frozen=True)
+class RegisterSettings:
+    project_name: str
+    env_name: str
+    pipeline_name: str
+    audit_table_name: str
+    topic_arn: str
+    model_package_group: str
+    job_name_prefix: str
+    package: PackageSpec
+
+    @classmethod
+    def from_env(cls) -> RegisterSettings:
+        return cls(
+            project_name=_env("PROJECT_NAME", "used in email subjects"),
+            env_name=_env("ENV_NAME", "used in email subjects"),
+            pipeline_name=_env("PIPELINE_NAME", "for console links"),
+            audit_table_name=_env("AUDIT_TABLE_NAME", "the DynamoDB audit table"),
+            topic_arn=_env("TOPIC_ARN", "the SNS topic for notification emails"),
+            model_package_group=_group(),
+            job_name_prefix=_job_name_prefix(),
+            package=PackageSpec.from_json(
+                _env("REGISTRY_CONFIG", "auto_approve, inference instance types and content types")
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RecordApprovalSettings:
+    project_name: str
+    env_name: str
+    pipeline_name: str
+    audit_table_name: str
+    topic_arn: str
+    model_package_group: str
+    idempotency_table_name: str  # '' turns the Powertools idempotency layer off (the conditional writes stay)
+
+    @classmethod
+    def from_env(cls) -> RecordApprovalSettings:
+        return cls(
+            project_name=_env("PROJECT_NAME", "used in email subjects"),
+            env_name=_env("ENV_NAME", "used in email subjects"),
+            pipeline_name=_env("PIPELINE_NAME", "for console links"),
+            audit_table_name=_env("AUDIT_TABLE_NAME", "the DynamoDB audit table"),
+            topic_arn=_env("TOPIC_ARN", "the SNS topic for notification emails"),
+            model_package_group=_group(),
+            idempotency_table_name=_optional_env("IDEMPOTENCY_TABLE_NAME"),
         )

@@ -21,11 +21,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline_common import audit, aws, data_version, training_job
-from pipeline_common.errors import BadInputError, ConfigurationError, TrainingJobError
+from pipeline_common.errors import BadInputError, TrainingJobError
+from pipeline_common.pipeline_action import (
+    ActionResult,
+    failure_type_for,
+    parameters,
+    put_result,
+)
 from pipeline_common.settings import StartTrainingSettings
 from pipeline_common.training_job import JobParameters
 
@@ -34,58 +40,15 @@ logger = logging.getLogger(__name__)
 REQUIRED_PARAMETERS = ("image_uri", "commit_id", "branch", "repo", "pipeline_execution_id")
 OPTIONAL_PARAMETERS = ("image_digest", "trigger")
 DEFAULT_TRIGGER = "push"
-MAX_FAILURE_MESSAGE = 5000
-MAX_SUMMARY = 2048
 TOKEN_VERSION = 2
 PHASE_START = "start"  # the job may not exist yet: repeat the (idempotent) start
 PHASE_WAIT = "wait"  # the job exists: describe it
 ENDED_EXECUTION = frozenset({"Failed", "Stopped", "Stopping", "Superseded", "Cancelled", "Succeeded"})
 
 
-@dataclass(frozen=True)
-class ActionResult:
-    """What was reported to CodePipeline (also the handler's return value, for logs and tests)."""
-
-    outcome: str  # "continue", "succeeded" or "failed"
-    job_name: str | None = None
-    message: str = ""
-    output_variables: dict[str, str] = field(default_factory=dict)
-    token: str | None = None  # the continuation token, with "continue"
-    failure_type: str = "JobFailed"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "outcome": self.outcome,
-            "job_name": self.job_name,
-            "message": self.message,
-            "output_variables": self.output_variables,
-        }
-
-
 # -- parameters and tokens -------------------------------------------------------------------------------
-def _resolved(value: Any) -> str:
-    """A parameter CodePipeline did not resolve stays `#{Namespace.Variable}`: treat it as missing."""
-    text = str(value).strip() if value is not None else ""
-    return "" if text.startswith("#{") else text
-
-
-@dataclass(frozen=True)
-class UnreadableParameters:
-    reason: str
-
-
 def parse_parameters(raw: Any) -> JobParameters:
-    if isinstance(raw, UnreadableParameters):
-        raise BadInputError(raw.reason)
-    if not isinstance(raw, Mapping):
-        raise BadInputError("UserParameters must be a JSON object with " + ", ".join(REQUIRED_PARAMETERS))
-    values = {name: _resolved(raw.get(name)) for name in (*REQUIRED_PARAMETERS, *OPTIONAL_PARAMETERS)}
-    missing = [name for name in REQUIRED_PARAMETERS if not values[name]]
-    if missing:
-        raise BadInputError(
-            f"UserParameters is missing {', '.join(missing)} (empty or unresolved); the Train action must pass "
-            f"{', '.join(REQUIRED_PARAMETERS)}"
-        )
+    values = parameters(raw, REQUIRED_PARAMETERS, OPTIONAL_PARAMETERS)
     return JobParameters(
         image_uri=values["image_uri"],
         image_digest=values["image_digest"],
@@ -281,15 +244,6 @@ def _outcome_of_error(
     )
 
 
-def failure_type_for(error: BaseException) -> str:
-    if isinstance(error, ConfigurationError | BadInputError):
-        return "ConfigurationError"
-    code = aws.error_code(error)
-    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-        return "PermissionError"
-    return "JobFailed"
-
-
 def stop_if_running(name: str) -> None:
     """Stop this execution's job if it is still running; best effort (the failure is reported either way)."""
     sagemaker = aws.client("sagemaker")
@@ -310,40 +264,11 @@ def stop_if_running(name: str) -> None:
 def report(
     job_id: str, result: ActionResult, settings: StartTrainingSettings | None, params: JobParameters | None
 ) -> None:
-    codepipeline = aws.client("codepipeline")
-    details: dict[str, Any] = {"summary": result.message[:MAX_SUMMARY] or result.outcome}
-    if result.job_name:
-        details["externalExecutionId"] = result.job_name
-    try:
-        if result.outcome == "failed":
-            failure = {
-                "type": result.failure_type,
-                "message": result.message[:MAX_FAILURE_MESSAGE] or "failed",
-            }
-            if result.job_name:
-                failure["externalExecutionId"] = result.job_name
-            codepipeline.put_job_failure_result(jobId=job_id, failureDetails=failure)
-        elif result.outcome == "continue":
-            codepipeline.put_job_success_result(
-                jobId=job_id, continuationToken=result.token, executionDetails=details
-            )
-        else:
-            codepipeline.put_job_success_result(
-                jobId=job_id,
-                outputVariables=result.output_variables,
-                executionDetails={**details, "percentComplete": 100},
-            )
-    except Exception as error:
-        if aws.error_code(error) != "InvalidJobStateException":
-            raise  # nothing was reported: Lambda retries this invocation with the same job
-        logger.warning("CodePipeline job %s already has a result or has ended: %s", job_id, error)
-        if (
-            settings is not None
-            and params is not None
-            and result.job_name
-            and _execution_ended(settings, params)
-        ):
-            stop_if_running(result.job_name)
+    if put_result(job_id, result):
+        return
+    # The job had a result already: if the execution has ended meanwhile, nothing may keep training for it.
+    if settings is not None and params is not None and result.job_name and _execution_ended(settings, params):
+        stop_if_running(result.job_name)
 
 
 def _execution_ended(settings: StartTrainingSettings, params: JobParameters) -> bool:

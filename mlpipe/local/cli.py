@@ -3,7 +3,9 @@
 Source (git) → Synth (cdk + cdk-nag) → Emulator (moto, resources from the synthesized templates) →
 Data (upload, version ids) → Build (the real Dockerfile) → Train (the start-training Lambda handler,
 with a local SageMaker that runs the image) → Record and notify (the record-status handler, the SNS
-email as sent) → Smoke-serve (the image's `serve` on the trained model) → summary.
+email as sent) → Evaluate (the quality gate) → Register (the model package) → Approval (--approve, or
+--approval-wait, or awaiting approval; then the lineage) → Smoke-serve (the image's `serve` on the
+trained model) → summary.
 """
 
 from __future__ import annotations
@@ -47,7 +49,23 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="inject seeded transient faults (throttling, 5xx, dropped connections, calls applied while the "
         "caller sees an error) into the handlers' AWS calls; the run must still complete",
     )
+    decide = parser.add_mutually_exclusive_group()
+    decide.add_argument(
+        "--approve",
+        action="store_true",
+        help="approve the registered model package as a named local IAM user (recorded as the approver)",
+    )
+    decide.add_argument(
+        "--approval-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for an approval made from another terminal through the run's gateway "
+        "(the run prints the command)",
+    )
     args = parser.parse_args(argv)
+    if args.approval_wait < 0:
+        parser.error("--approval-wait takes a number of seconds >= 0")
     overrides = {}
     for item in args.hyperparameters:
         name, sep, value = item.partition("=")
@@ -65,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         context=tuple(args.context),
         poll_seconds=args.poll_seconds,
         faults_seed=args.faults,
+        approve=args.approve,
+        approval_wait=args.approval_wait,
     )
 
 

@@ -24,6 +24,7 @@ from mlpipe.local.iam import (
     assume,
     harness_credentials,
     retire_harness,
+    user_credentials,
 )
 from mlpipe.local.lambda_runtime import LambdaContext, lambda_environment, load_handler
 
@@ -52,7 +53,7 @@ class LocalCloud:
         with Gateway(emulator_url, list(services or []), permissions) as gateway:
             moto_url = emulator_url or gateway.url
             harness = harness_credentials(moto_url, region)
-            permissions.grant(harness.access_key_id, "harness", ("*",))
+            permissions.grant(harness.access_key_id, harness.arn, ("*",))
             try:
                 yield cls(moto_url, region, harness, gateway, permissions)
             finally:
@@ -74,12 +75,17 @@ class LocalCloud:
             return self._clients[service]
 
     def add_service(self, service: LocalService) -> None:
-        self.gateway.services[service.signing_name] = service
+        self.gateway.add(service)
         with self._lock:
             self._clients.pop(service.signing_name, None)
 
     def deploy(self, deployment: LocalDeployment, only: tuple[str, ...] | None = None) -> LocalDeployment:
-        deployment.create(self.session, self.moto_url, only=only)
+        """Create the templates' resources; the model package group goes to the registry stand-in, if added."""
+        registry = any(
+            s.implements("CreateModelPackageGroup") for s in self.gateway.services.get("sagemaker", [])
+        )
+        registry_url = self.gateway.url if registry else None
+        deployment.create(self.session, self.moto_url, only=only, registry_url=registry_url)
         self.deployment = deployment
         return deployment
 
@@ -93,9 +99,17 @@ class LocalCloud:
         if self.deployment is None:
             raise RuntimeError("deploy the templates first: the roles come from them")
         credentials = assume(self.client("sts"), role_arn, session_name=role_arn.rsplit("/", 1)[-1])
-        self.permissions.grant(credentials.access_key_id, role_arn, self.deployment.role_actions(role_arn))
+        self.permissions.grant(
+            credentials.access_key_id, credentials.arn or role_arn, self.deployment.role_actions(role_arn)
+        )
         with self._lock:
             self._roles[role_arn] = credentials
+        return credentials
+
+    def user(self, name: str, actions: tuple[str, ...]) -> Credentials:
+        """A named IAM user (a person: an approver, say) allowed `actions`, known to the gateway by its ARN."""
+        credentials = user_credentials(self.client("iam"), name, list(actions))
+        self.permissions.grant(credentials.access_key_id, credentials.arn, actions)
         return credentials
 
     def ad_hoc_role(self, actions: tuple[str, ...]) -> str:

@@ -26,6 +26,17 @@ import boto3
 # tests' session and an in-process local run share moto's backends) never replace each other's key.
 HARNESS_USER_PREFIX = "mlpipe-local-harness-"
 SESSION_SECONDS = 12 * 3600
+# A person who decides on registered models: read and update the group's packages, read the audit trail.
+APPROVER_ACTIONS = (
+    "sagemaker:DescribeModelPackage",
+    "sagemaker:ListModelPackages",
+    "sagemaker:ListModelPackageGroups",
+    "sagemaker:UpdateModelPackage",
+    "dynamodb:ListTables",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+)
 # Roles are created trusting any principal, so every harness user may assume them (playing the Lambda or
 # SageMaker service here): moto matches a trust policy's principal exactly or "*", never the account root.
 # The real trust policies are asserted on the templates.
@@ -57,6 +68,7 @@ class Credentials:
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
+    arn: str = ""  # the identity's ARN as AWS reports it (a user's, or an assumed role session's)
 
     def environment(self) -> dict[str, str]:
         """The variables the Lambda runtime sets for the function's role."""
@@ -94,12 +106,27 @@ def harness_credentials(endpoint_url: str, region: str) -> Credentials:
     try:
         iam = _bootstrap_iam(endpoint_url, region)
         name = HARNESS_USER_PREFIX + secrets.token_hex(4)
-        iam.create_user(UserName=name)
+        arn = iam.create_user(UserName=name)["User"]["Arn"]
         iam.put_user_policy(UserName=name, PolicyName="full-access", PolicyDocument=_policy(["*"]))
         key = iam.create_access_key(UserName=name)["AccessKey"]
     finally:
         set_enforcement(endpoint_url, True)
-    return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"], arn=arn)
+
+
+def user_credentials(iam: Any, name: str, actions: list[str]) -> Credentials:
+    """A named IAM user allowed `actions` (a person, e.g. an approver), with a fresh access key.
+
+    Idempotent against a reused emulator: the user is kept, its older keys are replaced."""
+    try:
+        arn = iam.create_user(UserName=name)["User"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        arn = iam.get_user(UserName=name)["User"]["Arn"]
+        for key in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+            iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
+    iam.put_user_policy(UserName=name, PolicyName="allowed", PolicyDocument=_policy(actions))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"], arn=arn)
 
 
 def retire_harness(endpoint_url: str, region: str, harness: Credentials, enforce_after: bool) -> None:
@@ -108,15 +135,7 @@ def retire_harness(endpoint_url: str, region: str, harness: Credentials, enforce
     set_enforcement(endpoint_url, False)
     try:
         iam = _bootstrap_iam(endpoint_url, region)
-        (name,) = [
-            user["UserName"]
-            for user in iam.list_users()["Users"]
-            if user["UserName"].startswith(HARNESS_USER_PREFIX)
-            and any(
-                key["AccessKeyId"] == harness.access_key_id
-                for key in iam.list_access_keys(UserName=user["UserName"])["AccessKeyMetadata"]
-            )
-        ]
+        name = harness.arn.rsplit("/", 1)[-1]
         iam.delete_access_key(UserName=name, AccessKeyId=harness.access_key_id)
         iam.delete_user_policy(UserName=name, PolicyName="full-access")
         iam.delete_user(UserName=name)
@@ -144,5 +163,8 @@ def assume(sts: Any, role_arn: str, session_name: str) -> Credentials:
     )
     credentials = assumed["Credentials"]
     return Credentials(
-        credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
+        credentials["AccessKeyId"],
+        credentials["SecretAccessKey"],
+        credentials["SessionToken"],
+        arn=assumed["AssumedRoleUser"]["Arn"],  # arn:aws:sts::<account>:assumed-role/<role>/<session>
     )

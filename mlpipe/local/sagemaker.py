@@ -164,7 +164,7 @@ class LocalSageMaker:
                 needed.append("sagemaker:AddTags")  # tags on create need AddTags
         return needed
 
-    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    def call(self, operation: str, params: dict[str, Any], principal: str = "") -> dict[str, Any]:
         return getattr(self, self.OPERATIONS[operation])(**params)
 
     # -- SageMaker API ---------------------------------------------------------------------------------

@@ -169,3 +169,37 @@ def sqs_record(body: str, message_id: str | None = None) -> dict[str, Any]:
 
 def sqs_event(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"Records": records}
+
+
+def model_package_arn(group: str, version: int) -> str:
+    return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{group}/{version}"
+
+
+def model_package_event(
+    group: str,
+    version: int,
+    status: str,
+    changed_at: datetime,
+    created_at: datetime | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A SageMaker Model Package State Change event from the published sample: `changed_at` is its
+    LastModifiedTime (ISO-8601, whole seconds, as in the sample). The published sample repeats `source`,
+    the second time as a list; a real event's `source` is the string."""
+    event = sample("sagemaker-model-package-state-change.json")
+    event["id"] = event_id or str(uuid.uuid4())
+    event["source"] = "aws.sagemaker"
+    event["account"], event["region"] = ACCOUNT, REGION
+    event["time"] = changed_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    arn = model_package_arn(group, version)
+    event["resources"] = [arn]
+    detail = event["detail"]
+    detail.update(
+        ModelPackageGroupName=group,
+        ModelPackageVersion=version,
+        ModelPackageArn=arn,
+        ModelApprovalStatus=status,
+        CreationTime=(created_at or changed_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        LastModifiedTime=changed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    return event

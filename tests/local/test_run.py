@@ -92,6 +92,9 @@ def test_the_pipeline_stages_are_listed_in_pipeline_order() -> None:
         "Build",
         "Train",
         "Record and notify",
+        "Evaluate",
+        "Register",
+        "Approval",
         "Smoke-serve",
     ]
 
@@ -104,3 +107,14 @@ def test_arguments_parse_into_options(tmp_path: Path) -> None:
         cli.parse_args(["--data", str(tmp_path), "--hyperparameters", "max_depth"])
     with pytest.raises(SystemExit):
         cli.parse_args(["--data", str(tmp_path / "missing")])
+
+
+def test_approval_options_parse_and_exclude_each_other(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    data = ["--data", str(tmp_path)]
+    assert cli.parse_args(data).approve is False and cli.parse_args(data).approval_wait == 0
+    assert cli.parse_args([*data, "--approve"]).approve is True
+    assert cli.parse_args([*data, "--approval-wait", "30"]).approval_wait == 30
+    for bad in (["--approve", "--approval-wait", "5"], ["--approval-wait", "-1"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args([*data, *bad])

@@ -22,6 +22,7 @@ def config(**overrides: Any) -> PipelineConfig:
 
 
 _MISSING = object()
+GATE = {"metric": "validation:rmse", "direction": "minimize", "max_regression": 0.02, "floor": 0.5}
 
 
 def test_repo_cdk_json_is_a_complete_valid_example() -> None:
@@ -61,6 +62,38 @@ def test_compliance_packs_accept_a_list_or_a_comma_string_and_default_to_none() 
         "pci-dss-3.2.1",
     )
     assert config(compliance_packs='["hipaa", "hipaa"]').compliance_packs == ("hipaa",)
+
+
+def test_registry_keys_parse_their_string_forms_and_default() -> None:
+    cfg = config(
+        quality_gate='{"metric": "validation:r2", "direction": "maximize", "max_regression": "0.05"}',
+        auto_approve="true",
+        inference_instance_types="ml.c5.xlarge, ml.m5.large",
+    )
+    gate = cfg.registry.quality_gate
+    assert (gate.metric, gate.direction, gate.max_regression, gate.floor) == (
+        "validation:r2",
+        "maximize",
+        0.05,
+        None,
+    )
+    assert cfg.registry.auto_approve is True
+    assert cfg.registry.inference_instance_types == ("ml.c5.xlarge", "ml.m5.large")
+    defaults = config(
+        quality_gate=_MISSING, auto_approve=_MISSING, inference_instance_types=_MISSING
+    ).registry
+    assert defaults.quality_gate.metric == "validation:rmse" and defaults.quality_gate.floor is None
+    assert defaults.auto_approve is False and defaults.inference_instance_types == ("ml.m5.large",)
+    assert config().model_package_group_name == "mlpipe-dev"
+
+
+def test_the_gate_metric_check_reads_the_jobs_metric_definitions() -> None:
+    from pipeline_common.metrics import metric_definitions
+
+    from stacks.config import training_metric_names
+
+    assert training_metric_names() == tuple(d["Name"] for d in metric_definitions())
+    assert config().registry.quality_gate.metric in training_metric_names()
 
 
 def test_defaults_apply_to_optional_keys() -> None:
@@ -143,6 +176,17 @@ BAD = [
     ({"compliance_packs": "nist"}, "compliance_packs", "nist-800-53-r5, hipaa, pci-dss-3.2.1"),
     ({"compliance_packs": ["hipaa", "sox"]}, "compliance_packs", "(got 'sox')"),
     ({"compliance_packs": {"hipaa": True}}, "compliance_packs", "comma-separated"),
+    # The gate's metric must be one every job reports (its MetricDefinitions): checked at synth.
+    ({"quality_gate": {**GATE, "metric": "validation:f1"}}, "quality_gate.metric", "validation:rmse"),
+    ({"quality_gate": {**GATE, "direction": "down"}}, "quality_gate.direction", "minimize or maximize"),
+    ({"quality_gate": {**GATE, "max_regression": 2}}, "quality_gate.max_regression", "fraction from 0 to 1"),
+    ({"quality_gate": {**GATE, "max_regression": "lots"}}, "quality_gate.max_regression", "2% worse"),
+    ({"quality_gate": {**GATE, "floor": "low"}}, "quality_gate.floor", "a number, or null"),
+    ({"quality_gate": {**GATE, "threshold": 1}}, "quality_gate", "only the keys"),
+    ({"quality_gate": "validation:rmse"}, "quality_gate", "an object like"),
+    ({"auto_approve": "sometimes"}, "auto_approve", "true or false"),
+    ({"inference_instance_types": []}, "inference_instance_types", "missing"),
+    ({"inference_instance_types": ["m5.large"]}, "inference_instance_types", "ml.m5.large"),
 ]
 
 
