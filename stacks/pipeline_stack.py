@@ -53,6 +53,12 @@ class PipelineStack(Stack):
         training_job_arn = self.format_arn(
             service="sagemaker", resource="training-job", resource_name=f"{config.job_name_prefix}*"
         )
+        # Tuning jobs carry the same prefix (their training jobs too: `<tuning job>-<nnn>-<8 hex>`).
+        tuning_job_arn = self.format_arn(
+            service="sagemaker",
+            resource="hyper-parameter-tuning-job",
+            resource_name=f"{config.job_name_prefix}*",
+        )
         defaults = FunctionDefaults(
             code=lambda_.Code.from_asset(str(PROJECT_ROOT / "lambdas"), exclude=LAMBDA_ASSET_EXCLUDES),
             layer=lambda_.LayerVersion.from_layer_version_arn(
@@ -79,6 +85,7 @@ class PipelineStack(Stack):
             defaults=defaults,
             pipeline_arn=pipeline_arn,
             training_job_arn=training_job_arn,
+            tuning_job_arn=tuning_job_arn,
         )
         self.pipeline = self._pipeline(config, data)
         self.record_and_notify = RecordAndNotify(
@@ -88,6 +95,7 @@ class PipelineStack(Stack):
             data=data,
             defaults=defaults,
             training_job_arn=training_job_arn,
+            tuning_job_arn=tuning_job_arn,
         )
         self.data_uploads = DataUploads(
             self,
@@ -108,6 +116,12 @@ class PipelineStack(Stack):
         data_change = codepipeline.Variable(
             variable_name="DATA_CHANGE", default_value="none", description="summary of new training data"
         )
+        # Start an execution with RETRAIN=true to train even if a run with identical inputs completed.
+        retrain = codepipeline.Variable(
+            variable_name="RETRAIN",
+            default_value="false",
+            description="true: train even if a run with the same inputs exists",
+        )
         # The README's "Train action user parameters".
         train = self.training.train_action(
             {
@@ -118,6 +132,7 @@ class PipelineStack(Stack):
                 "repo": source.variables.full_repository_name,
                 "pipeline_execution_id": codepipeline.GlobalVariables.EXECUTION_ID,
                 "trigger": trigger.reference(),
+                "retrain": retrain.reference(),
             }
         )
         pipeline = codepipeline.Pipeline(
@@ -129,7 +144,7 @@ class PipelineStack(Stack):
             execution_mode=codepipeline.ExecutionMode.QUEUED,
             artifact_bucket=data.artifacts_bucket,
             restart_execution_on_update=False,
-            variables=[trigger, data_change],
+            variables=[trigger, data_change, retrain],
             triggers=[
                 codepipeline.TriggerProps(
                     provider_type=codepipeline.ProviderType.CODE_STAR_SOURCE_CONNECTION,

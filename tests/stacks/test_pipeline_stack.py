@@ -13,6 +13,7 @@ from tests.stacks.conftest import Synthesized, one_of, resources_of
 
 PREFIX = "mlpipe-dev-"
 TRAINING_JOBS = f"arn:aws:sagemaker:us-east-1:111111111111:training-job/{PREFIX}*"
+TUNING_JOBS = f"arn:aws:sagemaker:us-east-1:111111111111:hyper-parameter-tuning-job/{PREFIX}*"
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,11 @@ def test_pipeline_is_v2_with_variables_and_branch_trigger(pipeline: dict[str, An
     assert pipeline["Variables"] == [
         {"Name": "TRIGGER", "DefaultValue": "push", "Description": "push or data-upload"},
         {"Name": "DATA_CHANGE", "DefaultValue": "none", "Description": "summary of new training data"},
+        {
+            "Name": "RETRAIN",
+            "DefaultValue": "false",
+            "Description": "true: train even if a run with the same inputs exists",
+        },
     ]
     assert pipeline["Triggers"] == [
         {
@@ -111,6 +117,7 @@ def test_train_action_user_parameters_match_the_readme(pipeline: dict[str, Any])
         "repo": "#{Source.FullRepositoryName}",
         "pipeline_execution_id": "#{codepipeline.PipelineExecutionId}",
         "trigger": "#{variables.TRIGGER}",
+        "retrain": "#{variables.RETRAIN}",
     }
 
 
@@ -266,6 +273,9 @@ def test_training_config_variable(synthesized: Synthesized) -> None:
         "use_spot": False,
         "max_wait_seconds": None,
         "hyperparameters": {"num_round": "100", "max_depth": "6", "eta": "0.2"},
+        "keep_alive_seconds": 0,
+        "cache": True,
+        "tuning": None,
     }
     assert "SageMakerExecutionRole" in variables["SAGEMAKER_ROLE_ARN"]["Fn::GetAtt"][0]
 
@@ -305,8 +315,16 @@ def test_training_state_rule_is_scoped_to_this_pipelines_jobs(synthesized: Synth
     rule = one_of(synthesized.pipeline_json, "AWS::Events::Rule", "TrainingJobStateChange")["Properties"]
     assert rule["EventPattern"] == {
         "source": ["aws.sagemaker"],
-        "detail-type": ["SageMaker Training Job State Change"],
-        "detail": {"TrainingJobName": [{"prefix": PREFIX}]},
+        "detail-type": [
+            "SageMaker Training Job State Change",
+            "SageMaker HyperParameter Tuning Job State Change",
+        ],
+        "detail": {
+            "$or": [
+                {"TrainingJobName": [{"prefix": PREFIX}]},
+                {"HyperParameterTuningJobName": [{"prefix": PREFIX}]},
+            ]
+        },
     }
     (target,) = rule["Targets"]
     assert "RecordStatus" in target["Arn"]["Fn::GetAtt"][0]
@@ -402,25 +420,47 @@ def test_pass_role_is_limited_to_the_sagemaker_role_and_service(synthesized: Syn
 
 
 def test_sagemaker_actions_are_scoped_to_the_job_prefix(synthesized: Synthesized) -> None:
+    """With tuning off (the repo's cdk.json), start-training may watch and stop tuning jobs of this pipeline
+    but not create one (tests/stacks/test_tuning_stack.py has tuning on)."""
     for role, expected in (
         (
             "StartTrainingRole",
-            {
-                "sagemaker:AddTags",
-                "sagemaker:CreateTrainingJob",
-                "sagemaker:DescribeTrainingJob",
-                "sagemaker:StopTrainingJob",
-            },
+            [
+                (
+                    {
+                        "sagemaker:AddTags",
+                        "sagemaker:CreateTrainingJob",
+                        "sagemaker:DescribeTrainingJob",
+                        "sagemaker:StopTrainingJob",
+                    },
+                    TRAINING_JOBS,
+                ),
+                (
+                    {"sagemaker:DescribeHyperParameterTuningJob", "sagemaker:StopHyperParameterTuningJob"},
+                    TUNING_JOBS,
+                ),
+            ],
         ),
-        ("RecordStatusRole", {"sagemaker:DescribeTrainingJob"}),
+        (
+            "RecordStatusRole",
+            [
+                ({"sagemaker:DescribeTrainingJob"}, TRAINING_JOBS),
+                (
+                    {
+                        "sagemaker:DescribeHyperParameterTuningJob",
+                        "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+                    },
+                    TUNING_JOBS,
+                ),
+            ],
+        ),
     ):
         found = [
             s
             for s in statements(synthesized, role)
             if any(a.startswith("sagemaker:") for a in as_list(s["Action"]))
         ]
-        assert [set(as_list(s["Action"])) for s in found] == [expected], role
-        assert [s["Resource"] for s in found] == [TRAINING_JOBS], role
+        assert [(set(as_list(s["Action"])), s["Resource"]) for s in found] == expected, role
     assert PREFIX.lower() == PREFIX  # SageMaker lowercases job ARNs; IAM compares case-sensitively
 
 
