@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -74,14 +74,18 @@ class ScriptedTraining:
     failure: str = "Hyperparameter max_depth is -1, but it must be an integer from 1 to 32."
     started: list[str] = field(default_factory=list)
     processes: dict[str, ScriptedProcess] = field(default_factory=dict)
+    # The metrics of a run from its hyperparameters (e.g. so the trials of a tuning job differ); None: `metrics`.
+    metrics_for: Callable[[dict[str, str]], dict[str, float]] | None = None
 
     def start(self, image: str, opt_ml: Path, name: str, log_file: Path) -> ScriptedProcess:
         self.started.append(name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         if self.outcome == "ok":
             rows = sum(len(p.read_text().splitlines()) for p in (opt_ml / "input/data/train").rglob("*.csv"))
-            (opt_ml / "model" / "model.txt").write_text(f"trained on {rows} rows")
-            log_file.write_text("".join(f"METRIC {k}={v}\n" for k, v in self.metrics.items()))
+            hyperparameters = json.loads((opt_ml / "input/config/hyperparameters.json").read_text())
+            (opt_ml / "model" / "model.txt").write_text(f"trained on {rows} rows with {hyperparameters}")
+            metrics = self.metrics_for(hyperparameters) if self.metrics_for else self.metrics
+            log_file.write_text("".join(f"METRIC {k}={v}\n" for k, v in metrics.items()))
             process = ScriptedProcess(0, self.polls)
         else:
             (opt_ml / "output" / "failure").write_text(self.failure)
@@ -114,9 +118,20 @@ class Lambdas:
     sagemaker_role_arn: str  # the training jobs' execution role, from the template
     data_versions: dict[str, str]  # the data objects (not the folder markers) -> version id
     environments: dict[str, dict[str, str]]  # handler -> the function's environment in this test
+    functions: dict[str, Any] = field(default_factory=dict)  # handler -> a function of another deployment
 
     def function(self, spec: FunctionSpec) -> Any:
-        return self.cloud.deployment.function(spec.handler)
+        return self.functions.get(spec.handler) or self.cloud.deployment.function(spec.handler)
+
+    def use_tuning(self, tuning_deployment: Any) -> dict[str, Any]:
+        """start-training as the stack deploys it with `tuning` on: that variant's role (which may create
+        tuning jobs) and its TRAINING_CONFIG's tuning; returns the tuning config."""
+        function = tuning_deployment.function(START_TRAINING.handler)
+        self.functions[START_TRAINING.handler] = function
+        tuning = json.loads(function.environment["TRAINING_CONFIG"])["tuning"]
+        config = json.loads(self.env(START_TRAINING)["TRAINING_CONFIG"])
+        self.env(START_TRAINING)["TRAINING_CONFIG"] = json.dumps({**config, "tuning": tuning})
+        return tuning
 
     def env(self, spec: FunctionSpec) -> dict[str, str]:
         return self.environments[spec.handler]
