@@ -24,6 +24,7 @@ class Options:
     context: tuple[str, ...] = ()
     poll_seconds: float = 1.0
     faults_seed: int | None = None  # seeded transient faults on the handlers' AWS calls
+    retrain: bool = False  # the execution's RETRAIN variable: train even if an identical run completed
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class RunState:
     email_inbox: str | None = None  # SQS queue subscribed to the notification topic
     data_versions: dict[str, str] = field(default_factory=dict)  # key -> S3 version id, from Data
     image: BuiltImage | None = None
-    job_name: str | None = None
+    job_name: str | None = None  # the execution's run: a training job, or a tuning job (with tuning)
     model_artifact: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)  # the Train action's output variables
     record: dict[str, Any] = field(default_factory=dict)
     emails: list[dict[str, Any]] = field(default_factory=list)
 

@@ -18,7 +18,12 @@ from mlpipe.local.state import RunState
 from stacks.functions import RECORD_STATUS, START_TRAINING
 
 EMAIL_INBOX = "local-run-email-inbox"
-PIPELINE_VARIABLES = {"TRIGGER": "push", "DATA_CHANGE": "none"}  # the pipeline's declared defaults
+
+
+def pipeline_variables(deployment: LocalDeployment) -> dict[str, str]:
+    """The pipeline's declared variables and their defaults, from the template (TRIGGER, RETRAIN, ...)."""
+    (pipeline,) = deployment.pipeline.of_type("AWS::CodePipeline::Pipeline").values()
+    return {v["Name"]: str(v.get("DefaultValue", "")) for v in pipeline["Properties"].get("Variables", [])}
 
 
 def run(state: RunState) -> None:
@@ -36,10 +41,12 @@ def run(state: RunState) -> None:
         stop_container=containers.remove_container,
         on_state_change=state.events.append,
         region=state.region,
+        note=note,
     )
     state.cleanup.callback(state.sagemaker.stop_all)
     state.codepipeline = LocalCodePipeline(
-        deployment.function(START_TRAINING.handler).environment["PIPELINE_NAME"], PIPELINE_VARIABLES
+        deployment.function(START_TRAINING.handler).environment["PIPELINE_NAME"],
+        pipeline_variables(deployment),
     )
     cloud.add_service(state.sagemaker)
     cloud.add_service(state.codepipeline)

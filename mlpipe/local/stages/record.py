@@ -42,6 +42,13 @@ def show_emails(emails: list[dict[str, Any]], work: Path) -> None:
 def run(state: RunState) -> None:
     state.record = read_record(state)
     state.emails = read_sns_inbox(state.client("sqs"), state.need("email_inbox"))
+    if state.record.get("cache_hit_of") and not state.emails:
+        # No job ran, so SageMaker sent no state change and there is no email: the record says what happened.
+        note(
+            f"cache hit: {state.record['job_name']} reused {state.record['cache_hit_of']} "
+            f"({state.record.get('cache_decision')}); no job, no email"
+        )
+        return
     show_emails(state.emails, state.work)
 
 

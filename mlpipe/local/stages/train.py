@@ -1,10 +1,11 @@
 """Train: the start-training handler, invoked the way CodePipeline invokes it, until the job ends.
 
 The local CodePipeline hands out the Lambda invoke action's jobs (each continuation is a new job carrying
-the token) and takes their results; the local SageMaker runs the job in the real image. Each state change
-it reports goes to the record-status handler, as EventBridge would deliver it. Both handlers run under
-their own roles, through the gateway, as Lambda's asynchronous invocations: a failed invocation is retried
-twice with the same event.
+the token) and takes their results; the local SageMaker runs the job in the real image (with `tuning`, a
+tuning job whose trials run one after another). Each state change it reports goes to the record-status
+handler, as EventBridge would deliver it. Both handlers run under their own roles, through the gateway, as
+Lambda's asynchronous invocations: a failed invocation is retried twice with the same event. When an earlier
+run against the same emulator had identical inputs, the handler starts no job (a cache hit).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 from pipeline_common import aws as lambda_aws
+from pipeline_common import training_job
 
 from mlpipe.local.cloud import LocalCloud
 from mlpipe.local.console import StageFailed, note, warn
@@ -84,9 +86,11 @@ def _train(state: RunState) -> None:
     start = deployment.function(START_TRAINING.handler)
     record = deployment.function(RECORD_STATUS.handler)
     start_env = training_environment(start.environment, state.options.hyperparameter_overrides)
+    retrain = "true" if state.options.retrain else "false"
     execution_id = pipeline.start_execution(
-        "StartPipelineExecution", f"local-run by {source.author}", {"TRIGGER": TRIGGER}
+        "StartPipelineExecution", f"local-run by {source.author}", {"TRIGGER": TRIGGER, "RETRAIN": retrain}
     )
+    # What CodePipeline resolves the action's parameters to (README: Train action user parameters).
     user_parameters = {
         "image_uri": image.tag,
         "image_digest": image.digest,
@@ -95,8 +99,15 @@ def _train(state: RunState) -> None:
         "repo": source.repo,
         "pipeline_execution_id": execution_id,
         "trigger": TRIGGER,
+        "retrain": retrain,
     }
-    state.job_name = start_env["JOB_NAME_PREFIX"] + execution_id
+    tuning = json.loads(start_env["TRAINING_CONFIG"]).get("tuning")
+    prefix = start_env["JOB_NAME_PREFIX"]
+    state.job_name = (
+        training_job.tuning_job_name(prefix, execution_id)
+        if tuning
+        else training_job.job_name(prefix, execution_id)
+    )
     while True:
         event = pipeline.new_job(execution_id, start.logical_id, user_parameters)
         job_id = event["CodePipeline.job"]["id"]
@@ -111,7 +122,10 @@ def _train(state: RunState) -> None:
         if not result.succeeded or not result.continuation_token:
             break
         time.sleep(state.options.poll_seconds)
-    log_file = state.work / "jobs" / state.job_name / "train.log"
+    if tuning:
+        show_trials(state)
+    trained = result.output_variables.get("TRAINING_JOB_NAME") or state.job_name
+    log_file = state.work / "jobs" / trained / "train.log"
     if log_file.exists():
         for line in log_file.read_text(errors="replace").splitlines():
             if line.startswith("METRIC "):
@@ -119,4 +133,36 @@ def _train(state: RunState) -> None:
     if not result.succeeded:
         raise StageFailed(f"CodePipeline action failed: {result.failure_message}")
     state.model_artifact = result.output_variables.get("MODEL_ARTIFACT")
-    note(f"job {state.job_name} completed; outputs {result.output_variables}")
+    state.outputs = dict(result.output_variables)
+    if not started_a_job(state):
+        note(f"cache hit: no job started; {state.job_name} reuses {trained}'s model (same inputs)")
+    note(f"{state.job_name} done; outputs {result.output_variables}")
+
+
+def started_a_job(state: RunState) -> bool:
+    sagemaker = state.need("sagemaker")
+    for lookup in (sagemaker.job, sagemaker.tuning.job):
+        try:
+            lookup(state.job_name)
+            return True
+        except Exception:
+            continue
+    return False
+
+
+def show_trials(state: RunState) -> None:
+    """One line per trial of the execution's tuning job: its hyperparameters, status and objective."""
+    sagemaker = state.need("sagemaker")
+    try:
+        job = sagemaker.tuning.job(state.job_name)
+    except Exception:
+        return  # no tuning job of this execution: a cache hit
+    best = job.best()
+    for trial in job.trials:
+        value = job.objectives.get(trial)
+        shown = f"{job.objective['MetricName']}={value:.6g}" if value is not None else "no objective"
+        tuned = ", ".join(f"{k}={v}" for k, v in job.tuned[trial].items())
+        note(
+            f"{trial}: {sagemaker.job(trial).status}, {tuned}: {shown}"
+            + ("  <- best" if trial == best else "")
+        )
