@@ -210,6 +210,48 @@ class Lambdas:
         )
         self.sagemaker.restore_job(job)
 
+    def finished_tuning_job(self, name: str, trials: int = 2) -> list[str]:
+        """A tuning job that ran `trials` trials with the scripted container (its own events dropped: tests
+        send events built from the published samples) and ended; returns the trials' names."""
+        template = {
+            "AlgorithmSpecification": {
+                "TrainingImage": IMAGE_URI,
+                "TrainingInputMode": "File",
+                "MetricDefinitions": metrics.metric_definitions(),
+            },
+            "RoleArn": self.sagemaker_role_arn,
+            "InputDataConfig": [
+                {
+                    "ChannelName": "train",
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": f"s3://{self.data_bucket}/datasets/train/",
+                        }
+                    },
+                }
+            ],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{self.model_bucket}/models/"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        }
+        self.sagemaker.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name,
+            HyperParameterTuningJobConfig={
+                "Strategy": "Random",
+                "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "validation:rmse"},
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": trials, "MaxParallelTrainingJobs": 1},
+                "ParameterRanges": {
+                    "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "8"}]
+                },
+            },
+            TrainingJobDefinition={**template, "StaticHyperParameters": {"eta": "0.2"}},
+            Tags=[{"Key": k, "Value": v} for k, v in {**default_tags(name), "tuning-job": name}.items()],
+        )
+        self.sagemaker.tuning.wait(name)
+        self.events.clear()
+        return list(self.sagemaker.tuning.job(name).trials)
+
     def job_name(self, execution_id: str) -> str:
         return f"{PREFIX}{execution_id}"
 
