@@ -199,11 +199,13 @@ def _tuning_lines(record: Mapping[str, Any]) -> list[str]:
     tuning = record.get("tuning") or {}
     counts = record.get("trial_counts") or {}
     total = sum(int(v) for v in counts.values())
-    trials = f"{total} run" + (
-        f" ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})" if counts else ""
+    trials = (
+        f"{total} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})"
+        if total
+        else "none started yet"
     )
     if tuning.get("max_jobs"):
-        trials += f" of at most {tuning['max_jobs']}, {tuning.get('max_parallel_jobs', 1)} at a time"
+        trials += f"; at most {tuning['max_jobs']}, {tuning.get('max_parallel_jobs', 1)} at a time"
     if tuning.get("strategy"):
         trials += f", strategy {tuning['strategy']}"
     lines = [f"Trials:        {trials}"]

@@ -133,7 +133,7 @@ def test_a_tuning_job_replaces_the_training_job_and_its_best_model_is_the_output
     assert completed["subject"].startswith(f"[mlpipe/test] Tuning Completed: {name}")
     body = completed["body"]
     assert f"Tuning job {name} is Completed." in body
-    assert "Trials:        4 run (Completed 4) of at most 4, 2 at a time, strategy Bayesian" in body
+    assert "Trials:        4 (Completed 4); at most 4, 2 at a time, strategy Bayesian" in body
     assert re.search(rf"Best job:      {best}, validation:rmse = [0-9.]+ \(Minimize\)", body)
     assert "Searched:      eta 0.05..0.5, max_depth 2..8" in body
     assert f"Model:         {artifact}" in body
