@@ -164,9 +164,16 @@ class Lambdas:
         while self.events:
             self.record(self.events.pop(0))
 
-    def finished_job(self, name: str, status: str = "Completed", trained_seconds: int = 754) -> None:
+    def finished_job(
+        self,
+        name: str,
+        status: str = "Completed",
+        trained_seconds: int = 754,
+        spot_billable_seconds: int | None = None,
+    ) -> None:
         """A job SageMaker finished with `status` (restored into the local SageMaker: no container, no S3),
-        its times on the sample events' clock (T0)."""
+        its times on the sample events' clock (T0); with `spot_billable_seconds`, a managed spot job billed
+        that long."""
         request = {
             "TrainingJobName": name,
             "AlgorithmSpecification": {
@@ -192,6 +199,9 @@ class Lambdas:
             "HyperParameters": {"max_depth": "6", "eta": "0.2"},
             "Tags": [{"Key": k, "Value": v} for k, v in default_tags(name).items()],
         }
+        if spot_billable_seconds is not None:
+            request["EnableManagedSpotTraining"] = True
+            request["StoppingCondition"]["MaxWaitTimeInSeconds"] = 7200
         job = LocalTrainingJob(
             request=request,
             arn=f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name.lower()}",
@@ -207,6 +217,7 @@ class Lambdas:
             model_artifact=f"s3://{self.model_bucket}/models/{name}/output/model.tar.gz"
             if status == "Completed"
             else None,
+            billable_seconds=spot_billable_seconds,
         )
         self.sagemaker.restore_job(job)
 

@@ -131,6 +131,9 @@ class LocalTrainingJob:
     model_artifact: str | None = None
     transitions: list[dict[str, Any]] = field(default_factory=list)
     tuning_job_arn: str | None = None  # the tuning job that launched it (a trial)
+    # What SageMaker billed, when a harness restores a finished spot job (locally there is no spot market:
+    # a job run here is billed for all its training time).
+    billable_seconds: int | None = None
 
     @property
     def name(self) -> str:
@@ -465,7 +468,9 @@ class LocalSageMaker:
             description["TrainingEndTime"] = job.ended
             seconds = max(1, round((job.ended - (job.started or job.created)).total_seconds()))
             description["TrainingTimeInSeconds"] = seconds
-            description["BillableTimeInSeconds"] = seconds
+            description["BillableTimeInSeconds"] = (
+                job.billable_seconds if job.billable_seconds is not None else seconds
+            )
         if job.metrics:
             description["FinalMetricDataList"] = [
                 {"MetricName": name, "Value": value, "Timestamp": job.ended or datetime.now(UTC)}
