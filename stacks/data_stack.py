@@ -14,6 +14,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
+from pipeline_common.training_cache import CACHE_INDEX
 
 from stacks.checkov_skips import skip_checks
 from stacks.config import PipelineConfig
@@ -145,10 +146,13 @@ class DataStack(Stack):
             "Point-in-time recovery (35 days of restores) and deletion protection are on; an AWS Backup plan "
             "(vault, retention, cost) is an account-level decision left to the deployer.",
         )
-        # Runs of one commit, newest first; and runs in one status ordered by last change.
+        # Runs of one commit, newest first; runs in one status ordered by last change; and runs with the same
+        # inputs (the training cache: start-training reuses a Completed one instead of training again).
+        # CloudFormation adds one index per table update: add a fourth in a deploy of its own.
         for name, partition, sort in (
             ("by-commit", "commit_id", "created_at"),
             ("by-status", "status", "updated_at"),
+            (CACHE_INDEX, "cache_key", "created_at"),
         ):
             self.audit_table.add_global_secondary_index(
                 index_name=name,

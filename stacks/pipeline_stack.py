@@ -57,6 +57,12 @@ class PipelineStack(Stack):
         training_job_arn = self.format_arn(
             service="sagemaker", resource="training-job", resource_name=f"{config.job_name_prefix}*"
         )
+        # Tuning jobs carry the same prefix (their training jobs too: `<tuning job>-<nnn>-<8 hex>`).
+        tuning_job_arn = self.format_arn(
+            service="sagemaker",
+            resource="hyper-parameter-tuning-job",
+            resource_name=f"{config.job_name_prefix}*",
+        )
         defaults = FunctionDefaults(
             code=lambda_.Code.from_asset(str(PROJECT_ROOT / "lambdas"), exclude=LAMBDA_ASSET_EXCLUDES),
             layer=lambda_.LayerVersion.from_layer_version_arn(
@@ -91,6 +97,7 @@ class PipelineStack(Stack):
             defaults=defaults,
             pipeline_arn=pipeline_arn,
             training_job_arn=training_job_arn,
+            tuning_job_arn=tuning_job_arn,
         )
         self.quality_gate = QualityGate(
             self,
@@ -108,6 +115,7 @@ class PipelineStack(Stack):
             data=data,
             defaults=defaults,
             training_job_arn=training_job_arn,
+            tuning_job_arn=tuning_job_arn,
         )
         self.model_registry = ModelRegistry(
             self,
@@ -139,6 +147,12 @@ class PipelineStack(Stack):
         data_change = codepipeline.Variable(
             variable_name="DATA_CHANGE", default_value="none", description="summary of new training data"
         )
+        # Start an execution with RETRAIN=true to train even if a run with identical inputs completed.
+        retrain = codepipeline.Variable(
+            variable_name="RETRAIN",
+            default_value="false",
+            description="true: train even if a run with the same inputs exists",
+        )
         # The README's "Train action user parameters".
         origin = {
             "image_uri": build.variable("IMAGE_URI"),
@@ -148,7 +162,9 @@ class PipelineStack(Stack):
             "repo": source.variables.full_repository_name,
             "pipeline_execution_id": codepipeline.GlobalVariables.EXECUTION_ID,
         }
-        train = self.training.train_action({**origin, "trigger": trigger.reference()})
+        train = self.training.train_action(
+            {**origin, "trigger": trigger.reference(), "retrain": retrain.reference()}
+        )
         # The README's "Evaluate and Register action user parameters".
         training_job = train.variable("TRAINING_JOB_NAME")
         evaluate = self.quality_gate.action(
@@ -174,7 +190,7 @@ class PipelineStack(Stack):
             execution_mode=codepipeline.ExecutionMode.QUEUED,
             artifact_bucket=data.artifacts_bucket,
             restart_execution_on_update=False,
-            variables=[trigger, data_change],
+            variables=[trigger, data_change, retrain],
             triggers=[
                 codepipeline.TriggerProps(
                     provider_type=codepipeline.ProviderType.CODE_STAR_SOURCE_CONNECTION,

@@ -10,9 +10,10 @@ process. Each test has its own model package group, so tests never see each othe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -92,14 +93,18 @@ class ScriptedTraining:
     failure: str = "Hyperparameter max_depth is -1, but it must be an integer from 1 to 32."
     started: list[str] = field(default_factory=list)
     processes: dict[str, ScriptedProcess] = field(default_factory=dict)
+    # The metrics of a run from its hyperparameters (e.g. so the trials of a tuning job differ); None: `metrics`.
+    metrics_for: Callable[[dict[str, str]], dict[str, float]] | None = None
 
     def start(self, image: str, opt_ml: Path, name: str, log_file: Path) -> ScriptedProcess:
         self.started.append(name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         if self.outcome == "ok":
             rows = sum(len(p.read_text().splitlines()) for p in (opt_ml / "input/data/train").rglob("*.csv"))
-            (opt_ml / "model" / "model.txt").write_text(f"trained on {rows} rows")
-            log_file.write_text("".join(f"METRIC {k}={v}\n" for k, v in self.metrics.items()))
+            hyperparameters = json.loads((opt_ml / "input/config/hyperparameters.json").read_text())
+            (opt_ml / "model" / "model.txt").write_text(f"trained on {rows} rows with {hyperparameters}")
+            metrics = self.metrics_for(hyperparameters) if self.metrics_for else self.metrics
+            log_file.write_text("".join(f"METRIC {k}={v}\n" for k, v in metrics.items()))
             process = ScriptedProcess(0, self.polls)
         else:
             (opt_ml / "output" / "failure").write_text(self.failure)
@@ -135,9 +140,20 @@ class Lambdas:
     registry: LocalModelRegistry
     group: str  # this test's model package group
     package_events: list[dict[str, Any]]  # Model Package State Change events not yet delivered
+    functions: dict[str, Any] = field(default_factory=dict)  # handler -> a function of another deployment
 
     def function(self, spec: FunctionSpec) -> Any:
-        return self.cloud.deployment.function(spec.handler)
+        return self.functions.get(spec.handler) or self.cloud.deployment.function(spec.handler)
+
+    def use_tuning(self, tuning_deployment: Any) -> dict[str, Any]:
+        """start-training as the stack deploys it with `tuning` on: that variant's role (which may create
+        tuning jobs) and its TRAINING_CONFIG's tuning; returns the tuning config."""
+        function = tuning_deployment.function(START_TRAINING.handler)
+        self.functions[START_TRAINING.handler] = function
+        tuning = json.loads(function.environment["TRAINING_CONFIG"])["tuning"]
+        config = json.loads(self.env(START_TRAINING)["TRAINING_CONFIG"])
+        self.env(START_TRAINING)["TRAINING_CONFIG"] = json.dumps({**config, "tuning": tuning})
+        return tuning
 
     def env(self, spec: FunctionSpec) -> dict[str, str]:
         return self.environments[spec.handler]
@@ -182,9 +198,16 @@ class Lambdas:
         while self.events:
             self.record(self.events.pop(0))
 
-    def finished_job(self, name: str, status: str = "Completed", trained_seconds: int = 754) -> None:
+    def finished_job(
+        self,
+        name: str,
+        status: str = "Completed",
+        trained_seconds: int = 754,
+        spot_billable_seconds: int | None = None,
+    ) -> None:
         """A job SageMaker finished with `status` (restored into the local SageMaker: no container, no S3),
-        its times on the sample events' clock (T0)."""
+        its times on the sample events' clock (T0); with `spot_billable_seconds`, a managed spot job billed
+        that long."""
         request = {
             "TrainingJobName": name,
             "AlgorithmSpecification": {
@@ -210,6 +233,9 @@ class Lambdas:
             "HyperParameters": {"max_depth": "6", "eta": "0.2"},
             "Tags": [{"Key": k, "Value": v} for k, v in default_tags(name).items()],
         }
+        if spot_billable_seconds is not None:
+            request["EnableManagedSpotTraining"] = True
+            request["StoppingCondition"]["MaxWaitTimeInSeconds"] = 7200
         job = LocalTrainingJob(
             request=request,
             arn=f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name.lower()}",
@@ -225,8 +251,51 @@ class Lambdas:
             model_artifact=f"s3://{self.model_bucket}/models/{name}/output/model.tar.gz"
             if status == "Completed"
             else None,
+            billable_seconds=spot_billable_seconds,
         )
         self.sagemaker.restore_job(job)
+
+    def finished_tuning_job(self, name: str, trials: int = 2) -> list[str]:
+        """A tuning job that ran `trials` trials with the scripted container (its own events dropped: tests
+        send events built from the published samples) and ended; returns the trials' names."""
+        template = {
+            "AlgorithmSpecification": {
+                "TrainingImage": IMAGE_URI,
+                "TrainingInputMode": "File",
+                "MetricDefinitions": metrics.metric_definitions(),
+            },
+            "RoleArn": self.sagemaker_role_arn,
+            "InputDataConfig": [
+                {
+                    "ChannelName": "train",
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": f"s3://{self.data_bucket}/datasets/train/",
+                        }
+                    },
+                }
+            ],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{self.model_bucket}/models/"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        }
+        self.sagemaker.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name,
+            HyperParameterTuningJobConfig={
+                "Strategy": "Random",
+                "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "validation:rmse"},
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": trials, "MaxParallelTrainingJobs": 1},
+                "ParameterRanges": {
+                    "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "8"}]
+                },
+            },
+            TrainingJobDefinition={**template, "StaticHyperParameters": {"eta": "0.2"}},
+            Tags=[{"Key": k, "Value": v} for k, v in {**default_tags(name), "tuning-job": name}.items()],
+        )
+        self.sagemaker.tuning.wait(name)
+        self.events.clear()
+        return list(self.sagemaker.tuning.job(name).trials)
 
     def job_name(self, execution_id: str) -> str:
         return f"{PREFIX}{execution_id}"
@@ -256,7 +325,10 @@ class Lambdas:
         if metrics is not None:
             self.training.metrics = dict(metrics)
         execution = self.codepipeline.start_execution("StartPipelineExecution", "test")
-        origin = user_parameters(execution, **({"commit_id": commit} if commit else {}))
+        # Each execution stands for a new model, so a new build: its own image digest keeps the training
+        # cache from reusing an earlier run here (tests/lambdas/test_training_cache.py covers reuse).
+        digest = "sha256:" + hashlib.sha256(execution.encode()).hexdigest()
+        origin = user_parameters(execution, image_digest=digest, **({"commit_id": commit} if commit else {}))
         train = self.run_action(origin, execution)
         assert train.succeeded, train.failure_message
         name = train.output_variables["TRAINING_JOB_NAME"]
@@ -273,7 +345,7 @@ class Lambdas:
             )
             register = self.run_action(parameters, execution, spec=REGISTER_MODEL)
         self.deliver_package_events()
-        return PipelineRun(execution, name, train, evaluate, register)
+        return PipelineRun(execution, name, train, evaluate, register, digest)
 
     def approver(self, name: str = "approver-alice") -> Credentials:
         """A person allowed to decide on packages (an IAM user in the local AWS)."""
@@ -296,6 +368,7 @@ class PipelineRun:
     train: Any  # JobResult of each action
     evaluate: Any
     register: Any | None
+    image_digest: str  # the build's: each execution is a new one
 
 
 @dataclass

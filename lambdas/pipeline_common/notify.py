@@ -1,10 +1,12 @@
-"""The notification email: one per real status transition of a training job, built from the audit record.
+"""The notification email: one per real status transition of a run (a training job or a tuning job; not
+the trials of a tuning job), built from the audit record.
 
-Subject: `[<project>/<env>] Training <Status>: <job> (<short sha>, data v<short data version>)`, at most 99
-ASCII characters (SNS allows < 100): if that is too long the job name is shortened in the middle.
-Message attributes `event`, `status` and `job_name` (String) let subscribers filter, e.g. to failures only.
-The emails after training (quality gate failed, package registered, approved, rejected) are built here too,
-from the same record, with the same attributes (see "after training" below).
+Subject: `[<project>/<env>] Training <Status>: <job> (<short sha>, data v<short data version>)` (`Tuning`
+for a tuning job), at most 99 ASCII characters (SNS allows < 100): if that is too long the job name is
+shortened in the middle. Message attributes `event`, `status` and `job_name` (String) let subscribers
+filter, e.g. to failures only. The emails after training (quality gate failed, package registered,
+approved, rejected) are built here too, from the same record, with the same attributes (see "after
+training" below).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def subject(project: str, env: str, record: Mapping[str, Any]) -> str:
     sha = short(record.get("commit_id"), SHORT_SHA)
     data = short(record.get("data_version"), SHORT_DATA_VERSION)
     return fit_subject(
-        f"[{project}/{env}] Training {status}: ",
+        f"[{project}/{env}] {_what(record)} {status}: ",
         str(record.get("job_name", "?")),
         (f" ({sha}, data v{data})", f" ({sha})"),
     )
@@ -85,6 +87,14 @@ def fit_subject(head: str, job: str, tails: tuple[str, ...]) -> str:
             shortened = f"{job[: room - 3 - keep_end]}...{job[len(job) - keep_end :]}"
             return _ascii(f"{head}{shortened}{tail}")[:MAX_SUBJECT]
     raise AssertionError("unreachable")
+
+
+def _is_tuning(record: Mapping[str, Any]) -> bool:
+    return record.get("kind") == "tuning"
+
+
+def _what(record: Mapping[str, Any]) -> str:
+    return "Tuning" if _is_tuning(record) else "Training"
 
 
 def _ascii(text: str) -> str:
@@ -116,8 +126,30 @@ def duration_text(seconds: float | None) -> str:
     return "unknown (still running)" if seconds is None else format_duration(seconds)
 
 
+def spot_savings(billable: Any, training: Any) -> float | None:
+    """Managed spot's saving, `1 - BillableTimeInSeconds / TrainingTimeInSeconds` (DescribeTrainingJob), as
+    a fraction from 0 to 1; None without a training time."""
+    if not training or billable is None:
+        return None
+    return round(max(0.0, 1 - float(billable) / float(training)), 4)
+
+
+def spot_line(record: Mapping[str, Any]) -> str | None:
+    """The email's spot line: only for a spot run."""
+    if not record.get("use_spot"):
+        return None
+    saving = spot_savings(record.get("billable_seconds"), record.get("training_seconds"))
+    if saving is None:
+        return "managed spot (savings known when the job has ended)"
+    return (
+        f"{saving * 100:.0f}% saved by managed spot (billed {record.get('billable_seconds')} s of "
+        f"{record.get('training_seconds')} s trained)"
+    )
+
+
 def estimated_cost(record: Mapping[str, Any]) -> str:
-    """Billable instance-hours x the on-demand price; 'unknown' for an unknown type or no billable time."""
+    """Billable instance-hours x the on-demand price; 'unknown' for an unknown type or no billable time.
+    A tuning job's billable time is that of all its trials."""
     instance_type = str(record.get("instance_type") or "")
     count = int(record.get("instance_count") or 1)
     billable = record.get("billable_seconds")
@@ -131,8 +163,9 @@ def estimated_cost(record: Mapping[str, Any]) -> str:
     if record.get("use_spot"):
         training = record.get("training_seconds")
         saving = ""
-        if training:
-            saving = f", {max(0.0, 1 - float(billable) / float(training)) * 100:.0f}% saved"
+        fraction = spot_savings(billable, training)
+        if fraction is not None:
+            saving = f", {fraction * 100:.0f}% saved"
         text += f"; managed spot: billable time already reflects the spot discount{saving}"
     return text
 
@@ -141,17 +174,71 @@ def console_links(region: str, pipeline: str, record: Mapping[str, Any]) -> dict
     job = str(record.get("job_name", ""))
     base = f"https://{region}.console.aws.amazon.com"
     log_group = quote(quote("/aws/sagemaker/TrainingJobs", safe=""), safe="").replace("%", "$")
+    if _is_tuning(record):
+        links = {"Tuning job": f"{base}/sagemaker/home?region={region}#/hyper-tuning-jobs/{job}"}
+        best = record.get("best_training_job")
+        if best:
+            links["Best training job"] = f"{base}/sagemaker/home?region={region}#/jobs/{best}"
+        # The trials' log streams start with the tuning job's name.
+        links["Logs"] = (
+            f"{base}/cloudwatch/home?region={region}#logsV2:log-groups/log-group/{log_group}"
+            f"$3FlogStreamNameFilter$3D{quote(job, safe='')}"
+        )
+        return _with_execution(links, base, region, pipeline, record)
     links = {
         "Training job": f"{base}/sagemaker/home?region={region}#/jobs/{job}",
         "Logs": f"{base}/cloudwatch/home?region={region}#logsV2:log-groups/log-group/{log_group}"
         f"$3FlogStreamNameFilter$3D{quote(job, safe='')}",
     }
+    return _with_execution(links, base, region, pipeline, record)
+
+
+def _with_execution(
+    links: dict[str, str], base: str, region: str, pipeline: str, record: Mapping[str, Any]
+) -> dict[str, str]:
     execution = record.get("pipeline_execution_id")
     if execution:
         links["Pipeline execution"] = (
             f"{base}/codesuite/codepipeline/pipelines/{pipeline}/executions/{execution}/timeline?region={region}"
         )
     return links
+
+
+def _tuning_lines(record: Mapping[str, Any]) -> list[str]:
+    """What a tuning job's email says about its trials and its best one."""
+    tuning = record.get("tuning") or {}
+    counts = record.get("trial_counts") or {}
+    total = sum(int(v) for v in counts.values())
+    trials = (
+        f"{total} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})"
+        if total
+        else "none started yet"
+    )
+    if tuning.get("max_jobs"):
+        trials += f"; at most {tuning['max_jobs']}, {tuning.get('max_parallel_jobs', 1)} at a time"
+    if tuning.get("strategy"):
+        trials += f", strategy {tuning['strategy']}"
+    lines = [f"Trials:        {trials}"]
+    searched = [
+        f"{r['Name']} {'/'.join(r['Values'])}"
+        if "Values" in r
+        else f"{r['Name']} {r['MinValue']}..{r['MaxValue']}"
+        for ranges in (tuning.get("parameter_ranges") or {}).values()
+        for r in ranges
+    ]
+    if searched:
+        lines.append(f"Searched:      {', '.join(sorted(searched))}")
+    best = record.get("best_training_job")
+    if best:
+        value = record.get("objective_value")
+        objective = f"{record.get('objective_metric') or tuning.get('objective_metric')} = " + (
+            f"{float(value):.6g}" if value is not None else "?"
+        )
+        direction = tuning.get("objective_type")
+        lines.append(f"Best job:      {best}, {objective}" + (f" ({direction})" if direction else ""))
+    else:
+        lines.append("Best job:      none yet")
+    return lines
 
 
 def _metric_lines(metrics: Mapping[str, Any] | None) -> list[str]:
@@ -164,7 +251,7 @@ def _metric_lines(metrics: Mapping[str, Any] | None) -> list[str]:
 def body(region: str, pipeline: str, record: Mapping[str, Any]) -> str:
     status = str(record.get("status", "Unknown"))
     lines = [
-        f"Training job {record.get('job_name')} is {status}"
+        f"{_what(record)} job {record.get('job_name')} is {status}"
         + (
             f" ({record['secondary_status']})."
             if record.get("secondary_status") not in (None, status)
@@ -175,6 +262,8 @@ def body(region: str, pipeline: str, record: Mapping[str, Any]) -> str:
     ]
     if record.get("failure_reason"):
         lines.append(f"Reason:        {record['failure_reason']}")
+    if _is_tuning(record):
+        lines += _tuning_lines(record)
     lines += [
         f"Commit:        {record.get('commit_id') or 'unknown'} on {record.get('branch') or '?'} ({record.get('repo') or '?'})",
         f"Triggered by:  {record.get('trigger') or 'unknown'}",
@@ -187,16 +276,27 @@ def body(region: str, pipeline: str, record: Mapping[str, Any]) -> str:
         f"Image:         {record.get('image_uri') or 'unknown'}"
         + (f" ({record['image_digest']})" if record.get("image_digest") else ""),
         f"Instance:      {record.get('instance_count') or 1} x {record.get('instance_type') or 'unknown'}"
+        + (" per trial" if _is_tuning(record) else "")
         + (" (managed spot)" if record.get("use_spot") else ""),
         f"Duration:      {duration_text(duration_seconds(record))}",
         f"Est. cost:     {estimated_cost(record)}",
     ]
+    spot = spot_line(record)
+    if spot:
+        lines.append(f"Spot:          {spot}")
     if record.get("model_artifact"):
         lines.append(f"Model:         {record['model_artifact']}")
-    lines += ["", "Metrics:", *_metric_lines(record.get("metrics"))]
-    hyperparameters = record.get("hyperparameters") or {}
+    lines += [
+        "",
+        "Metrics of the best job:" if _is_tuning(record) else "Metrics:",
+        *_metric_lines(record.get("metrics")),
+    ]
+    hyperparameters = {**(record.get("hyperparameters") or {}), **(record.get("best_hyperparameters") or {})}
     if hyperparameters:
-        lines += ["", "Hyperparameters:", *(f"  {k} = {v}" for k, v in sorted(hyperparameters.items()))]
+        title = (
+            "Hyperparameters of the best job:" if record.get("best_hyperparameters") else "Hyperparameters:"
+        )
+        lines += ["", title, *(f"  {k} = {v}" for k, v in sorted(hyperparameters.items()))]
     lines += ["", "Links:"]
     lines += [f"  {name}: {url}" for name, url in console_links(region, pipeline, record).items()]
     lines += [

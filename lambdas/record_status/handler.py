@@ -1,4 +1,5 @@
-"""record-status: SageMaker Training Job State Change (EventBridge) → audit record + one email per transition.
+"""record-status: SageMaker Training Job and HyperParameter Tuning Job State Change (EventBridge) → audit
+record + one email per transition (none for the trials of a tuning job).
 
 Thin: validate the event, then apply it (`recording`, whose docstring states the guarantees). The
 conditional updates in `pipeline_common.audit` are what keep it right under duplicates, disorder and
@@ -59,6 +60,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     except BadInputError as error:
         logger.error("malformed state-change event, nothing written: %s", error, extra={"event": event})
         raise
+    except recording.NotTracked as error:
+        logger.info("not recorded: %s", error)
+        return {"job_name": None, "status": None, "outcome": "not-tracked", "emailed": False}
     if not change.job_name.startswith(settings.job_name_prefix):
         logger.info("ignoring job %s: not named %s*", change.job_name, settings.job_name_prefix)
         return {"job_name": change.job_name, "status": change.status, "outcome": "not-ours", "emailed": False}

@@ -165,11 +165,23 @@ def short_time(stamp: str | None) -> str:
         return str(stamp)
 
 
+def status_text(run: dict[str, Any]) -> str:
+    """The status, and what kind of run it was when it was not one training job of its own."""
+    status = str(run.get("status", "?"))
+    if run.get("cache_hit_of"):
+        return f"{status} (cache hit of {run['cache_hit_of']})"
+    if run.get("kind") == "tuning":
+        return f"{status} (tuning)"
+    if run.get("tuning_job"):
+        return f"{status} (trial)"
+    return status
+
+
 def table_rows(runs: Iterable[dict[str, Any]]) -> list[list[str]]:
     return [
         [
             str(run.get("job_name", "?")),
-            str(run.get("status", "?")),
+            status_text(run),
             str(run.get("commit_id", ""))[:7] or "-",
             str(run.get("data_version", "-")),
             headline_metric(run.get("metrics")),

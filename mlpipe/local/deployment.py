@@ -193,8 +193,17 @@ class LocalDeployment:
         try:
             description = clients["dynamodb"].create_table(**request)["TableDescription"]
         except clients["dynamodb"].exceptions.ResourceInUseException:
-            # A reused emulator already has it (a second run): deploying again changes nothing.
+            # A reused emulator already has it (a second run): deploying again changes nothing, except what a
+            # stack update would add, an index the template gained since (one per update, like CloudFormation).
             description = clients["dynamodb"].describe_table(TableName=name)["Table"]
+            existing = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
+            for index in indexes:
+                if index["IndexName"] not in existing:
+                    clients["dynamodb"].update_table(
+                        TableName=name,
+                        AttributeDefinitions=props["AttributeDefinitions"],
+                        GlobalSecondaryIndexUpdates=[{"Create": index}],
+                    )
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
             clients["dynamodb"].update_time_to_live(

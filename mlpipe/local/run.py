@@ -135,6 +135,20 @@ def _summary(report: RunReport, record: dict[str, Any], work: Path) -> None:
             add_row("reason", str(record["failure_reason"]))
         add_row("commit", str(record.get("commit_id", ""))[:12])
         add_row("data version", str(record.get("data_version")))
+        if record.get("cache_hit_of"):
+            add_row("cache", f"hit: reused {record['cache_hit_of']}, no job started")
+        elif record.get("cache_key"):
+            add_row(
+                "cache", f"miss: {record.get('cache_decision', '')} (key {str(record['cache_key'])[:12]})"
+            )
+        if record.get("kind") == "tuning":
+            counts = record.get("trial_counts") or {}
+            value = record.get("objective_value")
+            add_row(
+                "tuning",
+                f"{sum(counts.values())} trials; best {record.get('best_training_job') or '-'}"
+                + (f" {record.get('objective_metric')}={value:.4g}" if value is not None else ""),
+            )
         add_row("metrics", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())) or "-")
         add_row("model artifact", str(record.get("model_artifact") or "-"))
         gate = record.get("gate") or {}

@@ -55,7 +55,7 @@ def test_first_run_is_judged_by_the_floor_alone_and_awaits_approval(lambdas: Lam
 
     package = lambdas.registry.packages[record["model_package_arn"]]
     container = package["InferenceSpecification"]["Containers"][0]
-    assert container["Image"].endswith("@sha256:" + "d" * 64), "the image by digest, not by tag"
+    assert container["Image"].endswith("@" + run.image_digest), "the image by digest, not by tag"
     assert container["ModelDataUrl"] == run.train.output_variables["MODEL_ARTIFACT"]
     assert package["InferenceSpecification"]["SupportedContentTypes"] == ["text/csv", "application/json"]
     assert package["InferenceSpecification"]["SupportedRealtimeInferenceInstanceTypes"] == ["ml.m5.large"]
@@ -66,7 +66,7 @@ def test_first_run_is_judged_by_the_floor_alone_and_awaits_approval(lambdas: Lam
         and metadata["data-version"] == record["data_version"]
     )
     assert (
-        metadata["image-digest"] == "sha256:" + "d" * 64
+        metadata["image-digest"] == run.image_digest
         and metadata["pipeline-execution"] == run.execution_id
     )
     assert metadata["repo"] and metadata["branch"] == "main"

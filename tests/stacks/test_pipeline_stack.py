@@ -18,6 +18,7 @@ PACKAGES = f"arn:aws:sagemaker:us-east-1:111111111111:model-package/{GROUP}/*"
 GROUP_ARN = {
     "Fn::ImportValue": "TrainingData-dev:ExportsOutputFnGetAttModelPackageGroupModelPackageGroupArn8285360E"
 }
+TUNING_JOBS = f"arn:aws:sagemaker:us-east-1:111111111111:hyper-parameter-tuning-job/{PREFIX}*"
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,11 @@ def test_pipeline_is_v2_with_variables_and_branch_trigger(pipeline: dict[str, An
     assert pipeline["Variables"] == [
         {"Name": "TRIGGER", "DefaultValue": "push", "Description": "push or data-upload"},
         {"Name": "DATA_CHANGE", "DefaultValue": "none", "Description": "summary of new training data"},
+        {
+            "Name": "RETRAIN",
+            "DefaultValue": "false",
+            "Description": "true: train even if a run with the same inputs exists",
+        },
     ]
     assert pipeline["Triggers"] == [
         {
@@ -116,6 +122,7 @@ def test_train_action_user_parameters_match_the_readme(pipeline: dict[str, Any])
         "repo": "#{Source.FullRepositoryName}",
         "pipeline_execution_id": "#{codepipeline.PipelineExecutionId}",
         "trigger": "#{variables.TRIGGER}",
+        "retrain": "#{variables.RETRAIN}",
     }
 
 
@@ -311,6 +318,9 @@ def test_training_config_variable(synthesized: Synthesized) -> None:
         "use_spot": False,
         "max_wait_seconds": None,
         "hyperparameters": {"problem_type": "auto"},
+        "keep_alive_seconds": 0,
+        "cache": True,
+        "tuning": None,
     }
     assert "SageMakerExecutionRole" in variables["SAGEMAKER_ROLE_ARN"]["Fn::GetAtt"][0]
 
@@ -350,8 +360,16 @@ def test_training_state_rule_is_scoped_to_this_pipelines_jobs(synthesized: Synth
     rule = one_of(synthesized.pipeline_json, "AWS::Events::Rule", "TrainingJobStateChange")["Properties"]
     assert rule["EventPattern"] == {
         "source": ["aws.sagemaker"],
-        "detail-type": ["SageMaker Training Job State Change"],
-        "detail": {"TrainingJobName": [{"prefix": PREFIX}]},
+        "detail-type": [
+            "SageMaker Training Job State Change",
+            "SageMaker HyperParameter Tuning Job State Change",
+        ],
+        "detail": {
+            "$or": [
+                {"TrainingJobName": [{"prefix": PREFIX}]},
+                {"HyperParameterTuningJobName": [{"prefix": PREFIX}]},
+            ]
+        },
     }
     (target,) = rule["Targets"]
     assert "RecordStatus" in target["Arn"]["Fn::GetAtt"][0]
@@ -450,27 +468,50 @@ def test_pass_role_is_limited_to_the_sagemaker_role_and_service(synthesized: Syn
 
 
 def test_sagemaker_actions_are_scoped_to_the_job_prefix(synthesized: Synthesized) -> None:
+    """With tuning off (the repo's cdk.json), start-training may watch and stop tuning jobs of this pipeline
+    but not create one (tests/stacks/test_tuning_stack.py has tuning on)."""
     for role, expected in (
         (
             "StartTrainingRole",
-            {
-                "sagemaker:AddTags",
-                "sagemaker:CreateTrainingJob",
-                "sagemaker:DescribeTrainingJob",
-                "sagemaker:StopTrainingJob",
-            },
+            [
+                (
+                    {
+                        "sagemaker:AddTags",
+                        "sagemaker:CreateTrainingJob",
+                        "sagemaker:DescribeTrainingJob",
+                        "sagemaker:StopTrainingJob",
+                    },
+                    TRAINING_JOBS,
+                ),
+                (
+                    {"sagemaker:DescribeHyperParameterTuningJob", "sagemaker:StopHyperParameterTuningJob"},
+                    TUNING_JOBS,
+                ),
+            ],
         ),
-        ("RecordStatusRole", {"sagemaker:DescribeTrainingJob"}),
-        ("EvaluateModelRole", {"sagemaker:DescribeTrainingJob"}),
+        (
+            "RecordStatusRole",
+            [
+                ({"sagemaker:DescribeTrainingJob"}, TRAINING_JOBS),
+                (
+                    {
+                        "sagemaker:DescribeHyperParameterTuningJob",
+                        "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+                    },
+                    TUNING_JOBS,
+                ),
+            ],
+        ),
+        ("EvaluateModelRole", [({"sagemaker:DescribeTrainingJob"}, TRAINING_JOBS)]),
     ):
         found = [
             s
             for s in statements(synthesized, role)
             if any(a.startswith("sagemaker:") for a in as_list(s["Action"]))
         ]
-        found = [s for s in found if "sagemaker:DescribeTrainingJob" in as_list(s["Action"])]
-        assert [set(as_list(s["Action"])) for s in found] == [expected], role
-        assert [s["Resource"] for s in found] == [TRAINING_JOBS], role
+        # The registry's statements: test_model_registry_actions_are_scoped_to_the_group_and_its_versions.
+        found = [s for s in found if not any("ModelPackage" in a for a in as_list(s["Action"]))]
+        assert [(set(as_list(s["Action"])), s["Resource"]) for s in found] == expected, role
     assert PREFIX.lower() == PREFIX  # SageMaker lowercases job ARNs; IAM compares case-sensitively
 
 

@@ -103,7 +103,7 @@ def run(state: RunState) -> None:
         note(model_package.approve_command(arn))
     with handler_faults(state):
         deliver_events(state)
-    state.record = read_record(state)
+    state.record = read_record(state, state.trained_job())
     show_new_emails(state)
     note(f"approval status: {state.record.get('approval_status')}")
     show_lineage(state)

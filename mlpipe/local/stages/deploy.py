@@ -26,7 +26,12 @@ from stacks.functions import RECORD_STATUS, START_TRAINING
 
 EMAIL_INBOX = "local-run-email-inbox"
 REGISTRY_BUCKET = "mlpipe-local-model-registry"  # the registry stand-in's state, in the emulator
-PIPELINE_VARIABLES = {"TRIGGER": "push", "DATA_CHANGE": "none"}  # the pipeline's declared defaults
+
+
+def pipeline_variables(deployment: LocalDeployment) -> dict[str, str]:
+    """The pipeline's declared variables and their defaults, from the template (TRIGGER, RETRAIN, ...)."""
+    (pipeline,) = deployment.pipeline.of_type("AWS::CodePipeline::Pipeline").values()
+    return {v["Name"]: str(v.get("DefaultValue", "")) for v in pipeline["Properties"].get("Variables", [])}
 
 
 def run(state: RunState) -> None:
@@ -42,6 +47,7 @@ def run(state: RunState) -> None:
         stop_container=containers.remove_container,
         on_state_change=state.events.append,
         region=state.region,
+        note=note,
     )
     state.cleanup.callback(state.sagemaker.stop_all)
     state.registry = LocalModelRegistry(
@@ -53,7 +59,8 @@ def run(state: RunState) -> None:
     state.deployment = deployment
     state.bus = LocalEventBus(deployment)
     state.codepipeline = LocalCodePipeline(
-        deployment.function(START_TRAINING.handler).environment["PIPELINE_NAME"], PIPELINE_VARIABLES
+        deployment.function(START_TRAINING.handler).environment["PIPELINE_NAME"],
+        pipeline_variables(deployment),
     )
     cloud.add_service(state.codepipeline)
     sqs = cloud.client("sqs")

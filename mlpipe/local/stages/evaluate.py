@@ -16,12 +16,12 @@ from stacks.functions import EVALUATE_MODEL
 def run(state: RunState) -> None:
     function = state.need("deployment").function(EVALUATE_MODEL.handler)
     parameters = {
-        "training_job_name": state.need("job_name"),
+        "training_job_name": state.trained_job(),
         "pipeline_execution_id": state.need("execution_id"),
     }
     with handler_faults(state):
         result = run_action(state, function, parameters)
-    state.record = read_record(state)
+    state.record = read_record(state, state.trained_job())
     gate = state.record.get("gate") or {}
     if not result.succeeded:
         show_new_emails(state)

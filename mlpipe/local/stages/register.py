@@ -15,14 +15,14 @@ def run(state: RunState) -> None:
     function = state.need("deployment").function(REGISTER_MODEL.handler)
     parameters = {
         **origin_parameters(state),
-        "training_job_name": state.need("job_name"),
+        "training_job_name": state.trained_job(),
         "model_artifact": state.need("model_artifact"),
         "evaluation_uri": state.need("evaluation_uri"),
     }
     with handler_faults(state):
         result = run_action(state, function, parameters)
         deliver_events(state)
-    state.record = read_record(state)
+    state.record = read_record(state, state.trained_job())
     show_new_emails(state)
     if not result.succeeded:
         raise StageFailed(result.failure_message or "registering the model failed")
