@@ -65,10 +65,7 @@ def test_first_run_is_judged_by_the_floor_alone_and_awaits_approval(lambdas: Lam
         metadata["data-manifest"] == record["data_manifest"]
         and metadata["data-version"] == record["data_version"]
     )
-    assert (
-        metadata["image-digest"] == run.image_digest
-        and metadata["pipeline-execution"] == run.execution_id
-    )
+    assert metadata["image-digest"] == run.image_digest and metadata["pipeline-execution"] == run.execution_id
     assert metadata["repo"] and metadata["branch"] == "main"
     statistics = package["ModelMetrics"]["ModelQuality"]["Statistics"]
     assert (
