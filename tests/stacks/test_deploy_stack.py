@@ -379,3 +379,17 @@ def test_serverless_production_and_a_canary_below_one_instance_are_refused() -> 
         PipelineConfig.from_mapping(
             {**base, "guardrail": {"type": "canary", "size_percent": 10, "wait_seconds": 60}}
         )
+
+
+def test_every_deploy_spec_is_one_function_of_the_deploy_stack_with_its_module(
+    deploy: dict[str, Any],
+) -> None:
+    from stacks import functions
+
+    handlers = sorted(
+        r["Properties"]["Handler"] for r in resources_of(deploy, "AWS::Lambda::Function").values()
+    )
+    assert handlers == sorted(spec.handler for spec in functions.DEPLOY_ALL)
+    for spec in functions.DEPLOY_ALL:
+        module = spec.handler.rsplit(".", 1)[0].replace(".", "/")
+        assert (PROJECT_ROOT / "lambdas" / f"{module}.py").is_file(), spec.handler
