@@ -250,6 +250,8 @@ class LocalEndpoints:
                     f"Endpoint update was rolled back: alarm {fired} went into ALARM during baking."
                 )
                 endpoint.phases = [Phase("RollingBack", self.steps, {endpoint.config: 1.0})]
+                # All traffic returns to the old fleet at once; the new fleet is then torn down.
+                self._route(endpoint, {endpoint.config: 1.0})
                 self._emit(endpoint)
                 return
         if endpoint.phases:
