@@ -240,8 +240,12 @@ class LocalInferenceApi:
 
             do_POST = do_GET = do_PUT = _any
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            # The default backlog of 5 drops connections under a burst of callers (a 1 s SYN retry each).
+            request_queue_size = 128
+            daemon_threads = True
+
+        server = Server(("127.0.0.1", 0), Handler)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
@@ -251,17 +255,31 @@ class LocalInferenceApi:
             server.server_close()
 
 
+_connections = threading.local()  # keep-alive connections to the models, one per API thread and model
+
+
 def _post(base_url: str, body: bytes, content_type: str, accept: str) -> tuple[int, bytes, str, float]:
     """(status, body, content type, seconds) of the model's /invocations; status 0 when it is unreachable."""
     parts = urlsplit(base_url)
+    pool = _connections.__dict__.setdefault("pool", {})
+    headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
     started = time.perf_counter()
-    try:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
-        connection.request("POST", "/invocations", body=body, headers=headers)
-        response = connection.getresponse()
-        answer = response.read()
-        connection.close()
-        return response.status, answer, response.getheader("Content-Type", ""), time.perf_counter() - started
-    except (OSError, http.client.HTTPException) as error:
-        return 0, str(error).encode(), "", time.perf_counter() - started
+    for attempt in (1, 2):  # a kept-alive connection the model closed meanwhile is reopened once
+        connection = pool.get(base_url) or http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        try:
+            connection.request("POST", "/invocations", body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+            pool[base_url] = connection
+            return (
+                response.status,
+                answer,
+                response.getheader("Content-Type", ""),
+                time.perf_counter() - started,
+            )
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            pool.pop(base_url, None)
+            if attempt == 2:
+                return 0, str(error).encode(), "", time.perf_counter() - started
+    raise AssertionError("unreachable")
