@@ -19,7 +19,6 @@ from typing import Any
 
 from mlpipe.local.deployment import LocalDeployment, LocalFunction
 
-
 KNOWN_OPERATORS = frozenset({"exists", "prefix", "anything-but"})
 
 
