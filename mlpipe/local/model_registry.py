@@ -25,20 +25,19 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import re
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import botocore.session
 from botocore.exceptions import ClientError, ParamValidationError
 from botocore.validate import validate_parameters
 
 from mlpipe.local.emulator import ACCOUNT
+from mlpipe.local.store import StateStore
 
 StateChangeListener = Callable[[dict[str, Any]], None]
 DETAIL_TYPE = "SageMaker Model Package State Change"
@@ -146,39 +145,6 @@ def _event_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class RegistryStore(Protocol):
-    """Where the registry's state outlives the process (the local run: one object in the emulator's S3)."""
-
-    def load(self) -> dict[str, Any] | None: ...
-
-    def save(self, state: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class S3RegistryStore:
-    """The registry's state as one JSON object in a bucket of the emulator."""
-
-    s3: Any
-    bucket: str
-    key: str = "model-registry.json"
-
-    def load(self) -> dict[str, Any] | None:
-        try:
-            self.s3.create_bucket(Bucket=self.bucket)
-        except ClientError as error:
-            if error.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
-        try:
-            return json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())  # type: ignore[no-any-return]
-        except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-
-    def save(self, state: dict[str, Any]) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(state, default=str).encode())
-
-
 def _user_context(principal: str) -> dict[str, Any]:
     """A UserContext for an IAM caller, as DescribeModelPackage reports CreatedBy and LastModifiedBy."""
     return {
@@ -208,7 +174,7 @@ class LocalModelRegistry:
         region: str,
         on_state_change: StateChangeListener,
         account: str = ACCOUNT,
-        store: RegistryStore | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self._region = region
         self._account = account

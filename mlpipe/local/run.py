@@ -114,11 +114,13 @@ def run(options: Options, stages: tuple[Stage, ...] = STAGES) -> int:
             # The pipeline failed at a stage: still show the record and the emails it produced.
             record.show_after_failure(state)
         finally:
-            _summary(report, state.record, work)
+            _summary(report, state.record, state.model_record, work)
     return 1 if report.failed else 0
 
 
-def _summary(report: RunReport, record: dict[str, Any], work: Path) -> None:
+def _summary(report: RunReport, record: dict[str, Any], model_record: dict[str, Any], work: Path) -> None:
+    """The run's own record, and the gate, package and approval of the model it took (`model_record`: the
+    same record, or the reused run's on a cache hit)."""
     table = Table(title="local run", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
@@ -151,12 +153,13 @@ def _summary(report: RunReport, record: dict[str, Any], work: Path) -> None:
             )
         add_row("metrics", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())) or "-")
         add_row("model artifact", str(record.get("model_artifact") or "-"))
-        gate = record.get("gate") or {}
+        model = model_record or record
+        gate = model.get("gate") or {}
         add_row("gate", f"{gate['status']}: {gate['reason']}" if gate else "-")
-        if record.get("model_package_arn"):
-            add_row("model package", f"v{record.get('model_package_version')} {record['model_package_arn']}")
-            decided = f" by {record['approval_decided_by']}" if record.get("approval_decided_by") else ""
-            add_row("approval", f"{record.get('approval_status')}{decided}")
+        if model.get("model_package_arn"):
+            add_row("model package", f"v{model.get('model_package_version')} {model['model_package_arn']}")
+            decided = f" by {model['approval_decided_by']}" if model.get("approval_decided_by") else ""
+            add_row("approval", f"{model.get('approval_status')}{decided}")
     for stage, outcome, seconds in report.stages:
         add_row(stage, f"{outcome} {format_duration(seconds)}")
     add_row("total", format_duration(sum(s for _, _, s in report.stages)))

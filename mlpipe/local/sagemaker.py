@@ -18,6 +18,7 @@ Hyperparameter tuning jobs are `mlpipe.local.tuning`: their trials are this clas
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import logging
@@ -40,6 +41,7 @@ from pipeline_common.metrics import apply_definitions
 from sagemaker_contract.paths import OptMl
 
 from mlpipe.local.emulator import ACCOUNT
+from mlpipe.local.store import StateStore, json_safe
 from mlpipe.local.tuning import LocalTuning
 
 logger = logging.getLogger(__name__)
@@ -168,6 +170,7 @@ class LocalSageMaker:
         region: str,
         account: str = ACCOUNT,
         note: Callable[[str], None] | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self._s3_as_role = s3_as_role
         self._workdir = workdir
@@ -177,6 +180,12 @@ class LocalSageMaker:
         self._region = region
         self._account = account
         self._jobs: dict[str, LocalTrainingJob] = {}
+        # Jobs that ended in an earlier session against the same emulator (with a `store`): SageMaker keeps
+        # describing a job after it ended, so a later run's Evaluate of a reused model finds it.
+        self._store = store
+        self._ended: dict[str, dict[str, Any]] = (
+            (store.load() or {}).get("training_jobs", {}) if store else {}
+        )
         self._lock = threading.Lock()
         self.tuning = LocalTuning(self, note or logger.info)
 
@@ -235,7 +244,7 @@ class LocalSageMaker:
         check_name(request, "TrainingJobName", "CreateTrainingJob")
         name = request["TrainingJobName"]
         with self._lock:
-            if name in self._jobs:
+            if name in self._jobs or name in self._ended:
                 # What real SageMaker does for a duplicate name (moto wrongly accepts it).
                 raise _client_error(
                     "ResourceInUse", f"Training job {name} already exists", "CreateTrainingJob"
@@ -265,6 +274,8 @@ class LocalSageMaker:
         return {"TrainingJobArn": job.arn}
 
     def describe_training_job(self, TrainingJobName: str) -> dict[str, Any]:  # boto3's parameter name
+        if TrainingJobName not in self._jobs and TrainingJobName in self._ended:
+            return copy.deepcopy(self._ended[TrainingJobName]["description"])
         job = self._job(TrainingJobName, "DescribeTrainingJob")
         self._poll(job)
         return self._describe(job)
@@ -287,6 +298,9 @@ class LocalSageMaker:
         for job in [*self._jobs.values(), *self.tuning.jobs()]:
             if job.arn == ResourceArn:
                 return {"Tags": list(job.request.get("Tags", []))}
+        for ended in self._ended.values():
+            if ended["description"]["TrainingJobArn"] == ResourceArn:
+                return {"Tags": list(ended["tags"])}
         raise _client_error("ValidationException", f"Resource {ResourceArn} not found.", "ListTags")
 
     def stop_training_job(self, TrainingJobName: str) -> dict[str, Any]:  # boto3's parameter name
@@ -425,6 +439,13 @@ class LocalSageMaker:
         job.ended = datetime.now(UTC)
         job.failure_reason = reason
         self._transition(job, status, status, reason or f"Training job {status.lower()}")
+        if self._store is not None:
+            with self._lock:
+                self._ended[job.name] = {
+                    "description": json_safe(self._describe(job)),
+                    "tags": list(job.request.get("Tags", [])),
+                }
+                self._store.save({"training_jobs": self._ended})
 
     def _transition(self, job: LocalTrainingJob, status: str, secondary: str, message: str) -> None:
         now = datetime.now(UTC)

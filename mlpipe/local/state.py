@@ -72,7 +72,10 @@ class RunState:
     outputs: dict[str, str] = field(default_factory=dict)  # the Train action's output variables
     evaluation_uri: str | None = None  # from Evaluate
     package_arn: str | None = None  # from Register
-    record: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)  # the execution's own run's audit record
+    # The record of the model the later stages take (Evaluate on): the same run's, or on a cache hit the
+    # reused run's (its gate, package and approvals).
+    model_record: dict[str, Any] = field(default_factory=dict)
     emails: list[dict[str, Any]] = field(default_factory=list)
 
     def need(self, name: str) -> Any:

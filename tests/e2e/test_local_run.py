@@ -147,7 +147,14 @@ def test_happy_path_email_reads_well(happy_run: tuple) -> None:
     for metric in record["metrics"]:
         assert metric in email
     assert "console.aws.amazon.com" in email
-    assert files["emails"][-1]["attributes"]["status"] == "Completed"
+    events = [(e["attributes"]["event"], e["attributes"]["status"]) for e in files["emails"]]
+    # Then the package is registered and awaits a person: one email, with the commands that decide.
+    assert events == [
+        ("training", "InProgress"),
+        ("training", "Completed"),
+        ("registration", "PendingManualApproval"),
+    ]
+    assert "mlpipe-runs approve" in files["emails"][-1]["body"]
 
 
 def test_runs_lists_the_run_from_the_emulator(happy_run: tuple, emulator: str) -> None:
@@ -179,7 +186,8 @@ def test_a_run_under_seeded_transient_faults_still_completes(emulator: str, tmp_
     assert "--faults 7:" in result.stdout and " of " in result.stdout
     files = run_files(tmp_path)
     assert files["record"]["status"] == "Completed"
-    assert [e["attributes"]["status"] for e in files["emails"]][-1] == "Completed"
+    training = [e["attributes"]["status"] for e in files["emails"] if e["attributes"]["event"] == "training"]
+    assert training[-1] == "Completed"
 
 
 def test_an_unchanged_second_run_against_the_same_emulator_is_a_cache_hit(
@@ -211,12 +219,48 @@ def test_a_tuning_run_trains_its_trials_and_serves_the_best_model(emulator: str,
     assert record["kind"] == "tuning" and record["status"] == "Completed" and len(record["job_name"]) <= 32
     assert record["best_training_job"].startswith(record["job_name"])
     assert record["trial_counts"] == {"Completed": 2}
-    assert [(e["attributes"]["status"], e["attributes"]["job_name"]) for e in files["emails"]] == [
+    training = [e for e in files["emails"] if e["attributes"]["event"] == "training"]
+    assert [(e["attributes"]["status"], e["attributes"]["job_name"]) for e in training] == [
         ("InProgress", record["job_name"]),
         ("Completed", record["job_name"]),
-    ]
+    ], "one email per transition of the tuning job, none per trial"
+    registered = [e for e in files["emails"] if e["attributes"]["event"] == "registration"]
+    assert [e["attributes"]["job_name"] for e in registered] == [record["best_training_job"]]
     assert "Tuning Completed" in files["email"].splitlines()[0] and "Best job:" in files["email"]
     assert "✓ Smoke-serve" in result.stdout
+
+
+def test_approve_then_a_worse_model_fails_the_gate_against_the_approved_package(
+    happy_run: tuple, emulator: str, tmp_path: Path
+) -> None:
+    """Issue 12: `--approve` ends with an approved package and its lineage printed (the happy run's model:
+    same inputs, so a cache hit that re-presents its package); a second run with a worse model (one boosting
+    round) then fails the quality gate against that approved package, with the reason everywhere."""
+    approved_dir, worse_dir = tmp_path / "approve", tmp_path / "worse"
+    approved = local_run(emulator, approved_dir, "--approve")
+    assert approved.returncode == 0, approved.stdout[-3000:] + approved.stderr[-3000:]
+    (run_dir,) = [p for p in approved_dir.iterdir() if p.is_dir()]
+    lineage = json.loads((run_dir / "lineage.json").read_text())
+    package = lineage["model_package"]["arn"]
+    assert lineage["model_package"]["approval_status"] == "Approved"
+    assert package in approved.stdout, "the lineage is printed"
+    assert "approved as arn:aws:iam::" in approved.stdout and "local-approver-" in approved.stdout
+    decisions = lineage["approvals"]
+    assert [d["status"] for d in decisions] == ["Approved"]
+    assert decisions[0]["decided_by"].split("/")[-1].startswith("local-approver-")
+    assert lineage["commit"]["id"] == happy_run[1]["record"]["commit_id"]
+
+    worse = local_run(emulator, worse_dir, "--hyperparameters", "num_round=1")
+    assert worse.returncode != 0
+    assert "✓ Train" in worse.stdout and "✗ Evaluate" in worse.stdout
+    assert "worse than the approved model" in worse.stdout
+    (run_dir,) = [p for p in worse_dir.iterdir() if p.is_dir()]
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["gate"]["status"] == "Failed" and record["gate"]["baseline_package_arn"] == package
+    emails = json.loads((run_dir / "emails.json").read_text())
+    assert [e["attributes"]["status"] for e in emails if e["attributes"].get("event") == "quality-gate"] == [
+        "Failed"
+    ]
 
 
 def test_nothing_is_left_running(happy_run: tuple, failed_run: tuple, tmp_path: Path) -> None:

@@ -210,6 +210,49 @@ def test_unknown_job_is_a_validation_error(s3: Buckets, tmp_path: Path) -> None:
     assert raised.value.response["Error"]["Code"] == "ValidationException"
 
 
+def test_an_ended_job_is_still_described_in_a_later_session_against_the_same_emulator(
+    s3: Buckets, tmp_path: Path
+) -> None:
+    """A later local run against a reused emulator is a later session of the same account: SageMaker keeps
+    describing an ended job (a cache hit's Evaluate describes the reused run's job), its name stays taken,
+    and its tags stay readable."""
+    from mlpipe.local.store import S3JsonStore
+
+    store = S3JsonStore(s3.client, s3.models, "stand-ins/training-jobs.json")
+    first = LocalSageMaker(
+        s3_as_role=lambda role_arn: s3.client,
+        workdir=tmp_path / "first",
+        start_container=fake_container("ok"),
+        stop_container=lambda name: None,
+        on_state_change=lambda event: None,
+        region="us-east-1",
+        store=store,
+    )
+    first.create_training_job(**training_request("job-kept", s3))
+    ended = first.wait("job-kept", poll_seconds=0.05)
+
+    later = LocalSageMaker(
+        s3_as_role=lambda role_arn: s3.client,
+        workdir=tmp_path / "later",
+        start_container=fake_container("ok"),
+        stop_container=lambda name: None,
+        on_state_change=lambda event: None,
+        region="us-east-1",
+        store=store,
+    )
+    described = later.describe_training_job(TrainingJobName="job-kept")
+    assert described["TrainingJobStatus"] == "Completed"
+    assert described["FinalMetricDataList"][0]["MetricName"] == ended["FinalMetricDataList"][0]["MetricName"]
+    assert described["ModelArtifacts"] == ended["ModelArtifacts"]
+    assert described["TrainingEndTime"] == ended["TrainingEndTime"].timestamp()  # the JSON protocol's form
+    with pytest.raises(ClientError) as raised:
+        later.create_training_job(**training_request("job-kept", s3))
+    assert raised.value.response["Error"]["Code"] == "ResourceInUse"
+    assert later.list_tags(ResourceArn=described["TrainingJobArn"]) == {
+        "Tags": [{"Key": "commit", "Value": "abc123"}]
+    }
+
+
 # -- hyperparameter tuning jobs ---------------------------------------------------------------------------------
 FAKE_TUNED_TRAIN = """
 import json, pathlib, sys

@@ -118,5 +118,6 @@ def show_new_emails(state: RunState) -> list[dict[str, Any]]:
         console.rule(f"[bold]email[/] {escape(str(email['subject']))}", characters="-")
         console.print(email["body"], markup=False)
     state.emails.extend(new)
-    (state.work / "emails.json").write_text(json.dumps(state.emails, indent=2))
+    if state.emails:  # no file for a run that sent nothing (a cache hit of a decided model, say)
+        (state.work / "emails.json").write_text(json.dumps(state.emails, indent=2))
     return new

@@ -63,7 +63,7 @@ def approve_command(arn: str, gateway_url: str, region: str, credentials: Creden
 
 
 def show_lineage(state: RunState) -> dict[str, Any]:
-    chain = lineage(state.record)
+    chain = lineage(state.model_record)
     (state.work / "lineage.json").write_text(json.dumps(chain, indent=2, sort_keys=True, default=str))
     console.rule("[bold]lineage[/]", characters="-")
     console.print(render(chain), markup=False)
@@ -81,7 +81,7 @@ def _decision_arrived(state: RunState, arn: str) -> bool:
 
 def run(state: RunState) -> None:
     cloud, arn = state.need("cloud"), state.need("package_arn")
-    status = state.record.get("approval_status")
+    status = state.model_record.get("approval_status")
     if status == model_package.PENDING and state.options.approve:
         approver = cloud.user(approver_name(), APPROVER_ACTIONS)
         sagemaker = approver.session(state.region).client("sagemaker", endpoint_url=cloud.gateway.url)
@@ -103,7 +103,8 @@ def run(state: RunState) -> None:
         note(model_package.approve_command(arn))
     with handler_faults(state):
         deliver_events(state)
-    state.record = read_record(state, state.trained_job())
+    state.model_record = read_record(state, state.trained_job())
+    state.record = read_record(state)
     show_new_emails(state)
-    note(f"approval status: {state.record.get('approval_status')}")
+    note(f"approval status: {state.model_record.get('approval_status')}")
     show_lineage(state)

@@ -19,13 +19,15 @@ from mlpipe.local.codepipeline import LocalCodePipeline
 from mlpipe.local.console import note
 from mlpipe.local.deployment import LocalDeployment
 from mlpipe.local.eventbus import LocalEventBus
-from mlpipe.local.model_registry import LocalModelRegistry, S3RegistryStore
+from mlpipe.local.model_registry import LocalModelRegistry
 from mlpipe.local.sagemaker import LocalSageMaker
 from mlpipe.local.state import RunState
+from mlpipe.local.store import S3JsonStore
 from stacks.functions import RECORD_STATUS, START_TRAINING
 
 EMAIL_INBOX = "local-run-email-inbox"
-REGISTRY_BUCKET = "mlpipe-local-model-registry"  # the registry stand-in's state, in the emulator
+# The stand-ins' state, in the emulator: what SageMaker would still know in a later run against it.
+STATE_BUCKET = "mlpipe-local-stand-ins"
 
 
 def pipeline_variables(deployment: LocalDeployment) -> dict[str, str]:
@@ -48,10 +50,13 @@ def run(state: RunState) -> None:
         on_state_change=state.events.append,
         region=state.region,
         note=note,
+        store=S3JsonStore(cloud.client("s3"), STATE_BUCKET, "training-jobs.json"),
     )
     state.cleanup.callback(state.sagemaker.stop_all)
     state.registry = LocalModelRegistry(
-        state.region, state.events.append, store=S3RegistryStore(cloud.client("s3"), REGISTRY_BUCKET)
+        state.region,
+        state.events.append,
+        store=S3JsonStore(cloud.client("s3"), STATE_BUCKET, "model-registry.json"),
     )
     cloud.add_service(state.sagemaker)
     cloud.add_service(state.registry)  # before deploying: the model package group is created in it

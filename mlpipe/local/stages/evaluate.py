@@ -21,8 +21,8 @@ def run(state: RunState) -> None:
     }
     with handler_faults(state):
         result = run_action(state, function, parameters)
-    state.record = read_record(state, state.trained_job())
-    gate = state.record.get("gate") or {}
+    state.model_record = read_record(state, state.trained_job())
+    gate = state.model_record.get("gate") or {}
     if not result.succeeded:
         show_new_emails(state)
         show_lineage(state)

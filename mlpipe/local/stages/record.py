@@ -58,7 +58,7 @@ def show_after_failure(state: RunState) -> None:
     if state.job_name is None or state.email_inbox is None:
         return
     with contextlib.suppress(Exception):
-        state.record = state.record or read_record(state)
+        state.record = read_record(state)  # as the failed stage left it (a gate's result, say)
         state.emails = state.emails or read_sns_inbox(state.client("sqs"), state.email_inbox)
         if state.emails:
             show_emails(state.emails, state.work)

@@ -22,10 +22,10 @@ def run(state: RunState) -> None:
     with handler_faults(state):
         result = run_action(state, function, parameters)
         deliver_events(state)
-    state.record = read_record(state, state.trained_job())
+    state.model_record = read_record(state, state.trained_job())
     show_new_emails(state)
     if not result.succeeded:
         raise StageFailed(result.failure_message or "registering the model failed")
     state.package_arn = result.output_variables["MODEL_PACKAGE_ARN"]
     note(f"model package v{result.output_variables['MODEL_PACKAGE_VERSION']}: {state.package_arn}")
-    note(f"approval status: {state.record.get('approval_status')}")
+    note(f"approval status: {state.model_record.get('approval_status')}")
