@@ -113,7 +113,15 @@ def record_deployment(table: str, job_name: str, stage: str, version: int, field
     True: written; False: the record already had this or a later state (nothing changed)."""
     status = str(fields["status"])
     attribute = deployment_attribute(stage, version)
-    entry = {**audit.clean(fields), "stage": stage, "model_package_version": version, "rank": RANK[status]}
+    # What the start recorded (its config, its time) stays; the condition below still decides the write.
+    earlier = deployment_of(audit.get_record(table, job_name) or {}, stage, version)
+    entry = {
+        **earlier,
+        **audit.clean(fields),
+        "stage": stage,
+        "model_package_version": version,
+        "rank": RANK[status],
+    }
     try:
         aws.client("dynamodb").update_item(
             TableName=table,

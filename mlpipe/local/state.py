@@ -27,6 +27,7 @@ class Options:
     approve: bool = False  # approve the registered package as a named local IAM user
     approval_wait: float = 0.0  # seconds to wait for an approval made from another terminal
     retrain: bool = False  # the execution's RETRAIN variable: train even if an identical run completed
+    deploy: bool = False  # after approval: staging, its golden test through the local API, production
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,7 @@ def test_staging_deploy_creates_model_config_and_endpoint_once_and_records_one_e
         and entry["endpoint"] == STAGING
         and entry["started_at"] <= entry["ended_at"]
     )
+    assert entry["config"]["instance_type"] == "ml.m5.large"  # the stage's config, kept from the start
     # The whole action again (a retried stage): nothing new is created, no second email.
     again, _ = deploy.deploy("staging", arn)
     assert again.outcome == SUCCEEDED
