@@ -181,6 +181,51 @@ def _deregister_autoscaling(t: Target) -> None:
             raise
 
 
+def transform_request(settings: deployments.DeploySettings, t: Target, execution: str) -> dict[str, Any]:
+    """CreateTransformJob for the newly deployed model over the batch input prefix (SageMaker's split:
+    lines packed into requests of at most 6 MB, answers joined line by line), output encrypted with the key."""
+    batch = settings.deploy["batch_transform"]
+    name = endpoints.transform_job_name(
+        settings.project_name, settings.env_name, t.package.version, execution
+    )
+    return {
+        "TransformJobName": name,
+        "ModelName": t.model,
+        "BatchStrategy": "MultiRecord",
+        "MaxPayloadInMB": 6,
+        "TransformInput": {
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": f"s3://{settings.data_bucket}/{batch['input_prefix']}",
+                }
+            },
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {
+            "S3OutputPath": f"s3://{settings.model_bucket}/{batch['output_prefix']}{name}/",
+            "AssembleWith": "Line",
+            "Accept": "text/csv",
+            "KmsKeyId": settings.kms_key_arn,
+        },
+        "TransformResources": {
+            "InstanceType": batch["instance_type"],
+            "InstanceCount": batch["instance_count"],
+            "VolumeKmsKeyId": settings.kms_key_arn,
+        },
+    }
+
+
+def _start_transform(settings: deployments.DeploySettings, t: Target, execution: str) -> None:
+    """Once per production deploy (the name comes from the pipeline execution): a retry finds its job."""
+    try:
+        aws.client("sagemaker").create_transform_job(**transform_request(settings, t, execution))
+    except Exception as error:
+        if aws.error_code(error) != "ResourceInUse" and ALREADY_EXISTS not in str(error):
+            raise
+
+
 def _token(state: dict[str, Any]) -> str:
     return json.dumps(state, sort_keys=True, separators=(",", ":"))
 
@@ -242,6 +287,8 @@ def step(
         return ActionResult(FAILED, t.endpoint, f"{t.endpoint} failed: {reason}")
     if current == t.config:  # InService on this package's config
         _register_autoscaling(settings, t)
+        if t.stage == endpoints.PRODUCTION and settings.deploy.get("batch_transform"):
+            _start_transform(settings, t, execution)
         deployments.finish(
             settings,
             t.package.job_name,

@@ -71,6 +71,8 @@ class LocalEndpoints:
         "CreateEndpoint": "_create_endpoint",
         "UpdateEndpoint": "_update_endpoint",
         "DescribeEndpoint": "_describe_endpoint",
+        "CreateTransformJob": "_create_transform_job",
+        "DescribeTransformJob": "_describe_transform_job",
     }
 
     def __init__(
@@ -81,12 +83,16 @@ class LocalEndpoints:
         alarm_check: Callable[[str, str], str | None] | None = None,
         serving: Serving | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        run_transform: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
         self.region = region
         self.steps = steps  # describes before a phase ends (virtual time)
         self.alarm_check = alarm_check or (lambda endpoint, config: None)
         self.serving = serving
         self.on_event = on_event or (lambda event: None)
+        # A transform job's work (`mlpipe.local.transform` on the model's `serve`): None, or why it failed.
+        self.run_transform = run_transform or (lambda request: None)
+        self.transform_jobs: dict[str, dict[str, Any]] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.configs: dict[str, dict[str, Any]] = {}
         self.endpoints: dict[str, Endpoint] = {}
@@ -341,6 +347,55 @@ class LocalEndpoints:
                 "detail": detail,
             }
         )
+
+    # -- transform jobs: InProgress, then (at the next describe) the work done and Completed or Failed ------
+    def _create_transform_job(self, params: dict[str, Any], operation: str) -> dict[str, Any]:
+        name = params["TransformJobName"]
+        if name in self.transform_jobs:
+            raise _error("ResourceInUse", f"Job {name} already exists.", operation)
+        if params["ModelName"] not in self.models:
+            raise _error("ValidationException", f'Could not find model "{params["ModelName"]}".', operation)
+        arn = self._arn("transform-job", name)
+        self.transform_jobs[name] = {
+            **params,
+            "TransformJobArn": arn,
+            "TransformJobStatus": "InProgress",
+            "CreationTime": datetime.now(UTC),
+        }
+        return {"TransformJobArn": arn}
+
+    def _describe_transform_job(self, params: dict[str, Any], operation: str) -> dict[str, Any]:
+        job = self.transform_jobs.get(params["TransformJobName"])
+        if job is None:
+            raise _error(
+                "ValidationException", f"Could not find job {params['TransformJobName']}.", operation
+            )
+        if job["TransformJobStatus"] == "InProgress":
+            job["TransformStartTime"] = datetime.now(UTC)
+            failure = self.run_transform(job)
+            job["TransformJobStatus"] = "Failed" if failure else "Completed"
+            if failure:
+                job["FailureReason"] = failure
+            job["TransformEndTime"] = datetime.now(UTC)
+            self.on_event(
+                {
+                    "version": "0",
+                    "id": f"transform-{job['TransformJobName']}-{job['TransformJobStatus']}",
+                    "detail-type": "SageMaker Transform Job State Change",
+                    "source": "aws.sagemaker",
+                    "account": ACCOUNT,
+                    "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "region": self.region,
+                    "resources": [job["TransformJobArn"]],
+                    "detail": {
+                        "TransformJobName": job["TransformJobName"],
+                        "TransformJobArn": job["TransformJobArn"],
+                        "TransformJobStatus": job["TransformJobStatus"],
+                        "ModelName": job["ModelName"],
+                    },
+                }
+            )
+        return dict(job)
 
     # -- CloudWatch's DescribeAlarmHistory for the rollback alarms -------------------------------------------
     def alarm_history_items(self, name: str, since: datetime) -> list[dict[str, Any]]:

@@ -424,3 +424,44 @@ def test_lambda_handler_runs_with_a_context(deploy: Deploy) -> None:
         ]
         == "ignored"
     )
+
+
+# -- batch transform after a production deploy ---------------------------------------------------------------
+def test_a_production_deploy_starts_one_transform_job_and_its_end_is_recorded_and_emailed_once(
+    deploy: Deploy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = {
+        "input_prefix": "batch/input/",
+        "output_prefix": "batch/output/",
+        "instance_type": "ml.m5.xlarge",
+        "instance_count": 1,
+    }
+    monkeypatch.setenv("DEPLOY_CONFIG", json.dumps({**DEPLOY_CONFIG, "batch_transform": batch}))
+    monkeypatch.setenv("DATA_BUCKET", "data-bucket")
+    arn = deploy.package("mlpipe-test-job-1")
+    result, _ = deploy.deploy("production", arn)
+    assert result.outcome == SUCCEEDED
+    assert deploy.deploy("production", arn)[0].outcome == SUCCEEDED  # a retried stage: a new execution
+    jobs = list(deploy.endpoints.transform_jobs.values())
+    assert len(jobs) == 2  # one per production deploy (execution), none per retry of an action
+    job = jobs[0]
+    assert job["ModelName"] == "mlpipe-test-v1"
+    assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://data-bucket/batch/input/"
+    assert job["TransformInput"]["SplitType"] == "Line" and job["BatchStrategy"] == "MultiRecord"
+    assert job["TransformOutput"]["S3OutputPath"].startswith(f"s3://{deploy.bucket}/batch/output/")
+    assert job["TransformOutput"]["KmsKeyId"].startswith("arn:aws:kms:")
+    deploy.emails()
+    sagemaker = StandInClient("sagemaker", deploy.endpoints)
+    sagemaker.describe_transform_job(TransformJobName=job["TransformJobName"])  # the job runs and ends
+    (event,) = [e for e in deploy.events if e["detail-type"] == "SageMaker Transform Job State Change"][:1]
+    settings = deployments.DeploySettings.from_env()
+    first = recording.handle_event(settings, event, "invocation-1")
+    again = recording.handle_event(settings, event, "invocation-2")  # a redelivery
+    assert first == {"outcome": "recorded", "status": "Completed", "version": 1, "emailed": True}
+    assert again["emailed"] is False
+    entry = deploy.record("mlpipe-test-job-1")[f"transform:{job['TransformJobName']}"]
+    assert entry["status"] == "Completed" and entry["output"].startswith(
+        f"s3://{deploy.bucket}/batch/output/"
+    )
+    (email,) = deploy.emails()
+    assert "completed" in email["subject"] and email["attributes"]["event"] == "transform"
