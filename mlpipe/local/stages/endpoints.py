@@ -35,6 +35,7 @@ from mlpipe.local.deployment import StackTemplate
 from mlpipe.local.endpoints import LocalAlarmHistory, LocalAutoscaling, LocalEndpoints, StandInClient
 from mlpipe.local.serving import LocalServing
 from mlpipe.local.stages.actions import show_new_emails
+from mlpipe.local.stages.approval import show_lineage
 from mlpipe.local.stages.record import read_record
 from mlpipe.local.stages.serve import download_model, feature_rows
 from mlpipe.local.state import RunState
@@ -200,6 +201,7 @@ def run(state: RunState) -> None:
         entry = state.record[key]
         note(f"{key}: {entry.get('status', 'passed' if entry.get('passed') else 'failed')}")
     show_new_emails(state)
+    show_lineage(state)
     (state.work / "endpoints.json").write_text(json.dumps({"apis": urls, "caller": caller.arn}, indent=2))
 
 
