@@ -18,7 +18,11 @@ Guarantees (asynchronous invocations delivered at least once, any AWS call faili
 caller sees an error, a crash between any two calls):
 - at most one model, one endpoint config and one endpoint per name (a second create finds the first);
 - an UpdateEndpoint is requested only while the endpoint is InService on another config, and a retry that
-  finds its own update in progress waits for it instead of updating again;
+  finds its own update in progress waits for it instead of updating again. Known gap: the fact that the
+  update was requested lives in the continuation token; if an invocation dies after UpdateEndpoint and
+  before reporting its token, and SageMaker then rolls that update back, the next invocation sees "InService
+  on another config" and requests the update again (a second canary of the same bad model, rolled back by
+  the same alarms) instead of failing at once;
 - exactly one result per job (`pipeline_action.put_result`); a transient error keeps the action open;
 - the deployment's audit entry only moves forward, and each outcome is emailed once.
 """
