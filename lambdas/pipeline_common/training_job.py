@@ -181,11 +181,11 @@ def _resource_config(settings: StartTrainingSettings) -> dict[str, Any]:
     return resources
 
 
-def _algorithm(params: JobParameters) -> dict[str, Any]:
+def _algorithm(settings: StartTrainingSettings, params: JobParameters) -> dict[str, Any]:
     return {
         "TrainingImage": params.image_uri,
         "TrainingInputMode": "File",
-        "MetricDefinitions": metric_definitions(),
+        "MetricDefinitions": metric_definitions(settings.training.metric_names),
     }
 
 
@@ -197,7 +197,7 @@ def create_request(
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": config.max_runtime_seconds}
     request: dict[str, Any] = {
         "TrainingJobName": name,
-        "AlgorithmSpecification": _algorithm(params),
+        "AlgorithmSpecification": _algorithm(settings, params),
         "RoleArn": settings.sagemaker_role_arn,
         "InputDataConfig": _channels(data),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
@@ -230,7 +230,7 @@ def tuning_request(
         "StaticHyperParameters": {
             k: v for k, v in config.hyperparameters.items() if k not in tuning.tuned_names
         },
-        "AlgorithmSpecification": _algorithm(params),
+        "AlgorithmSpecification": _algorithm(settings, params),
         "RoleArn": settings.sagemaker_role_arn,
         "InputDataConfig": _channels(data),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
