@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline_common.data_version import MANIFEST_NAME, DataVersion
+from pipeline_common.data_version import CHANNELS, MANIFEST_NAME, DataVersion
 from pipeline_common.metrics import metric_definitions
 from pipeline_common.settings import StartTrainingSettings
 
@@ -163,10 +163,13 @@ def tags(params: JobParameters, data: DataVersion, tuning_job: str = "") -> list
 
 
 def _channels(data: DataVersion) -> list[dict[str, Any]]:
-    channels = [_channel("train", s3_uri(data.bucket, f"{data.prefix}train/"))]
-    if data.has_channel("validation"):
-        channels.append(_channel("validation", s3_uri(data.bucket, f"{data.prefix}validation/")))
-    return channels
+    """train always (an empty one fails in the container with a sentence); the others only when objects
+    exist under them: SageMaker fails a job whose channel has no objects."""
+    return [
+        _channel(channel, s3_uri(data.bucket, f"{data.prefix}{channel}/"))
+        for channel in CHANNELS
+        if channel == "train" or data.has_channel(channel)
+    ]
 
 
 def _resource_config(settings: StartTrainingSettings) -> dict[str, Any]:

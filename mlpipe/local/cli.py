@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="mlpipe-local-run", description=__doc__.splitlines()[0])
     parser.add_argument("--env", help="environment name (cdk context env_name; default: the one in cdk.json)")
     parser.add_argument(
-        "--data", type=Path, default=SAMPLE_DATA, help="folder with train/ and optional validation/"
+        "--data", type=Path, default=SAMPLE_DATA, help="folder with train/ and optional validation/ and test/"
     )
     parser.add_argument(
         "--model",
