@@ -701,3 +701,20 @@ def test_sagemaker_role_may_encrypt_training_output_with_the_key(synthesized: Sy
         "RecordApprovalRole",
     ):
         assert not [s for s in statements(synthesized, role) if "kms:Encrypt" in as_list(s["Action"])], role
+
+
+def test_record_status_reads_only_the_output_archives_of_this_pipelines_jobs(
+    synthesized: Synthesized,
+) -> None:
+    """model-meta.json travels in each job's output.tar.gz (pipeline_common.model_meta): record-status may
+    read exactly those objects, and write nothing in any bucket."""
+    s3_statements = [
+        s
+        for s in statements(synthesized, "RecordStatusRole")
+        if any(a.startswith("s3:") for a in as_list(s["Action"]))
+    ]
+    (statement,) = s3_statements
+    assert as_list(statement["Action"]) == ["s3:GetObject"]
+    resource = json.dumps(statement["Resource"])
+    assert resource.endswith(f'"/models/{PREFIX}*/output/output.tar.gz"]]}}'), resource
+    assert "ArtifactsBucket" in resource
