@@ -7,7 +7,7 @@ that does not match what the service sends (a wrong detail-type, group name, acc
 locally: the event then reaches no function, as in AWS.
 
 Patterns are matched with EventBridge's rules for what the templates use: exact values (any of a list,
-against a value or any element of a list), `prefix`, `anything-but`, `exists`, and nested objects. Any other
+against a value or any element of a list), `prefix`, `anything-but`, `exists`, `$or`, and nested objects. Any other
 operator raises, so a pattern this matcher cannot judge never passes silently.
 """
 
@@ -20,6 +20,9 @@ from typing import Any
 from mlpipe.local.deployment import LocalDeployment, LocalFunction
 
 
+KNOWN_OPERATORS = frozenset({"exists", "prefix", "anything-but"})
+
+
 class UnsupportedPattern(ValueError):
     """The pattern uses an EventBridge operator this local matcher does not implement."""
 
@@ -27,6 +30,8 @@ class UnsupportedPattern(ValueError):
 def _value_matches(condition: Any, value: Any, present: bool) -> bool:
     if isinstance(condition, Mapping):
         ((operator, argument),) = condition.items()
+        if operator not in KNOWN_OPERATORS:
+            raise UnsupportedPattern(f"EventBridge pattern operator {operator!r} is not implemented locally")
         if operator == "exists":
             return present is bool(argument)
         if not present:
@@ -43,6 +48,10 @@ def _value_matches(condition: Any, value: Any, present: bool) -> bool:
 def matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
     """Does the event match the pattern (EventBridge semantics, for the operators above)?"""
     for key, condition in pattern.items():
+        if key == "$or":  # any one of the listed patterns, each matched at this level
+            if not isinstance(condition, list) or not any(matches(option, event) for option in condition):
+                return False
+            continue
         present = key in event
         value = event.get(key)
         if isinstance(condition, Mapping):
