@@ -37,12 +37,16 @@ from stacks.functions import (
     START_TRAINING,
     FunctionSpec,
 )
+from stacks.model import DEFAULT_MODEL_DIR, metric_names
 from tests.conftest import REGION, Emulated, unique_name
 from tests.lambdas.builders import IMAGE_URI, PREFIX, T0, default_tags, user_parameters
 
 PIPELINE_NAME = "TrainingPipeline-test"
+# The default model's metric names, as the stack reads them from its model.json.
+METRIC_NAMES = list(metric_names(DEFAULT_MODEL_DIR))
 TRAINING_CONFIG = {
     "instance_type": "ml.m5.large",
+    "metric_names": METRIC_NAMES,
     "instance_count": 1,
     "volume_size_gb": 30,
     "max_runtime_seconds": 3600,
@@ -213,7 +217,7 @@ class Lambdas:
             "AlgorithmSpecification": {
                 "TrainingImage": IMAGE_URI,
                 "TrainingInputMode": "File",
-                "MetricDefinitions": metrics.metric_definitions(),
+                "MetricDefinitions": metrics.metric_definitions(METRIC_NAMES),
             },
             "RoleArn": self.sagemaker_role_arn,
             "InputDataConfig": [
@@ -262,7 +266,7 @@ class Lambdas:
             "AlgorithmSpecification": {
                 "TrainingImage": IMAGE_URI,
                 "TrainingInputMode": "File",
-                "MetricDefinitions": metrics.metric_definitions(),
+                "MetricDefinitions": metrics.metric_definitions(METRIC_NAMES),
             },
             "RoleArn": self.sagemaker_role_arn,
             "InputDataConfig": [

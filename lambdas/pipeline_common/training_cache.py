@@ -91,6 +91,7 @@ REUSED_FIELDS = (
     "kind",
     "model_artifact",
     "metrics",
+    "model_meta",
     "best_training_job",
     "objective_metric",
     "objective_value",

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline_common.data_version import MANIFEST_NAME, DataVersion
+from pipeline_common.data_version import CHANNELS, MANIFEST_NAME, DataVersion
 from pipeline_common.metrics import metric_definitions
 from pipeline_common.settings import StartTrainingSettings
 
@@ -163,10 +163,13 @@ def tags(params: JobParameters, data: DataVersion, tuning_job: str = "") -> list
 
 
 def _channels(data: DataVersion) -> list[dict[str, Any]]:
-    channels = [_channel("train", s3_uri(data.bucket, f"{data.prefix}train/"))]
-    if data.has_channel("validation"):
-        channels.append(_channel("validation", s3_uri(data.bucket, f"{data.prefix}validation/")))
-    return channels
+    """train always (an empty one fails in the container with a sentence); the others only when objects
+    exist under them: SageMaker fails a job whose channel has no objects."""
+    return [
+        _channel(channel, s3_uri(data.bucket, f"{data.prefix}{channel}/"))
+        for channel in CHANNELS
+        if channel == "train" or data.has_channel(channel)
+    ]
 
 
 def _resource_config(settings: StartTrainingSettings) -> dict[str, Any]:
@@ -181,11 +184,11 @@ def _resource_config(settings: StartTrainingSettings) -> dict[str, Any]:
     return resources
 
 
-def _algorithm(params: JobParameters) -> dict[str, Any]:
+def _algorithm(settings: StartTrainingSettings, params: JobParameters) -> dict[str, Any]:
     return {
         "TrainingImage": params.image_uri,
         "TrainingInputMode": "File",
-        "MetricDefinitions": metric_definitions(),
+        "MetricDefinitions": metric_definitions(settings.training.metric_names),
     }
 
 
@@ -197,7 +200,7 @@ def create_request(
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": config.max_runtime_seconds}
     request: dict[str, Any] = {
         "TrainingJobName": name,
-        "AlgorithmSpecification": _algorithm(params),
+        "AlgorithmSpecification": _algorithm(settings, params),
         "RoleArn": settings.sagemaker_role_arn,
         "InputDataConfig": _channels(data),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
@@ -230,7 +233,7 @@ def tuning_request(
         "StaticHyperParameters": {
             k: v for k, v in config.hyperparameters.items() if k not in tuning.tuned_names
         },
-        "AlgorithmSpecification": _algorithm(params),
+        "AlgorithmSpecification": _algorithm(settings, params),
         "RoleArn": settings.sagemaker_role_arn,
         "InputDataConfig": _channels(data),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},

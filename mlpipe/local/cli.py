@@ -28,7 +28,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="mlpipe-local-run", description=__doc__.splitlines()[0])
     parser.add_argument("--env", help="environment name (cdk context env_name; default: the one in cdk.json)")
     parser.add_argument(
-        "--data", type=Path, default=SAMPLE_DATA, help="folder with train/ and optional validation/"
+        "--data", type=Path, default=SAMPLE_DATA, help="folder with train/ and optional validation/ and test/"
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a model folder inside this checkout to build the image with (cdk context model_dir; default: "
+        "the configured one, container/user_model), e.g. examples/linear_model",
     )
     parser.add_argument(
         "--hyperparameters",
@@ -92,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if not (args.data / "train").is_dir():
         parser.error(f"--data {args.data}: expected a folder with a train/ subfolder")
     context = list(args.context)
+    if args.model is not None:
+        if any(item.partition("=")[0] == "model_dir" for item in context):
+            parser.error("--model and --context model_dir=... both set the model folder: use one")
+        context.append(f"model_dir={model_dir_argument(parser, args.model)}")
     if args.tune is not None:
         if args.tune < 1:
             parser.error("--tune takes a number of trials, at least 1")
@@ -111,6 +121,16 @@ def parse_args(argv: list[str] | None = None) -> Options:
         approval_wait=args.approval_wait,
         retrain=args.retrain,
     )
+
+
+def model_dir_argument(parser: argparse.ArgumentParser, folder: Path) -> str:
+    """`--model` as the `model_dir` context value: relative to the checkout, which CodeBuild builds from."""
+    try:
+        return folder.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        parser.error(
+            f"--model {folder}: expected a folder inside this checkout ({ROOT}), as CodeBuild builds it"
+        )
 
 
 def tuning_with_trials(trials: int) -> dict[str, Any]:

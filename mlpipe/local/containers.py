@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mlpipe.local.net import free_port
 from mlpipe.project import CONTAINER_DIR, SETUP_CONTAINER_TOOL
+from stacks.model import build_context_args
 
 DEFAULT_BASE_IMAGE = "public.ecr.aws/docker/library/python:3.11-slim"
 
@@ -67,11 +68,18 @@ def _run(args: list[str], timeout: float = 120, check: bool = True) -> subproces
     return result
 
 
-def build_image(tag: str, context: Path = CONTAINER_DIR, base_image: str | None = None) -> str:
-    """Build `context` (its Dockerfile) as `tag`; returns the image id. Never pulls on podman (local base)."""
+def build_image(
+    tag: str, context: Path = CONTAINER_DIR, base_image: str | None = None, model_dir: Path | None = None
+) -> str:
+    """Build `context` (its Dockerfile) as `tag`; returns the image id. Never pulls on podman (local base).
+
+    `model_dir` replaces the Dockerfile's `model` stage with that folder, with the same arguments the
+    CodeBuild buildspec passes (`stacks.model.build_context_args`)."""
     args = ["build", "-t", tag]
     if base_image:
         args += ["--build-arg", f"BASE_IMAGE={base_image}"]
+    if model_dir is not None:
+        args += build_context_args(str(model_dir))
     if engine() == "podman":
         args += ["--pull=never", "--layers"]
     args.append(str(context))

@@ -403,6 +403,7 @@ class LocalSageMaker:
         job.metrics = self._scrape_metrics(job)
         # SageMaker releases the instance when the job ends: nothing of an ended job keeps running here either.
         self._stop_container(job.container_name)
+        self._upload_output_data(job)
         if exit_code == 0:
             self._transition(job, "InProgress", "Uploading", "Uploading generated training model")
             job.model_artifact = self._upload_model(job)
@@ -425,12 +426,22 @@ class LocalSageMaker:
         return reason[:MAX_FAILURE_REASON]
 
     def _upload_model(self, job: LocalTrainingJob) -> str:
+        return self._upload_archive(job, job.layout.model_dir, "model.tar.gz")
+
+    def _upload_output_data(self, job: LocalTrainingJob) -> None:
+        """/opt/ml/output/data as `<S3OutputPath>/<job>/output/output.tar.gz`, as SageMaker uploads it when
+        the container wrote something there (the contract's model-meta.json)."""
+        data = job.layout.output_data_dir
+        if data.is_dir() and any(data.iterdir()):
+            self._upload_archive(job, data, "output.tar.gz")
+
+    def _upload_archive(self, job: LocalTrainingJob, folder: Path, name: str) -> str:
         output_path = job.request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         bucket, _, prefix = output_path.removeprefix("s3://").partition("/")
-        key = "/".join(part for part in (prefix, job.name, "output", "model.tar.gz") if part)
-        archive = job.workdir / "model.tar.gz"
+        key = "/".join(part for part in (prefix, job.name, "output", name) if part)
+        archive = job.workdir / name
         with tarfile.open(archive, "w:gz") as tar:
-            for path in sorted(job.layout.model_dir.iterdir()):
+            for path in sorted(folder.iterdir()):
                 tar.add(path, arcname=path.name)
         self._s3_as_role(job.request["RoleArn"]).upload_file(str(archive), bucket, key)
         return f"s3://{bucket}/{key}"
