@@ -26,9 +26,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +45,7 @@ TIMEOUT_ENV = "MLPIPE_CLUSTER_TIMEOUT"
 # DNS name may appear late (SageMaker's built-in algorithm containers retry name lookups for 15 minutes).
 DEFAULT_TIMEOUT = 900.0
 REPORT_WAIT = 10.0  # after a failed fit, how long the leader waits for each host's report
+WATCH_GRACE = 15.0  # after a host's connection drops, how long the main thread has to fail on its own
 
 
 class PeerFailure(Exception):
@@ -227,7 +231,25 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
+        self.closed = ""  # why the stream ended, once it has
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def fill(self, timeout: float | None) -> None:
+        """Read what has arrived into the buffer (without parsing it). Raises TimeoutError."""
+        if self.closed:
+            raise Closed(self.closed)
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except TimeoutError:
+            raise
+        except OSError as error:  # reset by a peer that died
+            self.closed = str(error) or "reset"
+            raise Closed(self.closed) from None
+        if not chunk:
+            self.closed = "end of stream"
+            raise Closed(self.closed)
+        self.buffer += chunk
 
     def send(self, message: dict[str, Any]) -> None:
         self.sock.settimeout(60)
@@ -237,22 +259,10 @@ class _Connection:
         """The next message. Raises Closed at the end of the stream, TimeoutError after `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self.buffer:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                self.sock.settimeout(left)
-            else:
-                self.sock.settimeout(None)
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except TimeoutError:
-                raise TimeoutError from None
-            except OSError as error:  # reset by a peer that died
-                raise Closed(str(error)) from None
-            if not chunk:
-                raise Closed("end of stream")
-            self.buffer += chunk
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError
+            self.fill(left)
         line, _, rest = bytes(self.buffer).partition(b"\n")
         self.buffer = bytearray(rest)
         return json.loads(line)
@@ -422,6 +432,15 @@ class Exchange:
                 failed[host] = str(message.get("report") or message.get("error"))
         return failed, lost
 
+    def done(self) -> None:
+        """A worker's fit succeeded: its connection closing next is a clean shutdown, not a failure."""
+        with contextlib.suppress(OSError, KeyError):
+            self.peers[self.cluster.leader].send({"done": True})
+
+    def watch(self, on_failure: Callable[[str], None], grace: float = WATCH_GRACE) -> Watch:
+        """Watch the connections while the model trains (see Watch)."""
+        return Watch(self, on_failure, grace)
+
     def close(self) -> None:
         for connection in self.peers.values():
             connection.close()
@@ -430,6 +449,73 @@ class Exchange:
             with contextlib.suppress(OSError):
                 self.server.close()
             self.server = None
+
+
+class Watch:
+    """A thread that watches the rendezvous connections while the model's collective trains.
+
+    A native collective may hang when a peer dies (measured here: with three hosts, one killed, the others
+    sometimes waited in an allreduce for minutes). Every host's connection to the leader stays open during
+    training, so a host that dies is seen at once: its connection closes. Then the main thread gets `grace`
+    seconds to fail on its own (its error path stops the watch and names the host); if it has not, the watch
+    calls `on_failure` with the sentence (the caller writes it and ends the process). A worker's `done`
+    message before it closes is a clean shutdown."""
+
+    def __init__(self, exchange: Exchange, on_failure: Callable[[str], None], grace: float) -> None:
+        self.exchange = exchange
+        self.on_failure = on_failure
+        self.grace = grace
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="cluster-watch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        watching = dict(self.exchange.peers)
+        while watching and not self.stopped.is_set():
+            sockets = {connection.sock: host for host, connection in watching.items()}
+            try:
+                readable, _, _ = select.select(list(sockets), [], [], 0.5)
+            except (OSError, ValueError):
+                return  # the connections were closed: the exchange is over
+            trouble = False
+            for sock in readable:
+                host = sockets[sock]
+                # Peek, never consume: the main thread may be reading an allgather on this connection.
+                try:
+                    head = sock.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    head = b""  # reset by a host that died
+                if head.startswith(b'{"done"'):
+                    with self.lock, contextlib.suppress(Closed, TimeoutError, ValueError):
+                        watching[host].receive(timeout=1)
+                    del watching[host]  # finished cleanly; its end of stream is expected
+                elif not head or head.startswith((b'{"report"', b'{"error"')):
+                    trouble = True
+            if trouble:
+                break
+            if readable:
+                time.sleep(0.1)  # an allgather's data waits for the main thread: no busy loop
+        if self.stopped.is_set() or not watching or self.stopped.wait(self.grace):
+            return
+        with self.lock:
+            if self.stopped.is_set():
+                return
+            if self.exchange.cluster.is_leader:
+                failed, lost = self.exchange.reports(wait=2)
+                reason = failure_sentence(failed, lost, "" if failed or lost else "a host stopped answering")
+            else:
+                reason = self.exchange._lost_leader()
+            self.on_failure(reason)
+
+    def stop(self) -> None:
+        """The main thread takes over (its fit returned or failed); waits while the watch is reporting."""
+        self.stopped.set()
+        with self.lock:
+            pass
+        self.thread.join(timeout=5)
 
 
 LOST = "its training process ended without a reason (killed: out of memory, a stopped container, or a lost instance)"

@@ -30,6 +30,7 @@ from sagemaker_contract.paths import OptMl
 METRIC_CHANNELS = ("train", "validation", "test")
 FINAL_CHANNEL_ORDER = ("test", "validation", "train")  # the channel model-meta.json's final metrics come from
 MAX_FAILURE_CHARS = 1024  # SageMaker truncates FailureReason here
+_distributed = False  # this process joined other hosts (see hard_exit_needed)
 
 
 def log(message: str) -> None:
@@ -168,6 +169,8 @@ def run(opt: OptMl) -> None:
         _train(opt, plugin, params, input_config, cluster, started)
         return
     cluster.exchange = clusters.Exchange.connect(cluster)
+    global _distributed
+    _distributed = True
     try:
         _train(opt, plugin, params, input_config, cluster, started)
     except PeerFailure as error:
@@ -256,10 +259,16 @@ def _train(
 
     if cluster.distributed:
         checkpoint_dir = opt.checkpoint_dir / cluster.current_host  # one folder per host (see README)
+        assert cluster.exchange is not None
+        watch = cluster.exchange.watch(lambda reason: _fail_now(opt, cluster, reason))
         try:
             model = plugin.fit_distributed(train, channels.get("validation"), params, checkpoint_dir, cluster)
         except Exception as error:
+            watch.stop()
             raise _fit_failed(cluster, plugin, error) from error
+        watch.stop()
+        if not cluster.is_leader:
+            cluster.exchange.done()
     else:
         model = plugin.fit(train, channels.get("validation"), params, opt.checkpoint_dir)
     fitted = time.perf_counter()
@@ -307,6 +316,15 @@ def _train(
     meta.write(opt.output_data_dir)
     print(meta.summary_line(), flush=True)
     log(f"model saved to {opt.model_dir} in {time.perf_counter() - started:.1f} s total")
+
+
+def _fail_now(opt: OptMl, cluster: clusters.Cluster, reason: str) -> None:
+    """The watch saw a host go away while this host's collective still waits: end the process now."""
+    if cluster.is_leader:
+        write_failure(opt, reason)
+    log(f"Training failed: {reason}")
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def _fit_failed(cluster: clusters.Cluster, plugin: ModelPlugin, error: Exception) -> BaseException:
@@ -380,6 +398,13 @@ def main() -> int:
         )
         return 1
     return 0
+
+
+def hard_exit_needed() -> bool:
+    """After a multi-host run the process should end without the interpreter's teardown: a model's native
+    collective, left unfinalized by a failure, may crash in its destructors (measured: SIGSEGV at exit,
+    after the failure file was written), which would replace the exit code."""
+    return _distributed
 
 
 def _is_model_error(error: Exception) -> bool:

@@ -12,6 +12,7 @@ disconnects during start-up) calls std::terminate, which would kill the leader w
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -80,3 +81,14 @@ def _start_tracker(cluster: Cluster, port: int) -> subprocess.Popen[str]:
             f"XGBoost's tracker did not start on {cluster.leader} port {port} (the leader's log has the reason)."
         )
     return process
+
+
+def summary(error: Exception) -> str:
+    """What an XGBoostError says, without timestamps, source positions and the backtrace: its "- [file:line|
+    time]: message" lines (a collective's chain of causes), else its first line."""
+    text = str(error)
+    causes = [m.strip() for m in re.findall(r"^- \[[^\]]*\]:\s*(.+)$", text, flags=re.MULTILINE)]
+    if causes:
+        return "; ".join(dict.fromkeys(causes))[:400]
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return re.sub(r"^\[[\d:]+\] [^ ]+:\d+: ", "", first)[:400]

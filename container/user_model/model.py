@@ -186,10 +186,13 @@ def fit_distributed(
     of its own rows, XGBoost sums them across hosts, and every host grows the same trees."""
     xgb_params, meta, checkpoint_meta = _prepare(train, params)
     start = _agreed_checkpoint(checkpoint_dir, checkpoint_meta, cluster)  # before the collective: no deadlock
-    with distributed.communicator(cluster):
-        return _train(
-            train, validation, params, checkpoint_dir, xgb_params, meta, checkpoint_meta, start, cluster
-        )
+    try:
+        with distributed.communicator(cluster):
+            return _train(
+                train, validation, params, checkpoint_dir, xgb_params, meta, checkpoint_meta, start, cluster
+            )
+    except xgb.core.XGBoostError as error:  # its message is a native backtrace: the lines that say what
+        raise RuntimeError(f"XGBoost failed: {distributed.summary(error)}") from error
 
 
 def _agreed_checkpoint(
