@@ -55,6 +55,7 @@ def build_app(
             topic=data.topic,
             repository=data.repository,
             cache_repository=data.cache_repository,
+            model_package_group_arn=data.model_package_group.attr_model_package_group_arn,
         ),
         env=env,
         description=f"{config.pipeline_name}: build-and-train pipeline (stateless)",

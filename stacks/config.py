@@ -12,11 +12,14 @@ into a one-line exit instead of a jsii stack trace.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline_common.metrics import metric_definitions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +34,19 @@ MAX_ACTION_SECONDS = 23 * 3600
 ACTION_LIMIT_REASON = "23 h: CodePipeline fails the Train action 24 h after it starts"
 # Training job names are at most 63 characters: the prefix plus a 36-character pipeline execution id.
 MAX_JOB_NAME_PREFIX = 63 - 36
+# Tuning job names are at most 32 characters: the prefix plus a hash of the execution id, which must keep
+# at least 12 hex digits (48 bits) so two executions practically never share a name.
+MAX_TUNING_JOB_NAME_PREFIX = 32 - 12
+# SageMaker warm pools: KeepAlivePeriodInSeconds is at most 3600 (Developer Guide, "Managed Warm Pools").
+MAX_KEEP_ALIVE_SECONDS = 3600
+# Our own cap on trials: record-status describes every trial of a finished tuning job for its summary.
+MAX_TUNING_JOBS = 100
+TUNING_STRATEGIES = ("Bayesian", "Random")
+TUNING_DIRECTIONS = ("Minimize", "Maximize")
+RANGE_TYPES = ("integer", "continuous", "categorical")
+# SageMaker's ScalingType values; Auto lets SageMaker choose.
+RANGE_SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
+MAX_CATEGORICAL_VALUES = 30
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$|^[a-z]$")
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -45,6 +61,8 @@ _GITHUB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _BRANCH = re.compile(r"^(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,250}(?<!/)$")
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/$")
 _HP_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,256}$")
+_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+GATE_DIRECTIONS = ("minimize", "maximize")
 # Opt-in cdk-nag rule packs, by the names `compliance_packs` accepts (stacks/nag.py maps them to packs).
 COMPLIANCE_PACKS = ("nist-800-53-r5", "hipaa", "pci-dss-3.2.1")
 
@@ -82,9 +100,20 @@ DEFAULTS: dict[str, Any] = {
     "training_use_spot": False,
     "training_max_wait_seconds": None,
     "hyperparameters": {},
+    "training_keep_alive_seconds": 0,
+    "training_cache": True,
+    "tuning": None,
     "ecr_keep_images": 20,
     "log_retention_days": 30,
     "compliance_packs": [],
+    "quality_gate": {
+        "metric": "validation:rmse",
+        "direction": "minimize",
+        "max_regression": 0.02,
+        "floor": None,
+    },
+    "auto_approve": False,
+    "inference_instance_types": ["ml.m5.large"],
 }
 CONFIG_KEYS = (*REQUIRED_KEYS, *DEFAULTS)
 
@@ -176,6 +205,125 @@ def _hyperparameters(raw: Mapping[str, Any], key: str) -> dict[str, str]:
     return dict(value)
 
 
+def training_metric_names() -> tuple[str, ...]:
+    """The metric names every training job reports (its MetricDefinitions): what a quality gate may use.
+
+    The one place the stacks learn them, so the source can change (e.g. to the model's own manifest)
+    without touching the check.
+    """
+    from pipeline_common.metrics import metric_definitions
+
+    return tuple(definition["Name"] for definition in metric_definitions())
+
+
+def _number(value: Any, key: str, expected: str, low: float, high: float | None = None) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(key, expected, value) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(key, expected, value)
+    if value < low or (high is not None and value > high):
+        raise ConfigError(key, expected, value)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """The Evaluate stage's rule: `metric` may be at most `max_regression` (a fraction) worse than the
+    approved model's, and must meet `floor` (if set) on its own. `direction` says which way is better."""
+
+    metric: str
+    direction: str
+    max_regression: float
+    floor: float | None = None
+
+    def to_json(self) -> str:
+        """The QUALITY_GATE Lambda variable (README interface)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+def _quality_gate(values: Mapping[str, Any]) -> QualityGate:
+    key = "quality_gate"
+    raw = _maybe_json(values.get(key))
+    expected = 'an object like {"metric": "validation:rmse", "direction": "minimize", "max_regression": 0.02}'
+    if not isinstance(raw, dict):
+        raise ConfigError(key, expected, raw, missing=raw is None)
+    unknown = sorted(set(raw) - {"metric", "direction", "max_regression", "floor"})
+    if unknown:
+        raise ConfigError(key, "only the keys metric, direction, max_regression and floor", unknown[0])
+    names = training_metric_names()
+    metric = raw.get("metric")
+    if metric not in names:
+        # Checked at synth: a gate on a metric no job reports would fail every run at Evaluate.
+        raise ConfigError(
+            f"{key}.metric", f"one of the training job's metric names ({', '.join(names)})", metric
+        )
+    direction = raw.get("direction")
+    if direction not in GATE_DIRECTIONS:
+        raise ConfigError(f"{key}.direction", "minimize or maximize", direction)
+    max_regression = _number(
+        raw.get("max_regression", 0.0),
+        f"{key}.max_regression",
+        "a fraction from 0 to 1 (0.02 allows 2% worse than the approved model)",
+        0.0,
+        1.0,
+    )
+    floor = raw.get("floor")
+    return QualityGate(
+        metric=str(metric),
+        direction=str(direction),
+        max_regression=max_regression,
+        floor=None
+        if floor is None or floor == ""
+        else _number(floor, f"{key}.floor", "a number, or null for no floor", -math.inf),
+    )
+
+
+def _instance_types(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    expected = "a non-empty list of SageMaker instance types like ml.m5.large"
+    value = _maybe_json(raw.get(key))
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not value:
+        raise ConfigError(key, expected, missing=True)
+    if not isinstance(value, list):
+        raise ConfigError(key, expected, value)
+    for item in value:
+        if not isinstance(item, str) or not _INSTANCE_TYPE.match(item):
+            raise ConfigError(key, expected, item)
+    return tuple(dict.fromkeys(value))
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """What the Evaluate and Register stages need beyond the resources: the gate and the package's spec."""
+
+    quality_gate: QualityGate
+    auto_approve: bool
+    inference_instance_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """A SageMaker hyperparameter tuning job instead of one training job (config key `tuning`)."""
+
+    objective_metric: str  # one of the MetricDefinitions names, e.g. validation:rmse
+    objective_type: str  # Minimize | Maximize
+    strategy: str  # Bayesian | Random
+    max_jobs: int
+    max_parallel_jobs: int
+    # SageMaker's ParameterRanges: IntegerParameterRanges, ContinuousParameterRanges, CategoricalParameterRanges.
+    parameter_ranges: dict[str, list[dict[str, Any]]]
+    # The whole tuning job's limit (ResourceLimits.MaxRuntimeInSeconds): it ends before the Train action does.
+    max_runtime_seconds: int = MAX_ACTION_SECONDS
+
+    @property
+    def tuned_names(self) -> tuple[str, ...]:
+        return tuple(r["Name"] for ranges in self.parameter_ranges.values() for r in ranges)
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     instance_type: str
@@ -185,6 +333,9 @@ class TrainingConfig:
     use_spot: bool
     max_wait_seconds: int | None
     hyperparameters: dict[str, str] = field(default_factory=dict)
+    keep_alive_seconds: int = 0  # SageMaker warm pool after the job (0: none)
+    cache: bool = True  # reuse a Completed run with the same inputs instead of training again
+    tuning: TuningConfig | None = None
 
     def to_json(self) -> str:
         """The TRAINING_CONFIG Lambda variable (README interface)."""
@@ -209,6 +360,7 @@ class PipelineConfig:
     ecr_keep_images: int
     log_retention_days: int
     powertools_layer_arn: str
+    registry: RegistryConfig
     compliance_packs: tuple[
         str, ...
     ] = ()  # extra cdk-nag packs run on every synth (names in COMPLIANCE_PACKS)
@@ -220,6 +372,11 @@ class PipelineConfig:
 
     @property
     def pipeline_name(self) -> str:
+        return f"{self.project_name}-{self.env_name}"
+
+    @property
+    def model_package_group_name(self) -> str:
+        """One model package group per project and environment, in the data stack (it outlives pipelines)."""
         return f"{self.project_name}-{self.env_name}"
 
     @property
@@ -266,6 +423,14 @@ class PipelineConfig:
         checkpoint_prefix = _string(values, "checkpoint_prefix", _PREFIX, prefix_expected)
         if model_prefix == checkpoint_prefix:
             raise ConfigError("checkpoint_prefix", "a prefix different from model_prefix", checkpoint_prefix)
+        training = _training(values)
+        if training.tuning is not None and len(project) + len(env_name) + 2 > MAX_TUNING_JOB_NAME_PREFIX:
+            raise ConfigError(
+                "env_name",
+                f"project_name and env_name together at most {MAX_TUNING_JOB_NAME_PREFIX - 2} characters with "
+                "tuning (tuning job names are limited to 32)",
+                f"{project}-{env_name}",
+            )
         return cls(
             project_name=project,
             env_name=env_name,
@@ -279,20 +444,22 @@ class PipelineConfig:
             data_prefix=data_prefix,
             model_prefix=model_prefix,
             checkpoint_prefix=checkpoint_prefix,
-            training=_training(values),
+            training=training,
             ecr_keep_images=_int(values, "ecr_keep_images", 1, 1000),
             log_retention_days=_log_retention(values),
             powertools_layer_arn=layer_arn,
+            registry=RegistryConfig(
+                quality_gate=_quality_gate(values),
+                auto_approve=_bool(values, "auto_approve"),
+                inference_instance_types=_instance_types(values, "inference_instance_types"),
+            ),
             compliance_packs=_compliance_packs(values, "compliance_packs"),
         )
 
 
 def _training(values: Mapping[str, Any]) -> TrainingConfig:
     instance_type = _string(
-        values,
-        "training_instance_type",
-        re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$"),
-        "a SageMaker instance type like ml.m5.large",
+        values, "training_instance_type", _INSTANCE_TYPE, "a SageMaker instance type like ml.m5.large"
     )
     max_runtime = _int(values, "training_max_runtime_seconds", 1, MAX_ACTION_SECONDS, ACTION_LIMIT_REASON)
     use_spot = _bool(values, "training_use_spot")
@@ -312,6 +479,26 @@ def _training(values: Mapping[str, Any]) -> TrainingConfig:
                 f"an integer >= training_max_runtime_seconds ({max_runtime}) when training_use_spot is true",
                 max_wait,
             )
+    tuning = _tuning(values, "tuning", max_wait or max_runtime)
+    keep_alive = _int(
+        values,
+        "training_keep_alive_seconds",
+        0,
+        MAX_KEEP_ALIVE_SECONDS,
+        "SageMaker's warm pool limit; 0 is off",
+    )
+    if keep_alive and use_spot:
+        raise ConfigError(
+            "training_keep_alive_seconds",
+            "0 when training_use_spot is true (SageMaker warm pools cannot be used with spot instances)",
+            keep_alive,
+        )
+    if keep_alive and tuning is not None:
+        raise ConfigError(
+            "training_keep_alive_seconds",
+            "0 with tuning (SageMaker keeps no warm pools for the training jobs of a tuning job)",
+            keep_alive,
+        )
     return TrainingConfig(
         instance_type=instance_type,
         instance_count=_int(values, "training_instance_count", 1, 100),
@@ -320,6 +507,156 @@ def _training(values: Mapping[str, Any]) -> TrainingConfig:
         use_spot=use_spot,
         max_wait_seconds=max_wait,
         hyperparameters=_hyperparameters(values, "hyperparameters"),
+        keep_alive_seconds=keep_alive,
+        cache=_bool(values, "training_cache"),
+        tuning=tuning,
+    )
+
+
+def _is_off(value: Any) -> bool:
+    return (
+        value is None
+        or value is False
+        or (isinstance(value, str) and value.strip().lower() in ("", "none", "off"))
+    )
+
+
+def _number_of_kind(value: Any, key: str, expected: str, kind: type) -> int | float:
+    """An integer (kind int) or any finite number (kind float), also from its string form."""
+    if isinstance(value, str):
+        try:
+            value = int(value) if kind is int else float(value)
+        except ValueError:
+            raise ConfigError(key, expected, value) from None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (kind is int and not isinstance(value, int))
+    ):
+        raise ConfigError(key, expected, value)
+    if not math.isfinite(value):
+        raise ConfigError(key, expected, value)
+    return value
+
+
+def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`, in any letter case (minimize, Minimize)."""
+    expected = f"one of {', '.join(choices)}"
+    if isinstance(value, str):
+        for choice in choices:
+            if value.strip().lower() == choice.lower():
+                return choice
+    raise ConfigError(key, expected, value, missing=value is None)
+
+
+def _parameter_range(key: str, name: str, spec: Any) -> tuple[str, dict[str, Any]]:
+    """(SageMaker range list name, one range) from `{"type": "integer", "min": 2, "max": 10, "scaling": ...}`
+    or `{"type": "categorical", "values": [...]}`."""
+    expected = (
+        'an object like {"type": "integer", "min": 2, "max": 10}, {"type": "continuous", "min": 0.01, '
+        '"max": 0.5, "scaling": "Logarithmic"} or {"type": "categorical", "values": ["a", "b"]}'
+    )
+    if not _HP_NAME.match(name):
+        raise ConfigError(key, "hyperparameter names of letters, digits and _.:-", name)
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(key, expected, spec)
+    kind = _choice(spec["type"], f"{key}.type", RANGE_TYPES)
+    if kind == "categorical":
+        allowed = {"type", "values"}
+        values = spec.get("values")
+        if (
+            not isinstance(values, list)
+            or not 1 <= len(values) <= MAX_CATEGORICAL_VALUES
+            or not all(isinstance(v, str) and v for v in values)
+            or len(set(values)) != len(values)
+        ):
+            raise ConfigError(
+                f"{key}.values", f"1 to {MAX_CATEGORICAL_VALUES} different non-empty strings", values
+            )
+        if set(spec) - allowed:
+            raise ConfigError(key, f"only {', '.join(sorted(allowed))}", sorted(set(spec) - allowed))
+        return "CategoricalParameterRanges", {"Name": name, "Values": list(values)}
+    allowed = {"type", "min", "max", "scaling"}
+    if set(spec) - allowed:
+        raise ConfigError(key, f"only {', '.join(sorted(allowed))}", sorted(set(spec) - allowed))
+    number_kind = int if kind == "integer" else float
+    expected_number = "an integer" if kind == "integer" else "a number"
+    low = _number_of_kind(spec.get("min"), f"{key}.min", expected_number, number_kind)
+    high = _number_of_kind(
+        spec.get("max"), f"{key}.max", f"{expected_number} greater than min ({low})", number_kind
+    )
+    if high <= low:
+        raise ConfigError(f"{key}.max", f"{expected_number} greater than min ({low})", high)
+    scaling = _choice(spec.get("scaling", "Auto"), f"{key}.scaling", RANGE_SCALINGS)
+    if scaling == "Logarithmic" and low <= 0:
+        raise ConfigError(f"{key}.min", "a number > 0 with Logarithmic scaling", low)
+    if scaling == "ReverseLogarithmic" and (kind == "integer" or low < 0 or high >= 1):
+        raise ConfigError(
+            f"{key}.scaling", "ReverseLogarithmic only for a continuous range within 0 <= x < 1", scaling
+        )
+    list_name = "IntegerParameterRanges" if kind == "integer" else "ContinuousParameterRanges"
+    # SageMaker takes range bounds as strings.
+    return list_name, {"Name": name, "MinValue": str(low), "MaxValue": str(high), "ScalingType": scaling}
+
+
+def _tuning(values: Mapping[str, Any], key: str, trial_seconds: int) -> TuningConfig | None:
+    """`tuning`: off by default; an object (or its JSON with `-c`) turns the Train stage into a tuning job."""
+    value = _maybe_json(values.get(key))
+    if _is_off(value):
+        return None
+    known = {"objective_metric", "direction", "strategy", "max_jobs", "max_parallel_jobs", "ranges"}
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"an object with {', '.join(sorted(known))} (or none)", value)
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(key, f"only the keys {', '.join(sorted(known))}", unknown)
+    metrics = tuple(definition["Name"] for definition in metric_definitions())
+    metric = value.get("objective_metric")
+    if metric not in metrics:
+        raise ConfigError(
+            f"{key}.objective_metric",
+            f"one of the metrics the container reports: {', '.join(metrics)}",
+            metric,
+            missing=metric is None,
+        )
+    direction = _choice(value.get("direction"), f"{key}.direction", TUNING_DIRECTIONS)
+    strategy = _choice(value.get("strategy", "Bayesian"), f"{key}.strategy", TUNING_STRATEGIES)
+    max_jobs = _int({f"{key}.max_jobs": value.get("max_jobs")}, f"{key}.max_jobs", 1, MAX_TUNING_JOBS)
+    parallel = _int(
+        {f"{key}.max_parallel_jobs": value.get("max_parallel_jobs", 1)},
+        f"{key}.max_parallel_jobs",
+        1,
+        max_jobs,
+        "at most max_jobs",
+    )
+    ranges = value.get("ranges")
+    if not isinstance(ranges, dict) or not ranges:
+        raise ConfigError(
+            f"{key}.ranges",
+            "an object of hyperparameter name -> range, at least one",
+            ranges,
+            missing=ranges is None,
+        )
+    parameter_ranges: dict[str, list[dict[str, Any]]] = {}
+    for name, spec in ranges.items():
+        list_name, one = _parameter_range(f"{key}.ranges.{name}", str(name), spec)
+        parameter_ranges.setdefault(list_name, []).append(one)
+    # The trials run in ceil(max_jobs / parallel) waves, each up to a trial's runtime (with spot: its wait).
+    waves = -(-max_jobs // parallel)
+    if waves * trial_seconds > MAX_ACTION_SECONDS:
+        raise ConfigError(
+            f"{key}.max_jobs",
+            f"at most {MAX_ACTION_SECONDS // trial_seconds * parallel} trials at {parallel} in parallel: "
+            f"{waves} waves of up to {trial_seconds} s must end within {ACTION_LIMIT_REASON}",
+            max_jobs,
+        )
+    return TuningConfig(
+        objective_metric=str(metric),
+        objective_type=direction,
+        strategy=strategy,
+        max_jobs=max_jobs,
+        max_parallel_jobs=parallel,
+        parameter_ranges=parameter_ranges,
     )
 
 

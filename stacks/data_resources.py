@@ -22,3 +22,4 @@ class DataResources:
     topic: sns.ITopic
     repository: ecr.IRepository
     cache_repository: ecr.IRepository
+    model_package_group_arn: str  # the group's ARN (a cross-stack reference); its name is in the config

@@ -10,9 +10,11 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
+from pipeline_common.training_cache import CACHE_INDEX
 
 from stacks.checkov_skips import skip_checks
 from stacks.config import PipelineConfig
@@ -27,7 +29,7 @@ REPLICATION_REASON = (
 
 
 class DataStack(Stack):
-    """KMS key, buckets, audit table, topic and image repository; RemovalPolicy.RETAIN throughout."""
+    """KMS key, buckets, audit table, topic, image repositories and the model package group; RETAIN throughout."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: PipelineConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -144,10 +146,13 @@ class DataStack(Stack):
             "Point-in-time recovery (35 days of restores) and deletion protection are on; an AWS Backup plan "
             "(vault, retention, cost) is an account-level decision left to the deployer.",
         )
-        # Runs of one commit, newest first; and runs in one status ordered by last change.
+        # Runs of one commit, newest first; runs in one status ordered by last change; and runs with the same
+        # inputs (the training cache: start-training reuses a Completed one instead of training again).
+        # CloudFormation adds one index per table update: add a fourth in a deploy of its own.
         for name, partition, sort in (
             ("by-commit", "commit_id", "created_at"),
             ("by-status", "status", "updated_at"),
+            (CACHE_INDEX, "cache_key", "created_at"),
         ):
             self.audit_table.add_global_secondary_index(
                 index_name=name,
@@ -207,6 +212,18 @@ class DataStack(Stack):
             ],
         )
         skip_checks(self.cache_repository, "CKV_AWS_51")
+
+        # The model registry: one group per project and environment. Its packages (every registered model
+        # and its approval) must outlive a pipeline redeploy, as the audit table does.
+        self.model_package_group = sagemaker.CfnModelPackageGroup(
+            self,
+            "ModelPackageGroup",
+            model_package_group_name=config.model_package_group_name,
+            model_package_group_description=(
+                f"{config.pipeline_name}: models that passed the quality gate, one version per training job"
+            ),
+        )
+        self.model_package_group.apply_removal_policy(RemovalPolicy.RETAIN)
 
     def _bucket(self, construct_id: str, *, log_prefix: str) -> s3.Bucket:
         bucket = s3.Bucket(

@@ -18,5 +18,8 @@ class FunctionSpec:
 START_TRAINING = FunctionSpec("StartTraining", "start_training.handler.lambda_handler")
 RECORD_STATUS = FunctionSpec("RecordStatus", "record_status.handler.lambda_handler")
 DATA_TRIGGER = FunctionSpec("DataTrigger", "data_trigger.handler.lambda_handler")
+EVALUATE_MODEL = FunctionSpec("EvaluateModel", "evaluate_model.handler.lambda_handler")
+REGISTER_MODEL = FunctionSpec("RegisterModel", "register_model.handler.lambda_handler")
+RECORD_APPROVAL = FunctionSpec("RecordApproval", "record_approval.handler.lambda_handler")
 
-ALL = (START_TRAINING, RECORD_STATUS, DATA_TRIGGER)
+ALL = (START_TRAINING, RECORD_STATUS, DATA_TRIGGER, EVALUATE_MODEL, REGISTER_MODEL, RECORD_APPROVAL)

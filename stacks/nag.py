@@ -49,6 +49,14 @@ def objects_under(prefix: str) -> str:
     return rf"Resource::.+/{re.escape(prefix)}\*"
 
 
+def model_packages_finding(group: str) -> tuple[str, str]:
+    """IAM5 finding pattern, and its reason, for the versions of the project's model package group."""
+    return (
+        rf"Resource::arn:aws:sagemaker:[^:]+:\d{{12}}:model-package/{re.escape(group)}/\*",
+        f"model-package/{group}/* (the versions of this project's model package group)",
+    )
+
+
 def logical_id(name: str) -> str:
     """Pattern for the logical id of a construct named `name`, at any depth (CDK prefixes its scopes' ids)."""
     return rf"[A-Za-z0-9]*{name}[0-9A-F]{{8}}"

@@ -1,7 +1,8 @@
 """TrainingPipeline-<env>: the stateless half. Safe to destroy and redeploy; data lives in TrainingData-<env>.
 
 Composed from one construct per concern (stacks/constructs/): source and build, training, record and
-notify, data uploads. The stack wires their actions into the pipeline and passes each what it needs.
+notify, the quality gate, the model registry (register and approvals), data uploads. The stack wires their
+actions into the pipeline (Source, Build, Train, Evaluate, Register) and passes each what it needs.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from stacks import functions
 from stacks.config import PROJECT_ROOT, PipelineConfig
 from stacks.constructs.data_uploads import DataUploads
+from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.pipeline_function import FunctionDefaults
 from stacks.constructs.policies import depend_on_policy_only
+from stacks.constructs.quality_gate import QualityGate
 from stacks.constructs.record_notify import RecordAndNotify
 from stacks.constructs.source_build import SourceAndBuild
 from stacks.constructs.training import Training
@@ -53,6 +57,12 @@ class PipelineStack(Stack):
         training_job_arn = self.format_arn(
             service="sagemaker", resource="training-job", resource_name=f"{config.job_name_prefix}*"
         )
+        # Tuning jobs carry the same prefix (their training jobs too: `<tuning job>-<nnn>-<8 hex>`).
+        tuning_job_arn = self.format_arn(
+            service="sagemaker",
+            resource="hyper-parameter-tuning-job",
+            resource_name=f"{config.job_name_prefix}*",
+        )
         defaults = FunctionDefaults(
             code=lambda_.Code.from_asset(str(PROJECT_ROOT / "lambdas"), exclude=LAMBDA_ASSET_EXCLUDES),
             layer=lambda_.LayerVersion.from_layer_version_arn(
@@ -70,6 +80,14 @@ class PipelineStack(Stack):
             },
         )
 
+        # The model registry's group (data stack) and its versions: what the new stages may touch, nothing else.
+        packages_arn = self.format_arn(
+            service="sagemaker",
+            resource="model-package",
+            resource_name=f"{config.model_package_group_name}/*",
+        )
+        model_package_arns = [data.model_package_group_arn, packages_arn]
+
         self.source_and_build = SourceAndBuild(self, "SourceAndBuild", config=config, data=data)
         self.training = Training(
             self,
@@ -79,8 +97,17 @@ class PipelineStack(Stack):
             defaults=defaults,
             pipeline_arn=pipeline_arn,
             training_job_arn=training_job_arn,
+            tuning_job_arn=tuning_job_arn,
         )
-        self.pipeline = self._pipeline(config, data)
+        self.quality_gate = QualityGate(
+            self,
+            "QualityGate",
+            config=config,
+            data=data,
+            defaults=defaults,
+            training_job_arn=training_job_arn,
+            model_package_arns=model_package_arns,
+        )
         self.record_and_notify = RecordAndNotify(
             self,
             "RecordAndNotify",
@@ -88,7 +115,19 @@ class PipelineStack(Stack):
             data=data,
             defaults=defaults,
             training_job_arn=training_job_arn,
+            tuning_job_arn=tuning_job_arn,
         )
+        self.model_registry = ModelRegistry(
+            self,
+            "ModelRegistry",
+            config=config,
+            data=data,
+            defaults=defaults,
+            model_package_arns=model_package_arns,
+            packages_arn=packages_arn,
+            dedup_table=self.record_and_notify.idempotency_table,
+        )
+        self.pipeline = self._pipeline(config, data)
         self.data_uploads = DataUploads(
             self,
             "DataUploads",
@@ -108,16 +147,38 @@ class PipelineStack(Stack):
         data_change = codepipeline.Variable(
             variable_name="DATA_CHANGE", default_value="none", description="summary of new training data"
         )
+        # Start an execution with RETRAIN=true to train even if a run with identical inputs completed.
+        retrain = codepipeline.Variable(
+            variable_name="RETRAIN",
+            default_value="false",
+            description="true: train even if a run with the same inputs exists",
+        )
         # The README's "Train action user parameters".
+        origin = {
+            "image_uri": build.variable("IMAGE_URI"),
+            "image_digest": build.variable("IMAGE_DIGEST"),
+            "commit_id": source.variables.commit_id,
+            "branch": source.variables.branch_name,
+            "repo": source.variables.full_repository_name,
+            "pipeline_execution_id": codepipeline.GlobalVariables.EXECUTION_ID,
+        }
         train = self.training.train_action(
+            {**origin, "trigger": trigger.reference(), "retrain": retrain.reference()}
+        )
+        # The README's "Evaluate and Register action user parameters".
+        training_job = train.variable("TRAINING_JOB_NAME")
+        evaluate = self.quality_gate.action(
             {
-                "image_uri": build.variable("IMAGE_URI"),
-                "image_digest": build.variable("IMAGE_DIGEST"),
-                "commit_id": source.variables.commit_id,
-                "branch": source.variables.branch_name,
-                "repo": source.variables.full_repository_name,
+                "training_job_name": training_job,
                 "pipeline_execution_id": codepipeline.GlobalVariables.EXECUTION_ID,
-                "trigger": trigger.reference(),
+            }
+        )
+        register = self.model_registry.register_action(
+            {
+                **origin,
+                "training_job_name": training_job,
+                "model_artifact": train.variable("MODEL_ARTIFACT"),
+                "evaluation_uri": evaluate.variable("EVALUATION_URI"),
             }
         )
         pipeline = codepipeline.Pipeline(
@@ -129,7 +190,7 @@ class PipelineStack(Stack):
             execution_mode=codepipeline.ExecutionMode.QUEUED,
             artifact_bucket=data.artifacts_bucket,
             restart_execution_on_update=False,
-            variables=[trigger, data_change],
+            variables=[trigger, data_change, retrain],
             triggers=[
                 codepipeline.TriggerProps(
                     provider_type=codepipeline.ProviderType.CODE_STAR_SOURCE_CONNECTION,
@@ -143,6 +204,8 @@ class PipelineStack(Stack):
                 codepipeline.StageProps(stage_name="Source", actions=[source]),
                 codepipeline.StageProps(stage_name="Build", actions=[build]),
                 codepipeline.StageProps(stage_name="Train", actions=[train]),
+                codepipeline.StageProps(stage_name="Evaluate", actions=[evaluate]),
+                codepipeline.StageProps(stage_name="Register", actions=[register]),
             ],
         )
         depend_on_policy_only(pipeline, pipeline.role)
@@ -152,13 +215,16 @@ class PipelineStack(Stack):
             pipeline,
             "AwsSolutions-IAM5",
             "CDK-generated pipeline and action roles: read/write of pipeline artifacts (artifact bucket objects "
-            "and the artifact key), invoking versions of the start-training function, and lambda:ListFunctions "
-            "(no resource-level permissions).",
+            "and the artifact key), invoking versions of the start-training, evaluate-model and register-model "
+            "functions, and lambda:ListFunctions (no resource-level permissions).",
             [
                 ANY_RESOURCE,
                 ARTIFACT_OBJECTS,
                 *ARTIFACT_GRANT_ACTIONS,
-                rf"Resource::<{logical_id('StartTrainingFunction')}\.Arn>:\*",
+                *(
+                    rf"Resource::<{logical_id(f'{spec.construct_id}Function')}\.Arn>:\*"
+                    for spec in (functions.START_TRAINING, functions.EVALUATE_MODEL, functions.REGISTER_MODEL)
+                ),
             ],
         )
         return pipeline

@@ -12,7 +12,7 @@ AUDIT_TABLE_SCHEMA: dict[str, Any] = {
     "KeySchema": [{"AttributeName": "job_name", "KeyType": "HASH"}],
     "AttributeDefinitions": [
         {"AttributeName": attribute, "AttributeType": "S"}
-        for attribute in ("job_name", "commit_id", "created_at", "status", "updated_at")
+        for attribute in ("job_name", "commit_id", "created_at", "status", "updated_at", "cache_key")
     ],
     "GlobalSecondaryIndexes": [
         {
@@ -28,6 +28,14 @@ AUDIT_TABLE_SCHEMA: dict[str, Any] = {
             "KeySchema": [
                 {"AttributeName": "status", "KeyType": "HASH"},
                 {"AttributeName": "updated_at", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        },
+        {
+            "IndexName": "by-cache-key",
+            "KeySchema": [
+                {"AttributeName": "cache_key", "KeyType": "HASH"},
+                {"AttributeName": "created_at", "KeyType": "RANGE"},
             ],
             "Projection": {"ProjectionType": "ALL"},
         },

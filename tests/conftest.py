@@ -128,6 +128,52 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesize
     yield Synthesized(app, Template.from_json(data), Template.from_json(pipeline), data, pipeline, paths)
 
 
+TUNING_ENV = "tune"
+
+
+@pytest.fixture(scope="session")
+def synthesized_tuning(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
+    """The app again with `tuning` on (the local run's example search space), as environment `tune`: what
+    changes with tuning (start-training's role may create tuning jobs; its TRAINING_CONFIG)."""
+    import json
+
+    from aws_cdk.assertions import Template
+
+    from mlpipe.local.tuning import EXAMPLE_TUNING
+    from stacks.application import build_app
+
+    app = build_app(
+        {"env_name": TUNING_ENV, "tuning": json.dumps(EXAMPLE_TUNING)},
+        outdir=str(tmp_path_factory.mktemp("cdk.out.tuning")),
+        read_local_file=False,
+    )
+    assembly = app.synth()
+    data_stack = assembly.get_stack_by_name(f"TrainingData-{TUNING_ENV}")
+    pipeline_stack = assembly.get_stack_by_name(f"TrainingPipeline-{TUNING_ENV}")
+    data, pipeline = data_stack.template, pipeline_stack.template
+    paths = (data_stack.template_full_path, pipeline_stack.template_full_path)
+    yield Synthesized(app, Template.from_json(data), Template.from_json(pipeline), data, pipeline, paths)
+
+
+@pytest.fixture(scope="session")
+def tuning_deployment(local_cloud: Any, synthesized_tuning: Synthesized) -> Any:
+    """The tuning variant's roles in the session's local AWS (their names differ by the stack name), so a
+    handler can run under the start-training role that may create tuning jobs."""
+    from mlpipe.local.deployment import LocalDeployment, StackTemplate
+
+    deployment = LocalDeployment(
+        StackTemplate(f"TrainingData-{TUNING_ENV}", synthesized_tuning.data_json),
+        StackTemplate(f"TrainingPipeline-{TUNING_ENV}", synthesized_tuning.pipeline_json),
+        REGION,
+    )
+    deployment.create(local_cloud.session, local_cloud.moto_url, only=IAM_TYPES)
+    for function in deployment.functions.values():
+        local_cloud.deployment.register_role(
+            function.role_arn, list(deployment.role_actions(function.role_arn))
+        )
+    return deployment
+
+
 @pytest.fixture(scope="session")
 def local_cloud(synthesized: Synthesized) -> Iterator[Any]:
     """The session's local AWS: moto in this process with IAM enforced, the gateway, and the synthesized

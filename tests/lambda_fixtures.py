@@ -3,15 +3,17 @@
 A pytest plugin (see tests/conftest.py), used by tests/lambdas, tests/local and tests/faults. Every
 invocation goes through `LocalCloud.invoke`: the handler runs with its test environment, `AWS_ENDPOINT_URL`
 at the gateway and the temporary credentials of its own role from the synthesized template, with IAM
-enforced by moto and the gateway. SageMaker and CodePipeline are the local stand-ins; the training
-container is `ScriptedTraining`, which writes what `train` would, without a process.
+enforced by moto and the gateway. SageMaker (training and the model registry) and CodePipeline are the
+local stand-ins; the training container is `ScriptedTraining`, which writes what `train` would, without a
+process. Each test has its own model package group, so tests never see each other's packages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,11 +24,21 @@ import pytest
 from pipeline_common import aws, metrics
 
 from mlpipe.local.codepipeline import LocalCodePipeline
+from mlpipe.local.iam import APPROVER_ACTIONS, Credentials
 from mlpipe.local.lambda_runtime import LambdaContext
+from mlpipe.local.model_registry import LocalModelRegistry
 from mlpipe.local.sagemaker import LocalSageMaker, LocalTrainingJob
-from stacks.functions import DATA_TRIGGER, RECORD_STATUS, START_TRAINING, FunctionSpec
-from tests.conftest import REGION, Emulated
-from tests.lambdas.builders import IMAGE_URI, PREFIX, T0, default_tags
+from stacks.functions import (
+    DATA_TRIGGER,
+    EVALUATE_MODEL,
+    RECORD_APPROVAL,
+    RECORD_STATUS,
+    REGISTER_MODEL,
+    START_TRAINING,
+    FunctionSpec,
+)
+from tests.conftest import REGION, Emulated, unique_name
+from tests.lambdas.builders import IMAGE_URI, PREFIX, T0, default_tags, user_parameters
 
 PIPELINE_NAME = "TrainingPipeline-test"
 TRAINING_CONFIG = {
@@ -38,6 +50,13 @@ TRAINING_CONFIG = {
     "hyperparameters": {"max_depth": "6", "eta": "0.2"},
 }
 METRICS = {"validation:rmse": 0.4213, "train:rmse": 0.301}
+QUALITY_GATE = {"metric": "validation:rmse", "direction": "minimize", "max_regression": 0.02, "floor": 0.5}
+REGISTRY_CONFIG = {
+    "auto_approve": False,
+    "inference_instance_types": ["ml.m5.large"],
+    "content_types": ["text/csv", "application/json"],
+    "response_types": ["text/csv"],
+}
 # Every attempt botocore makes for one call: the first and `max_attempts` retries (its retries dict counts
 # retries only).
 ALL_ATTEMPTS = aws.CLIENT_CONFIG["retries"]["max_attempts"] + 1
@@ -74,14 +93,18 @@ class ScriptedTraining:
     failure: str = "Hyperparameter max_depth is -1, but it must be an integer from 1 to 32."
     started: list[str] = field(default_factory=list)
     processes: dict[str, ScriptedProcess] = field(default_factory=dict)
+    # The metrics of a run from its hyperparameters (e.g. so the trials of a tuning job differ); None: `metrics`.
+    metrics_for: Callable[[dict[str, str]], dict[str, float]] | None = None
 
     def start(self, image: str, opt_ml: Path, name: str, log_file: Path) -> ScriptedProcess:
         self.started.append(name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         if self.outcome == "ok":
             rows = sum(len(p.read_text().splitlines()) for p in (opt_ml / "input/data/train").rglob("*.csv"))
-            (opt_ml / "model" / "model.txt").write_text(f"trained on {rows} rows")
-            log_file.write_text("".join(f"METRIC {k}={v}\n" for k, v in self.metrics.items()))
+            hyperparameters = json.loads((opt_ml / "input/config/hyperparameters.json").read_text())
+            (opt_ml / "model" / "model.txt").write_text(f"trained on {rows} rows with {hyperparameters}")
+            metrics = self.metrics_for(hyperparameters) if self.metrics_for else self.metrics
+            log_file.write_text("".join(f"METRIC {k}={v}\n" for k, v in metrics.items()))
             process = ScriptedProcess(0, self.polls)
         else:
             (opt_ml / "output" / "failure").write_text(self.failure)
@@ -114,9 +137,23 @@ class Lambdas:
     sagemaker_role_arn: str  # the training jobs' execution role, from the template
     data_versions: dict[str, str]  # the data objects (not the folder markers) -> version id
     environments: dict[str, dict[str, str]]  # handler -> the function's environment in this test
+    registry: LocalModelRegistry
+    group: str  # this test's model package group
+    package_events: list[dict[str, Any]]  # Model Package State Change events not yet delivered
+    functions: dict[str, Any] = field(default_factory=dict)  # handler -> a function of another deployment
 
     def function(self, spec: FunctionSpec) -> Any:
-        return self.cloud.deployment.function(spec.handler)
+        return self.functions.get(spec.handler) or self.cloud.deployment.function(spec.handler)
+
+    def use_tuning(self, tuning_deployment: Any) -> dict[str, Any]:
+        """start-training as the stack deploys it with `tuning` on: that variant's role (which may create
+        tuning jobs) and its TRAINING_CONFIG's tuning; returns the tuning config."""
+        function = tuning_deployment.function(START_TRAINING.handler)
+        self.functions[START_TRAINING.handler] = function
+        tuning = json.loads(function.environment["TRAINING_CONFIG"])["tuning"]
+        config = json.loads(self.env(START_TRAINING)["TRAINING_CONFIG"])
+        self.env(START_TRAINING)["TRAINING_CONFIG"] = json.dumps({**config, "tuning": tuning})
+        return tuning
 
     def env(self, spec: FunctionSpec) -> dict[str, str]:
         return self.environments[spec.handler]
@@ -145,13 +182,32 @@ class Lambdas:
     def trigger(self, event: Any, request_id: str | None = None) -> Any:
         return self.invoke(DATA_TRIGGER, event, request_id)
 
+    def record_approval(self, event: Any, request_id: str | None = None) -> Any:
+        return self.invoke(RECORD_APPROVAL, event, request_id)
+
+    def deliver_package_events(self) -> list[Any]:
+        results = []
+        while self.package_events:
+            results.append(self.record_approval(self.package_events.pop(0)))
+        return results
+
+    def set_env(self, spec: FunctionSpec, **variables: str) -> None:
+        self.environments[spec.handler] = {**self.environments[spec.handler], **variables}
+
     def deliver_events(self) -> None:
         while self.events:
             self.record(self.events.pop(0))
 
-    def finished_job(self, name: str, status: str = "Completed", trained_seconds: int = 754) -> None:
+    def finished_job(
+        self,
+        name: str,
+        status: str = "Completed",
+        trained_seconds: int = 754,
+        spot_billable_seconds: int | None = None,
+    ) -> None:
         """A job SageMaker finished with `status` (restored into the local SageMaker: no container, no S3),
-        its times on the sample events' clock (T0)."""
+        its times on the sample events' clock (T0); with `spot_billable_seconds`, a managed spot job billed
+        that long."""
         request = {
             "TrainingJobName": name,
             "AlgorithmSpecification": {
@@ -177,6 +233,9 @@ class Lambdas:
             "HyperParameters": {"max_depth": "6", "eta": "0.2"},
             "Tags": [{"Key": k, "Value": v} for k, v in default_tags(name).items()],
         }
+        if spot_billable_seconds is not None:
+            request["EnableManagedSpotTraining"] = True
+            request["StoppingCondition"]["MaxWaitTimeInSeconds"] = 7200
         job = LocalTrainingJob(
             request=request,
             arn=f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name.lower()}",
@@ -192,24 +251,124 @@ class Lambdas:
             model_artifact=f"s3://{self.model_bucket}/models/{name}/output/model.tar.gz"
             if status == "Completed"
             else None,
+            billable_seconds=spot_billable_seconds,
         )
         self.sagemaker.restore_job(job)
+
+    def finished_tuning_job(self, name: str, trials: int = 2) -> list[str]:
+        """A tuning job that ran `trials` trials with the scripted container (its own events dropped: tests
+        send events built from the published samples) and ended; returns the trials' names."""
+        template = {
+            "AlgorithmSpecification": {
+                "TrainingImage": IMAGE_URI,
+                "TrainingInputMode": "File",
+                "MetricDefinitions": metrics.metric_definitions(),
+            },
+            "RoleArn": self.sagemaker_role_arn,
+            "InputDataConfig": [
+                {
+                    "ChannelName": "train",
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": f"s3://{self.data_bucket}/datasets/train/",
+                        }
+                    },
+                }
+            ],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{self.model_bucket}/models/"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        }
+        self.sagemaker.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name,
+            HyperParameterTuningJobConfig={
+                "Strategy": "Random",
+                "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "validation:rmse"},
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": trials, "MaxParallelTrainingJobs": 1},
+                "ParameterRanges": {
+                    "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "8"}]
+                },
+            },
+            TrainingJobDefinition={**template, "StaticHyperParameters": {"eta": "0.2"}},
+            Tags=[{"Key": k, "Value": v} for k, v in {**default_tags(name), "tuning-job": name}.items()],
+        )
+        self.sagemaker.tuning.wait(name)
+        self.events.clear()
+        return list(self.sagemaker.tuning.job(name).trials)
 
     def job_name(self, execution_id: str) -> str:
         return f"{PREFIX}{execution_id}"
 
-    def run_action(self, parameters: dict[str, str], execution_id: str, max_jobs: int = 20) -> Any:
-        """The Train action as CodePipeline runs it: a job, a continuation job after each token, until a
-        final result. State-change events go to record-status after each invocation."""
+    def run_action(
+        self,
+        parameters: dict[str, str],
+        execution_id: str,
+        max_jobs: int = 20,
+        spec: FunctionSpec = START_TRAINING,
+    ) -> Any:
+        """An action as CodePipeline runs it: a job, a continuation job after each token, until a final
+        result. State-change events go to record-status after each invocation."""
         for _ in range(max_jobs):
-            event = self.codepipeline.new_job(execution_id, "start-training", parameters)
-            self.start(event)
+            event = self.codepipeline.new_job(execution_id, spec.construct_id, parameters)
+            self.invoke(spec, event)
             self.deliver_events()
             result = self.codepipeline.result(event["CodePipeline.job"]["id"])
             assert result is not None, "the invocation reported no result"
             if not result.succeeded or not result.continuation_token:
                 return result
         pytest.fail(f"the action did not finish within {max_jobs} jobs")
+
+    def run_pipeline(self, metrics: dict[str, float] | None = None, commit: str | None = None) -> PipelineRun:
+        """One execution through Train, Evaluate and (if the gate passes) Register, as the pipeline runs
+        them; then the registry's events are delivered to record-approval, as EventBridge would."""
+        if metrics is not None:
+            self.training.metrics = dict(metrics)
+        execution = self.codepipeline.start_execution("StartPipelineExecution", "test")
+        # Each execution stands for a new model, so a new build: its own image digest keeps the training
+        # cache from reusing an earlier run here (tests/lambdas/test_training_cache.py covers reuse).
+        digest = "sha256:" + hashlib.sha256(execution.encode()).hexdigest()
+        origin = user_parameters(execution, image_digest=digest, **({"commit_id": commit} if commit else {}))
+        train = self.run_action(origin, execution)
+        assert train.succeeded, train.failure_message
+        name = train.output_variables["TRAINING_JOB_NAME"]
+        evaluate = self.run_action(
+            {"training_job_name": name, "pipeline_execution_id": execution}, execution, spec=EVALUATE_MODEL
+        )
+        register = None
+        if evaluate.succeeded:
+            parameters = {k: v for k, v in origin.items() if k != "trigger"}
+            parameters.update(
+                training_job_name=name,
+                model_artifact=train.output_variables["MODEL_ARTIFACT"],
+                evaluation_uri=evaluate.output_variables["EVALUATION_URI"],
+            )
+            register = self.run_action(parameters, execution, spec=REGISTER_MODEL)
+        self.deliver_package_events()
+        return PipelineRun(execution, name, train, evaluate, register, digest)
+
+    def approver(self, name: str = "approver-alice") -> Credentials:
+        """A person allowed to decide on packages (an IAM user in the local AWS)."""
+        return self.cloud.user(f"{name}-{uuid.uuid4().hex[:6]}", APPROVER_ACTIONS)
+
+    def sagemaker_as(self, credentials: Credentials) -> Any:
+        """A SageMaker client of someone other than the pipeline, through the gateway (the registry stand-in)."""
+        return credentials.session(REGION).client("sagemaker", endpoint_url=self.cloud.gateway.url)
+
+    def record_of(self, name: str) -> dict[str, Any]:
+        record = self.emulated.get_record(self.table, name)
+        assert record is not None, f"no record for {name}"
+        return record
+
+
+@dataclass
+class PipelineRun:
+    execution_id: str
+    job_name: str
+    train: Any  # JobResult of each action
+    evaluate: Any
+    register: Any | None
+    image_digest: str  # the build's: each execution is a new one
 
 
 @dataclass
@@ -266,8 +425,13 @@ def lambdas(
         region=REGION,
     )
     codepipeline = LocalCodePipeline(PIPELINE_NAME, {"TRIGGER": "push", "DATA_CHANGE": "none"})
+    package_events: list[dict[str, Any]] = []
+    registry = LocalModelRegistry(REGION, package_events.append)
     local_cloud.add_service(sagemaker)
+    local_cloud.add_service(registry)
     local_cloud.add_service(codepipeline)
+    group = unique_name("models")
+    local_cloud.client("sagemaker").create_model_package_group(ModelPackageGroupName=group)
     deployment = local_cloud.deployment
     sagemaker_role = deployment.resource(deployment.pipeline, "AWS::IAM::Role", "SageMakerExecution").arn
     common = {"PROJECT_NAME": "mlpipe", "ENV_NAME": "test", "PIPELINE_NAME": PIPELINE_NAME}
@@ -298,6 +462,31 @@ def lambdas(
             "DATA_PREFIX": "datasets/",
             "IDEMPOTENCY_TABLE_NAME": idempotency,
         },
+        EVALUATE_MODEL.handler: {
+            **common,
+            "AUDIT_TABLE_NAME": table,
+            "TOPIC_ARN": topic_arn,
+            "MODEL_BUCKET": model_bucket,
+            "MODEL_PREFIX": "models/",
+            "MODEL_PACKAGE_GROUP_NAME": group,
+            "JOB_NAME_PREFIX": PREFIX,
+            "QUALITY_GATE": json.dumps(QUALITY_GATE),
+        },
+        REGISTER_MODEL.handler: {
+            **common,
+            "AUDIT_TABLE_NAME": table,
+            "TOPIC_ARN": topic_arn,
+            "MODEL_PACKAGE_GROUP_NAME": group,
+            "JOB_NAME_PREFIX": PREFIX,
+            "REGISTRY_CONFIG": json.dumps(REGISTRY_CONFIG),
+        },
+        RECORD_APPROVAL.handler: {
+            **common,
+            "AUDIT_TABLE_NAME": table,
+            "TOPIC_ARN": topic_arn,
+            "MODEL_PACKAGE_GROUP_NAME": group,
+            "IDEMPOTENCY_TABLE_NAME": idempotency,
+        },
     }
     # The handlers' clients reach the gateway in this process (no socket): the same routing, IAM and
     # stand-ins, three times faster per call; the local run and the e2e tests go over HTTP.
@@ -318,4 +507,7 @@ def lambdas(
             sagemaker_role_arn=sagemaker_role,
             data_versions=versions,
             environments=environments,
+            registry=registry,
+            group=group,
+            package_events=package_events,
         )

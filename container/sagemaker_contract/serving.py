@@ -35,6 +35,7 @@ from sagemaker_contract.cells import (
     is_text_arrow_type,
     looks_like_header,
 )
+from sagemaker_contract.content_types import CSV, JSON, PARQUET
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.interface import ModelPlugin, load_model_plugin
 from sagemaker_contract.meta import ModelMeta, is_saved_in
@@ -48,9 +49,6 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoint limit
 # Python path, whose memory is a small multiple of the body (pyarrow's per-column cost is not).
 SMALL_CSV_BYTES = 8 * 1024
 SMALL_CSV_BYTES_PER_COLUMN = 320
-CSV = "text/csv"
-JSON = "application/json"
-PARQUET = "application/x-parquet"
 REASONS = {
     200: "200 OK",
     400: "400 Bad Request",

@@ -104,6 +104,8 @@ def to_attribute(value: Any) -> dict[str, Any]:
         return {"M": {str(k): to_attribute(v) for k, v in value.items()}}
     if isinstance(value, list | tuple):
         return {"L": [to_attribute(v) for v in value]}
+    if isinstance(value, set | frozenset) and value and all(isinstance(v, str) for v in value):
+        return {"SS": sorted(value)}
     raise TypeError(f"cannot store {type(value).__name__} in the audit record")
 
 
@@ -122,6 +124,8 @@ def from_attribute(attribute: Mapping[str, Any]) -> Any:
         return {k: from_attribute(v) for k, v in value.items()}
     if kind == "L":
         return [from_attribute(v) for v in value]
+    if kind == "SS":
+        return sorted(value)  # a string set, as a list (JSON has no sets)
     return value
 
 
@@ -381,3 +385,208 @@ def get_record(table: str, job_name: str) -> dict[str, Any] | None:
     )
     item = response.get("Item")
     return from_item(item) if item else None
+
+
+# -- after training: the gate, the package and every approval decision ------------------------------------
+# They go on the training job's own item: a run's whole lineage (commit, image, data, job, metrics, gate,
+# package, decisions) is one GetItem, and `runs` listings stay queries on the same two indexes. Each write
+# is conditional, so a retried stage or a redelivered event changes nothing it already changed.
+GATE_FIELDS = ("gate", "gate_status", "evaluation_uri", "evaluated_at")
+MAX_DECISIONS = 100  # decisions kept inline (a DynamoDB item is at most 400 KB); each is a few hundred bytes
+
+
+def _update(
+    table: str,
+    job_name: str,
+    expression: _Expression,
+    condition: str,
+    names: Mapping[str, str] | None = None,
+    values: Mapping[str, Any] | None = None,
+    add: str = "",
+) -> dict[str, Any]:
+    """One conditional UpdateItem of the record (`add`: an ADD clause after the SETs); the record after it."""
+    response = aws.client("dynamodb").update_item(
+        TableName=table,
+        Key={"job_name": {"S": job_name}},
+        UpdateExpression=expression.update + (f" ADD {add}" if add else ""),
+        ConditionExpression=condition,
+        ExpressionAttributeNames={**expression.names, "#job": "job_name", **(names or {})},
+        ExpressionAttributeValues={
+            **expression.values,
+            **{k: to_attribute(v) for k, v in (values or {}).items()},
+        },
+        ReturnValues="ALL_NEW",
+    )
+    return from_item(response.get("Attributes", {}))
+
+
+def record_gate(table: str, job_name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The gate's decision, once: a second write (a retry) keeps the first. Returns the record after it."""
+    expression = _Expression()
+    for attribute, value in clean(fields).items():
+        expression.set_if_missing(attribute, value)
+    expression.set("updated_at", now_iso())
+    return _update(table, job_name, expression, "attribute_exists(#job)")
+
+
+def record_package(table: str, job_name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The registered package (ARN, version, group, initial approval status), once. The approval status is
+    only set if no decision got there first (record-approval may see the package's event before this)."""
+    expression = _Expression()
+    for attribute, value in clean(fields).items():
+        expression.set_if_missing(attribute, value)
+    expression.set("updated_at", now_iso())
+    return _update(table, job_name, expression, "attribute_exists(#job)")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One approval decision on a package, from its state-change event and DescribeModelPackage."""
+
+    decision_id: str  # package version, status and time of the change: the same for a redelivered event
+    status: str  # Approved or Rejected
+    decided_at: str  # ISO-8601 UTC
+    decided_by: str  # the IAM identity (or Studio user) that made the change
+    reason: str  # ApprovalDescription ('' when none was given)
+    model_package_arn: str
+    model_package_version: int
+    current: bool = True  # False: a later change had already replaced it when it was read (no email)
+
+    def as_item(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "status": self.status,
+            "decided_at": self.decided_at,
+            "decided_by": self.decided_by,
+            "reason": self.reason,
+            "model_package_arn": self.model_package_arn,
+            "model_package_version": self.model_package_version,
+            "superseded": not self.current,
+        }
+
+
+def record_decision(table: str, job_name: str, decision: Decision) -> dict[str, Any]:
+    """Append the decision to the record's `approvals` (once per decision id), then make it the record's
+    current approval status if it is newer than the one there. Returns the record after both."""
+    from botocore.exceptions import ClientError
+
+    appended = _Expression()
+    appended.sets.append(
+        f"{appended.name('approvals')} = list_append(if_not_exists({appended.name('approvals')}, "
+        f"{appended.value([])}), {appended.value([decision.as_item()])})"
+    )
+    appended.set("updated_at", now_iso())
+    record: dict[str, Any] = {}
+    try:
+        record = _update(
+            table,
+            job_name,
+            appended,
+            "attribute_exists(#job) AND (attribute_not_exists(#ids) OR NOT contains(#ids, :id)) AND "
+            "(attribute_not_exists(#list) OR size(#list) < :max)",
+            names={"#ids": "approval_decision_ids", "#list": "approvals"},
+            values={":id": decision.decision_id, ":ids": {decision.decision_id}, ":max": MAX_DECISIONS},
+            add="#ids :ids",
+        )
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise  # already recorded (a redelivery or a retry), or the record is missing: checked below
+    if not decision.current:
+        return record or (get_record(table, job_name) or {})
+    current = _Expression()
+    for attribute, value in (
+        ("approval_status", decision.status),
+        ("approval_decided_at", decision.decided_at),
+        ("approval_decided_by", decision.decided_by),
+        ("approval_reason", decision.reason),
+        ("approval_decision_id", decision.decision_id),
+    ):
+        current.set(attribute, value)
+    try:
+        return _update(
+            table,
+            job_name,
+            current,
+            "attribute_exists(#job) AND (attribute_not_exists(#at) OR #at < :at)",
+            names={"#at": "approval_decided_at"},
+            values={":at": decision.decided_at},
+        )
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise
+    return get_record(table, job_name) or {}
+
+
+# -- one email per event, at least once (the same lease as above, for emails named by a key) ---------------
+# `emails_sent` (a string set) holds the keys of the emails SNS accepted; `email_lease:<key>` the lease of an
+# invocation sending one. `require` makes the email depend on the record still saying what it says now
+# (e.g. the decision it announces is still the current one): no stale email.
+EMAILS_SENT = "emails_sent"
+
+
+def _lease_attribute(key: str) -> str:
+    return f"email_lease:{key}"
+
+
+def take_email_lease(
+    table: str, job_name: str, key: str, token: str, require: tuple[str, Any] | None = None
+) -> bool:
+    """True: this invocation must send email `key` now. False: it was sent, or `require` no longer holds.
+    Raises LeaseHeld while another invocation's lease on it runs."""
+    from botocore.exceptions import ClientError
+
+    now = time.time()
+    condition = (
+        "attribute_exists(#job) AND (attribute_not_exists(#sent) OR NOT contains(#sent, :key)) AND "
+        "(attribute_not_exists(#lease) OR #lease.#until < :now OR #lease.#token = :token)"
+    )
+    names = {"#job": "job_name", "#sent": EMAILS_SENT, "#lease": _lease_attribute(key)}
+    names.update({"#until": "until", "#token": "token"})
+    values = {
+        ":key": {"S": key},
+        ":now": {"N": str(int(now))},
+        ":token": {"S": token},
+        ":leased": {"M": {"until": {"N": str(int(now + LEASE_SECONDS))}, "token": {"S": token}}},
+    }
+    if require is not None:
+        condition += " AND #req = :req"
+        names["#req"] = require[0]
+        values[":req"] = to_attribute(require[1])
+    try:
+        aws.client("dynamodb").update_item(
+            TableName=table,
+            Key={"job_name": {"S": job_name}},
+            UpdateExpression="SET #lease = :leased",
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+        return True
+    except ClientError as error:
+        if not _is_condition_failure(error):
+            raise
+    record = get_record(table, job_name) or {}
+    if key in (record.get(EMAILS_SENT) or ()) or (
+        require is not None and record.get(require[0]) != require[1]
+    ):
+        return False
+    lease = record.get(_lease_attribute(key)) or {}
+    if lease.get("token") == token:
+        return True  # our own write, applied while we saw an error
+    if not record:
+        raise LookupError(f"no audit record for {job_name}: nothing to send an email about")
+    raise LeaseHeld(
+        f"the {key} email of {job_name} is being sent by another invocation (lease until {lease.get('until')})"
+    )
+
+
+def mark_emailed(table: str, job_name: str, key: str) -> None:
+    """SNS accepted email `key`: record it and drop its lease (idempotent)."""
+    aws.client("dynamodb").update_item(
+        TableName=table,
+        Key={"job_name": {"S": job_name}},
+        UpdateExpression="ADD #sent :keys REMOVE #lease",
+        ConditionExpression="attribute_exists(#job)",
+        ExpressionAttributeNames={"#job": "job_name", "#sent": EMAILS_SENT, "#lease": _lease_attribute(key)},
+        ExpressionAttributeValues={":keys": {"SS": [key]}},
+    )

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline_common.errors import ConfigurationError
+from pipeline_common.model_package import PackageSpec
+from pipeline_common.quality_gate import QualityGate
 
 # SageMaker's own limits.
 MAX_RUNTIME_LIMIT_SECONDS = 28 * 24 * 3600
@@ -68,6 +70,88 @@ def _hyperparameter_value(value: Any) -> str:
     raise ConfigurationError(f"TRAINING_CONFIG.hyperparameters values must be strings, got {value!r}")
 
 
+RANGE_LISTS = ("IntegerParameterRanges", "ContinuousParameterRanges", "CategoricalParameterRanges")
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    """TRAINING_CONFIG.tuning: run a hyperparameter tuning job instead of one training job. The stack's config
+    validated the user's values; this checks the shape the stack wrote."""
+
+    objective_metric: str
+    objective_type: str  # Minimize | Maximize
+    strategy: str  # Bayesian | Random
+    max_jobs: int
+    max_parallel_jobs: int
+    parameter_ranges: Mapping[str, list[dict[str, Any]]]  # SageMaker's ParameterRanges
+    max_runtime_seconds: int
+
+    @property
+    def tuned_names(self) -> frozenset[str]:
+        return frozenset(r["Name"] for ranges in self.parameter_ranges.values() for r in ranges)
+
+    def as_record(self) -> dict[str, Any]:
+        """What the audit record keeps of it (and what the training cache key covers)."""
+        return {
+            "objective_metric": self.objective_metric,
+            "objective_type": self.objective_type,
+            "strategy": self.strategy,
+            "max_jobs": self.max_jobs,
+            "max_parallel_jobs": self.max_parallel_jobs,
+            "parameter_ranges": {k: list(v) for k, v in sorted(self.parameter_ranges.items())},
+        }
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> TuningSettings | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise ConfigurationError("TRAINING_CONFIG.tuning must be an object or null")
+        metric, objective = raw.get("objective_metric"), raw.get("objective_type")
+        strategy, ranges = raw.get("strategy"), raw.get("parameter_ranges")
+        if not isinstance(metric, str) or not metric:
+            raise ConfigurationError(
+                f"TRAINING_CONFIG.tuning.objective_metric must be a metric name, got {metric!r}"
+            )
+        if objective not in ("Minimize", "Maximize"):
+            raise ConfigurationError(
+                f"TRAINING_CONFIG.tuning.objective_type must be Minimize or Maximize, got {objective!r}"
+            )
+        if strategy not in ("Bayesian", "Random"):
+            raise ConfigurationError(
+                f"TRAINING_CONFIG.tuning.strategy must be Bayesian or Random, got {strategy!r}"
+            )
+        if (
+            not isinstance(ranges, dict)
+            or not ranges
+            or set(ranges) - set(RANGE_LISTS)
+            or not all(
+                isinstance(v, list) and all(isinstance(r, dict) and r.get("Name") for r in v)
+                for v in ranges.values()
+            )
+        ):
+            raise ConfigurationError(
+                f"TRAINING_CONFIG.tuning.parameter_ranges must map {', '.join(RANGE_LISTS)} to lists of named ranges"
+            )
+        max_jobs = _as_int(raw.get("max_jobs"), "tuning.max_jobs", 1)
+        return cls(
+            objective_metric=metric,
+            objective_type=objective,
+            strategy=strategy,
+            max_jobs=max_jobs,
+            max_parallel_jobs=_as_int(
+                raw.get("max_parallel_jobs", 1), "tuning.max_parallel_jobs", 1, max_jobs
+            ),
+            parameter_ranges={k: [dict(r) for r in v] for k, v in ranges.items()},
+            max_runtime_seconds=_as_int(
+                raw.get("max_runtime_seconds", MAX_RUNTIME_LIMIT_SECONDS),
+                "tuning.max_runtime_seconds",
+                120,
+                MAX_RUNTIME_LIMIT_SECONDS,
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """TRAINING_CONFIG: the instance, limits and hyperparameters of every training job."""
@@ -79,6 +163,9 @@ class TrainingConfig:
     use_spot: bool = False
     max_wait_seconds: int | None = None
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    keep_alive_seconds: int = 0  # SageMaker warm pool (ResourceConfig.KeepAlivePeriodInSeconds); 0 is none
+    cache: bool = True  # reuse a Completed run with the same inputs (pipeline_common.training_cache)
+    tuning: TuningSettings | None = None
 
     @classmethod
     def from_json(cls, text: str) -> TrainingConfig:
@@ -96,6 +183,9 @@ class TrainingConfig:
             "use_spot",
             "max_wait_seconds",
             "hyperparameters",
+            "keep_alive_seconds",
+            "cache",
+            "tuning",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -135,6 +225,9 @@ class TrainingConfig:
             use_spot=use_spot,
             max_wait_seconds=max_wait,
             hyperparameters={str(k): _hyperparameter_value(v) for k, v in hyperparameters.items()},
+            keep_alive_seconds=_as_int(raw.get("keep_alive_seconds", 0), "keep_alive_seconds", 0, 3600),
+            cache=_as_bool(raw.get("cache", True), "cache"),
+            tuning=TuningSettings.from_raw(raw.get("tuning")),
         )
 
 
@@ -229,4 +322,87 @@ class DataTriggerSettings:
             dedup_table_name=_env(
                 "IDEMPOTENCY_TABLE_NAME", "remembers which object versions started an execution (dedup)"
             ),
+        )
+
+
+def _group() -> str:
+    return _env("MODEL_PACKAGE_GROUP_NAME", "the model registry's group for this project and environment")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    project_name: str
+    env_name: str
+    pipeline_name: str
+    audit_table_name: str
+    topic_arn: str
+    model_bucket: str
+    model_prefix: str
+    model_package_group: str
+    job_name_prefix: str
+    quality_gate: QualityGate
+
+    @classmethod
+    def from_env(cls) -> EvaluateSettings:
+        return cls(
+            project_name=_env("PROJECT_NAME", "used in email subjects"),
+            env_name=_env("ENV_NAME", "used in email subjects"),
+            pipeline_name=_env("PIPELINE_NAME", "for console links"),
+            audit_table_name=_env("AUDIT_TABLE_NAME", "the DynamoDB audit table"),
+            topic_arn=_env("TOPIC_ARN", "the SNS topic for notification emails"),
+            model_bucket=_env("MODEL_BUCKET", "the bucket of the models and their evaluations"),
+            model_prefix=_prefix(_optional_env("MODEL_PREFIX")),
+            model_package_group=_group(),
+            job_name_prefix=_job_name_prefix(),
+            quality_gate=QualityGate.from_json(_env("QUALITY_GATE", "the quality gate's metric and limits")),
+        )
+
+
+@dataclass(frozen=True)
+class RegisterSettings:
+    project_name: str
+    env_name: str
+    pipeline_name: str
+    audit_table_name: str
+    topic_arn: str
+    model_package_group: str
+    job_name_prefix: str
+    package: PackageSpec
+
+    @classmethod
+    def from_env(cls) -> RegisterSettings:
+        return cls(
+            project_name=_env("PROJECT_NAME", "used in email subjects"),
+            env_name=_env("ENV_NAME", "used in email subjects"),
+            pipeline_name=_env("PIPELINE_NAME", "for console links"),
+            audit_table_name=_env("AUDIT_TABLE_NAME", "the DynamoDB audit table"),
+            topic_arn=_env("TOPIC_ARN", "the SNS topic for notification emails"),
+            model_package_group=_group(),
+            job_name_prefix=_job_name_prefix(),
+            package=PackageSpec.from_json(
+                _env("REGISTRY_CONFIG", "auto_approve, inference instance types and content types")
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RecordApprovalSettings:
+    project_name: str
+    env_name: str
+    pipeline_name: str
+    audit_table_name: str
+    topic_arn: str
+    model_package_group: str
+    idempotency_table_name: str  # '' turns the Powertools idempotency layer off (the conditional writes stay)
+
+    @classmethod
+    def from_env(cls) -> RecordApprovalSettings:
+        return cls(
+            project_name=_env("PROJECT_NAME", "used in email subjects"),
+            env_name=_env("ENV_NAME", "used in email subjects"),
+            pipeline_name=_env("PIPELINE_NAME", "for console links"),
+            audit_table_name=_env("AUDIT_TABLE_NAME", "the DynamoDB audit table"),
+            topic_arn=_env("TOPIC_ARN", "the SNS topic for notification emails"),
+            model_package_group=_group(),
+            idempotency_table_name=_optional_env("IDEMPOTENCY_TABLE_NAME"),
         )

@@ -1,22 +1,31 @@
-"""What record-status does with one SageMaker Training Job State Change event, as plain functions.
+"""What record-status does with one SageMaker state-change event, as plain functions.
 
-Parse and validate the event (a malformed one raises BadInputError before anything is written); on a
-terminal status, read what the event does not carry from DescribeTrainingJob (final metrics, billable and
-training time, spot, the failure reason, the model); apply it all to the audit record with a conditional
-update; and send the email for a real transition under a lease (see `pipeline_common.audit`).
+Two kinds of event: *SageMaker Training Job State Change* and *SageMaker HyperParameter Tuning Job State
+Change*. Parse and validate the event (a malformed one raises BadInputError before anything is written); on
+a terminal status, read what the event does not carry from SageMaker: DescribeTrainingJob for a training job
+(final metrics, billable and training time, spot, the failure reason, the model), and for a tuning job
+DescribeHyperParameterTuningJob (the best training job and its objective value, the trial counts), the best
+job's description (model, metrics) and every trial's (billable and training time, summed); apply it all to
+the audit record with a conditional update; and send the email for a real transition under a lease (see
+`pipeline_common.audit`).
+
+A training job launched by a tuning job (a *trial*: it carries the tuning job's `tuning-job` tag, which
+SageMaker copies to every trial) gets its own record, marked with its tuning job, and no email: the tuning
+job's email summarizes the trials.
 
 What it guarantees, with events delivered at least once and in any order, and a crash or a lost response
 possible between any two calls:
 - the record's status only moves forward (InProgress < Stopping < a terminal status), whatever the order;
 - the email of each transition is sent at least once, after retries and a DLQ redrive; twice only when SNS
   accepted it and the invocation died before recording that (the ambiguity AWS itself leaves);
-- no email for a status the record has already moved past.
+- no email for a status the record has already moved past, and none for a trial of a tuning job.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +38,14 @@ from pipeline_common.settings import RecordStatusSettings
 logger = logging.getLogger(__name__)
 
 DETAIL_TYPE = "SageMaker Training Job State Change"
+TUNING_DETAIL_TYPE = "SageMaker HyperParameter Tuning Job State Change"
+DETAIL_TYPES = (DETAIL_TYPE, TUNING_DETAIL_TYPE)
 SOURCE = "aws.sagemaker"
+# Tuning job statuses that say nothing about the run (the job's record is already terminal by then).
+UNTRACKED_TUNING_STATUSES = frozenset({"Deleting", "DeleteFailed"})
+# SageMaker names a tuning job's training jobs `<tuning job>-<nnn>-<8 hex>`: what tells a trial apart if its
+# event lacks the tuning job's tag.
+TRIAL_NAME = re.compile(r"^(?P<tuning>.+)-\d{3}-[0-9a-f]{8}$")
 
 # Job tag → record attribute: what a record rebuilt from an early event knows about its origin.
 TAG_FIELDS = {
@@ -43,6 +59,10 @@ TAG_FIELDS = {
 }
 
 
+class NotTracked(Exception):
+    """A valid event the audit trail does not follow (a tuning job being deleted)."""
+
+
 @dataclass(frozen=True)
 class StateChange:
     event_id: str
@@ -51,10 +71,28 @@ class StateChange:
     event_time_ms: int
     fields: dict[str, Any]  # from the event: always current
     origin_fields: dict[str, Any]  # from the job's tags: only fill gaps
+    kind: str = training_job.KIND_TRAINING
+    tuning_job: str | None = None  # set for a trial of a tuning job
 
     @property
     def is_terminal(self) -> bool:
         return self.status in audit.TERMINAL_STATUSES
+
+    @property
+    def is_trial(self) -> bool:
+        return self.tuning_job is not None
+
+    def with_fields(self, fields: Mapping[str, Any]) -> StateChange:
+        return StateChange(
+            self.event_id,
+            self.job_name,
+            self.status,
+            self.event_time_ms,
+            {**self.fields, **fields},
+            self.origin_fields,
+            self.kind,
+            self.tuning_job,
+        )
 
 
 def _tags(detail: Mapping[str, Any]) -> dict[str, str]:
@@ -107,9 +145,10 @@ def parse_event(event: Any, pipeline_name: str = "") -> StateChange:
     """Validate the EventBridge event; raise BadInputError saying what is wrong."""
     if not isinstance(event, Mapping):
         raise BadInputError(f"expected an EventBridge event object, got {type(event).__name__}")
-    if event.get("detail-type") != DETAIL_TYPE or event.get("source") != SOURCE:
+    detail_type = event.get("detail-type")
+    if detail_type not in DETAIL_TYPES or event.get("source") != SOURCE:
         raise BadInputError(
-            f"expected source {SOURCE!r} and detail-type {DETAIL_TYPE!r}, got "
+            f"expected source {SOURCE!r} and detail-type {' or '.join(map(repr, DETAIL_TYPES))}, got "
             f"{event.get('source')!r} / {event.get('detail-type')!r}"
         )
     event_id, detail = event.get("id"), event.get("detail")
@@ -117,17 +156,28 @@ def parse_event(event: Any, pipeline_name: str = "") -> StateChange:
         raise BadInputError("EventBridge event has no id")
     if not isinstance(detail, Mapping):
         raise BadInputError(f"event {event_id} has no detail object")
-    name, status = detail.get("TrainingJobName"), detail.get("TrainingJobStatus")
+    tuning = detail_type == TUNING_DETAIL_TYPE
+    name_field, status_field = (
+        ("HyperParameterTuningJobName", "HyperParameterTuningJobStatus")
+        if tuning
+        else ("TrainingJobName", "TrainingJobStatus")
+    )
+    name, status = detail.get(name_field), detail.get(status_field)
     if not isinstance(name, str) or not name:
-        raise BadInputError(f"event {event_id}: detail.TrainingJobName is missing")
+        raise BadInputError(f"event {event_id}: detail.{name_field} is missing")
+    if tuning and status in UNTRACKED_TUNING_STATUSES:
+        raise NotTracked(f"tuning job {name} is {status}")
     if status not in audit.STATUS_RANK:
         raise BadInputError(
-            f"event {event_id}: unknown TrainingJobStatus {status!r} (known: {', '.join(audit.STATUS_RANK)})"
+            f"event {event_id}: unknown {status_field} {status!r} (known: {', '.join(audit.STATUS_RANK)})"
         )
-    fields = _job_fields(detail)
     tags = _tags(detail)
     origin = {attribute: tags.get(tag) for tag, attribute in TAG_FIELDS.items()}
     origin["pipeline_name"] = pipeline_name
+    fields = _tuning_fields(detail) if tuning else _job_fields(detail)
+    parent = None if tuning else trial_of(name, tags)
+    if parent:
+        fields["tuning_job"] = parent
     return StateChange(
         event_id=event_id,
         job_name=name,
@@ -135,7 +185,23 @@ def parse_event(event: Any, pipeline_name: str = "") -> StateChange:
         event_time_ms=_event_time_ms(event, detail),
         fields=fields,
         origin_fields=origin,
+        kind=training_job.KIND_TUNING if tuning else training_job.KIND_TRAINING,
+        tuning_job=parent,
     )
+
+
+def trial_of(name: str, tags: Mapping[str, str], tuning_job_arn: Any = None) -> str | None:
+    """The tuning job a training job belongs to, or None: its tag (copied from the tuning job), the
+    TuningJobArn of its description, or SageMaker's trial naming."""
+    tagged = tags.get(training_job.TAG_TUNING_JOB)
+    if tagged and tagged != name:
+        return tagged
+    if isinstance(tuning_job_arn, str) and "/" in tuning_job_arn:
+        return tuning_job_arn.rsplit("/", 1)[1]
+    match = TRIAL_NAME.match(name)
+    if match and len(match["tuning"]) <= training_job.MAX_TUNING_JOB_NAME:
+        return match["tuning"]
+    return None
 
 
 def _job_fields(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,6 +210,7 @@ def _job_fields(job: Mapping[str, Any]) -> dict[str, Any]:
     status = job.get("TrainingJobStatus")
     bucket, prefix = _data_location(job)
     fields: dict[str, Any] = {
+        "kind": training_job.KIND_TRAINING,
         "data_bucket": bucket,
         "data_prefix": prefix,
         "job_arn": job.get("TrainingJobArn"),
@@ -168,9 +235,42 @@ def _job_fields(job: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _tuning_fields(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Record attributes from a tuning event detail or a DescribeHyperParameterTuningJob response."""
+    definition = job.get("TrainingJobDefinition") or {}
+    resources = definition.get("ResourceConfig") or {}
+    status = job.get("HyperParameterTuningJobStatus")
+    bucket, prefix = _data_location(definition)
+    config = job.get("HyperParameterTuningJobConfig") or {}
+    objective = config.get("HyperParameterTuningJobObjective") or {}
+    counters = job.get("TrainingJobStatusCounters") or {}
+    return {
+        "kind": training_job.KIND_TUNING,
+        "data_bucket": bucket,
+        "data_prefix": prefix,
+        "job_arn": job.get("HyperParameterTuningJobArn"),
+        "secondary_status": status,
+        "image_uri": (definition.get("AlgorithmSpecification") or {}).get("TrainingImage"),
+        "hyperparameters": {
+            str(k): str(v) for k, v in (definition.get("StaticHyperParameters") or {}).items()
+        },
+        "instance_type": resources.get("InstanceType"),
+        "instance_count": resources.get("InstanceCount"),
+        "created_at": audit.iso_from_millis(job.get("CreationTime")),
+        "started_at": audit.iso_from_millis(job.get("CreationTime")),
+        "ended_at": audit.iso_from_millis(job.get("HyperParameterTuningEndTime")),
+        "failure_reason": job.get("FailureReason") if status == "Failed" else None,
+        "use_spot": definition.get("EnableManagedSpotTraining"),
+        "objective_metric": objective.get("MetricName"),
+        "trial_counts": {str(k): int(v) for k, v in counters.items() if isinstance(v, int) and v} or None,
+    }
+
+
 def with_description(change: StateChange) -> StateChange:
     """A terminal event completed from DescribeTrainingJob: final metrics, billable and training time,
     spot, the failure reason and the model, which the event does not carry."""
+    if change.kind == training_job.KIND_TUNING:
+        return with_tuning_description(change)
     description = aws.client("sagemaker").describe_training_job(TrainingJobName=change.job_name)
     described = audit.clean(_job_fields(description))
     if description.get("TrainingJobStatus") != change.status:
@@ -179,14 +279,69 @@ def with_description(change: StateChange) -> StateChange:
             f"DescribeTrainingJob says {change.job_name} is {description.get('TrainingJobStatus')}, "
             f"the event says {change.status}"
         )
-    return StateChange(
-        change.event_id,
-        change.job_name,
-        change.status,
-        change.event_time_ms,
-        {**change.fields, **described},
-        change.origin_fields,
-    )
+    parent = change.tuning_job or trial_of(change.job_name, {}, description.get("TuningJobArn"))
+    if parent and change.tuning_job is None:
+        return StateChange(
+            change.event_id,
+            change.job_name,
+            change.status,
+            change.event_time_ms,
+            {**change.fields, **described, "tuning_job": parent},
+            change.origin_fields,
+            change.kind,
+            parent,
+        )
+    return change.with_fields(described)
+
+
+def with_tuning_description(change: StateChange) -> StateChange:
+    """A finished tuning job: its best training job (name, objective value, model, metrics), the trial
+    counts, and the billable and training time of all its trials (for the cost and the spot savings)."""
+    sagemaker = aws.client("sagemaker")
+    description = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=change.job_name)
+    if description.get("HyperParameterTuningJobStatus") != change.status:
+        raise RuntimeError(
+            f"DescribeHyperParameterTuningJob says {change.job_name} is "
+            f"{description.get('HyperParameterTuningJobStatus')}, the event says {change.status}"
+        )
+    fields = audit.clean(_tuning_fields(description))
+    best = description.get("BestTrainingJob") or {}
+    if best.get("TrainingJobName"):
+        objective = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
+        best_description = sagemaker.describe_training_job(TrainingJobName=best["TrainingJobName"])
+        best_fields = _job_fields(best_description)
+        fields.update(
+            best_training_job=best["TrainingJobName"],
+            objective_value=_finite(objective.get("Value")),
+            metrics=best_fields["metrics"],
+            best_hyperparameters={
+                str(k): str(v) for k, v in (best.get("TunedHyperParameters") or {}).items()
+            },
+        )
+        if change.status == "Completed":
+            fields["model_artifact"] = best_fields.get("model_artifact")
+    billable = training = 0
+    for trial in _trials(sagemaker, change.job_name):
+        trial_description = sagemaker.describe_training_job(TrainingJobName=trial)
+        billable += int(trial_description.get("BillableTimeInSeconds") or 0)
+        training += int(trial_description.get("TrainingTimeInSeconds") or 0)
+    fields.update(billable_seconds=billable, training_seconds=training)
+    return change.with_fields(audit.clean(fields))
+
+
+def _trials(sagemaker: Any, tuning_job: str) -> list[str]:
+    names: list[str] = []
+    request: dict[str, Any] = {"HyperParameterTuningJobName": tuning_job, "MaxResults": 100}
+    while True:
+        page = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(**request)
+        names += [summary["TrainingJobName"] for summary in page.get("TrainingJobSummaries", [])]
+        if not page.get("NextToken"):
+            return names
+        request["NextToken"] = page["NextToken"]
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def record_and_notify(
@@ -195,6 +350,14 @@ def record_and_notify(
     """Apply the change; send the email if this transition's email has not been sent."""
     if change.is_terminal:
         change = with_description(change)
+    if change.fields.get("use_spot") and change.fields.get("training_seconds"):
+        change = change.with_fields(
+            {
+                "spot_savings": notify.spot_savings(
+                    change.fields.get("billable_seconds"), change.fields["training_seconds"]
+                )
+            }
+        )
     write = audit.apply_status(
         settings.audit_table_name,
         change.job_name,
@@ -213,6 +376,10 @@ def record_and_notify(
         logger.info(
             "event %s for %s changed nothing (duplicate or older status)", change.event_id, change.job_name
         )
+    if change.is_trial:
+        # One email per tuning job, which summarizes its trials; none per trial.
+        result["trial_of"] = change.tuning_job
+        return result
     if not audit.take_notification_lease(
         settings.audit_table_name, change.job_name, change.status, invocation_id
     ):

@@ -13,28 +13,16 @@ from typing import Any
 from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.utilities.data_classes.code_pipeline_job_event import CodePipelineJobEvent
 from pipeline_common.errors import BadInputError
+from pipeline_common.pipeline_action import job_id_of, user_parameters_of
 
 from start_training import training
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "start-training")
 
 
-def _job_id(event: Any) -> str | None:
-    job = event.get("CodePipeline.job") if isinstance(event, dict) else None
-    job_id = job.get("id") if isinstance(job, dict) else None
-    return job_id if isinstance(job_id, str) and job_id else None
-
-
-def _user_parameters(job_event: CodePipelineJobEvent) -> Any:
-    try:
-        return job_event.decoded_user_parameters
-    except ValueError as error:  # reported as the action's failure, now that the job id is known
-        return training.UnreadableParameters(f"UserParameters is not valid JSON: {error}")
-
-
 @logger.inject_lambda_context(correlation_id_path='"CodePipeline.job".id')
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    job_id = _job_id(event)
+    job_id = job_id_of(event)
     if job_id is None:
         # Nothing to report a failure to: fail the invocation loudly instead.
         logger.error(
@@ -44,6 +32,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "start-training expects a CodePipeline job event (CodePipeline.job.id is missing)"
         )
     job_event = CodePipelineJobEvent(event)
-    result = training.handle(job_id, job_event.data.continuation_token, _user_parameters(job_event))
+    result = training.handle(job_id, job_event.data.continuation_token, user_parameters_of(job_event))
     logger.info(result.message, extra={"outcome": result.outcome, "job_name": result.job_name})
     return result.as_dict()

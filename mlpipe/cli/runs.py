@@ -1,15 +1,24 @@
-"""`mlpipe-runs`: list training runs from the audit table.
+"""`mlpipe-runs`: list training runs from the audit table; approve or reject a model package; show where a
+model came from.
+
+    mlpipe-runs [--status S] [--commit SHA] [--limit N] [--json]         list runs (the default)
+    mlpipe-runs approve <package ARN or version> --reason "..."          approve a registered model
+    mlpipe-runs reject <package ARN or version> --reason "..."           reject it
+    mlpipe-runs lineage <job, package ARN or version, or commit> [--json] commit → ... → approval
 
 Works against real AWS (default credentials and region) and against the local emulator
 (`--endpoint-url`). Every listing is a DynamoDB Query on one of the table's indexes, never a Scan:
 `--commit` uses `by-commit`, `--status` uses `by-status`, and the unfiltered listing queries
-`by-status` once per status and merges newest first.
+`by-status` once per status and merges newest first. `lineage` reads one record (GetItem, or a `by-commit`
+query); approve and reject are UpdateModelPackage calls, made as whoever runs the command: that identity
+is what the audit trail records as the approver.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -19,12 +28,17 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+from pipeline_common import model_package
 from pipeline_common.audit import STATUSES, from_item
 from pipeline_common.notify import duration_seconds, format_duration
+
+from mlpipe.cli.lineage import lineage, render
 
 COMMIT_INDEX = "by-commit"
 STATUS_INDEX = "by-status"
 FULL_SHA_LENGTH = 40
+SUBCOMMANDS = ("approve", "reject", "lineage")
+_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 
 
 class RunsError(Exception):
@@ -151,16 +165,31 @@ def short_time(stamp: str | None) -> str:
         return str(stamp)
 
 
+def status_text(run: dict[str, Any]) -> str:
+    """The status, and what kind of run it was when it was not one training job of its own."""
+    status = str(run.get("status", "?"))
+    if run.get("cache_hit_of"):
+        return f"{status} (cache hit of {run['cache_hit_of']})"
+    if run.get("kind") == "tuning":
+        return f"{status} (tuning)"
+    if run.get("tuning_job"):
+        return f"{status} (trial)"
+    return status
+
+
 def table_rows(runs: Iterable[dict[str, Any]]) -> list[list[str]]:
     return [
         [
             str(run.get("job_name", "?")),
-            str(run.get("status", "?")),
+            status_text(run),
             str(run.get("commit_id", ""))[:7] or "-",
             str(run.get("data_version", "-")),
             headline_metric(run.get("metrics")),
             short_time(run.get("started_at") or run.get("created_at")),
             duration_text(run),
+            str(run.get("gate_status") or "-"),
+            f"v{run['model_package_version']}" if run.get("model_package_version") else "-",
+            str(run.get("approval_status") or "-"),
         ]
         for run in runs
     ]
@@ -171,7 +200,19 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title=f"Training runs ({len(runs)})")
-    for column in ("job", "status", "commit", "data version", "metric", "started", "duration"):
+    columns = (
+        "job",
+        "status",
+        "commit",
+        "data version",
+        "metric",
+        "started",
+        "duration",
+        "gate",
+        "package",
+        "approval",
+    )
+    for column in columns:
         table.add_column(column, no_wrap=True)
     for row in table_rows(runs):
         table.add_row(*row)
@@ -180,13 +221,13 @@ def print_table(runs: list[dict[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in SUBCOMMANDS:
+        return subcommand(arguments[0], arguments[1:])
+    args = parse_args(arguments)
     try:
         commit = resolve_commit(args.commit) if args.commit else None
-        session = boto3.session.Session(region_name=args.region)
-        dynamodb = session.client(
-            "dynamodb", **({"endpoint_url": args.endpoint_url} if args.endpoint_url else {})
-        )
+        dynamodb = _session(args).client("dynamodb", **_endpoint(args))
         table = args.table or find_audit_table(dynamodb)
         runs = query_runs(dynamodb, table, RunsQuery(args.status, commit, args.limit))
     except RunsError as error:
@@ -200,6 +241,150 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
     else:
         print_table(runs)
+    return 0
+
+
+# -- approve, reject, lineage --------------------------------------------------------------------------------
+def _session(args: argparse.Namespace) -> Any:
+    return boto3.session.Session(region_name=args.region)
+
+
+def _endpoint(args: argparse.Namespace) -> dict[str, str]:
+    return {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
+
+
+def parse_subcommand(command: str, argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"mlpipe-runs {command}")
+    if command == "lineage":
+        parser.description = (
+            "Where a model came from: commit, image, data, job, metrics, gate, package, approval."
+        )
+        parser.add_argument("target", help="a training job name, a model package ARN or version, or a commit")
+        parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+        parser.add_argument("--table", help="audit table name (default: found by its key schema and indexes)")
+    else:
+        parser.description = f"{command.capitalize()} a registered model package, with the reason recorded."
+        parser.add_argument("package", help="the model package's ARN, or its version in the group")
+        parser.add_argument(
+            "--reason", required=True, help="why (recorded as the package's ApprovalDescription)"
+        )
+    parser.add_argument(
+        "--group", help="model package group (default: the only one in the account and region)"
+    )
+    parser.add_argument(
+        "--endpoint-url", help="AWS endpoint, e.g. the local run's gateway http://127.0.0.1:PORT"
+    )
+    parser.add_argument("--region", help="AWS region (default: from your AWS configuration)")
+    args = parser.parse_args(list(argv))
+    if command != "lineage" and not args.reason.strip():
+        parser.error("--reason must say why")
+    return args
+
+
+def find_group(sagemaker: Any) -> str:
+    groups = [
+        group["ModelPackageGroupName"]
+        for page in sagemaker.get_paginator("list_model_package_groups").paginate()
+        for group in page["ModelPackageGroupSummaryList"]
+    ]
+    if not groups:
+        raise RunsError("no model package group found: pass --group, or check --endpoint-url and --region")
+    if len(groups) > 1:
+        raise RunsError(f"several model package groups found ({', '.join(sorted(groups))}): pass --group")
+    return str(groups[0])
+
+
+def resolve_package(sagemaker: Any, target: str, group: str | None) -> str:
+    """A package ARN from an ARN or a version number (in --group, or the only group there is)."""
+    if model_package.parse_package_arn(target):
+        return target
+    if not target.isdigit():
+        raise RunsError(f"{target!r} is neither a model package ARN nor a version number")
+    group = group or find_group(sagemaker)
+    for summary in model_package.summaries(sagemaker, group):
+        if int(summary["ModelPackageVersion"]) == int(target):
+            return str(summary["ModelPackageArn"])
+    raise RunsError(f"model package group {group} has no version {target}")
+
+
+def decide(sagemaker: Any, arn: str, status: str, reason: str) -> dict[str, Any]:
+    """Approve or reject a package (UpdateModelPackage, as the caller). Returns the package afterwards;
+    a package already in that status is left as it is."""
+    package = sagemaker.describe_model_package(ModelPackageName=arn)
+    if package.get("ModelApprovalStatus") != status:
+        sagemaker.update_model_package(
+            ModelPackageArn=arn, ModelApprovalStatus=status, ApprovalDescription=reason
+        )
+        package = sagemaker.describe_model_package(ModelPackageName=arn)
+    return dict(package)
+
+
+def lineage_records(
+    dynamodb: Any, sagemaker: Any, table: str, target: str, group: str | None
+) -> list[dict[str, Any]]:
+    """The records a lineage target names: a job, a package (ARN or version), or a commit's runs."""
+    item = dynamodb.get_item(TableName=table, Key={"job_name": {"S": target}}, ConsistentRead=True).get(
+        "Item"
+    )
+    if item:
+        return [from_item(item)]
+    if model_package.parse_package_arn(target) or target.isdigit():
+        package = sagemaker.describe_model_package(ModelPackageName=resolve_package(sagemaker, target, group))
+        job = (package.get("CustomerMetadataProperties") or {}).get(model_package.META_TRAINING_JOB)
+        job = job or model_package.job_of_description(package.get("ModelPackageDescription"))
+        item = dynamodb.get_item(TableName=table, Key={"job_name": {"S": str(job)}}, ConsistentRead=True).get(
+            "Item"
+        )
+        if not item:
+            raise RunsError(
+                f"{package['ModelPackageArn']} names training job {job}, which has no audit record"
+            )
+        return [from_item(item)]
+    if _COMMIT.match(target.lower()):
+        runs = query_runs(dynamodb, table, RunsQuery(None, resolve_commit(target), 100))
+        if runs:
+            return runs
+    raise RunsError(
+        f"no run found for {target!r} (a training job name, a model package ARN or version, or a commit)"
+    )
+
+
+def subcommand(command: str, argv: Sequence[str]) -> int:
+    args = parse_subcommand(command, argv)
+    session = _session(args)
+    sagemaker = session.client("sagemaker", **_endpoint(args))
+    try:
+        if command == "lineage":
+            dynamodb = session.client("dynamodb", **_endpoint(args))
+            table = args.table or find_audit_table(dynamodb)
+            chains = [
+                lineage(r) for r in lineage_records(dynamodb, sagemaker, table, args.target, args.group)
+            ]
+            if args.json:
+                json.dump(
+                    chains if len(chains) > 1 else chains[0],
+                    sys.stdout,
+                    indent=2,
+                    sort_keys=True,
+                    default=str,
+                )
+                print()
+            else:
+                print("\n\n".join(render(chain) for chain in chains))
+            return 0
+        status = model_package.APPROVED if command == "approve" else model_package.REJECTED
+        arn = resolve_package(sagemaker, args.package, args.group)
+        package = decide(sagemaker, arn, status, args.reason.strip())
+    except RunsError as error:
+        print(f"mlpipe-runs: {error}", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError) as error:
+        print(f"mlpipe-runs: AWS error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"model package v{package.get('ModelPackageVersion')} is {package.get('ModelApprovalStatus')}: {arn}\n"
+        f"  by {model_package.decided_by(package)}: {package.get('ApprovalDescription') or ''}"
+    )
     return 0
 
 

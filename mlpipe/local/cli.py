@@ -3,19 +3,24 @@
 Source (git) → Synth (cdk + cdk-nag) → Emulator (moto, resources from the synthesized templates) →
 Data (upload, version ids) → Build (the real Dockerfile) → Train (the start-training Lambda handler,
 with a local SageMaker that runs the image) → Record and notify (the record-status handler, the SNS
-email as sent) → Smoke-serve (the image's `serve` on the trained model) → summary.
+email as sent) → Evaluate (the quality gate) → Register (the model package) → Approval (--approve, or
+--approval-wait, or awaiting approval; then the lineage) → Smoke-serve (the image's `serve` on the
+trained model) → summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from mlpipe.local.console import console
 from mlpipe.local.run import run
 from mlpipe.local.state import Options
+from mlpipe.local.tuning import EXAMPLE_TUNING
 from mlpipe.project import ROOT, SAMPLE_DATA
 
 
@@ -41,13 +46,43 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--output", type=Path, default=ROOT / ".local-run", help="where run files go")
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="CodePipeline re-invoke interval")
     parser.add_argument(
+        "--tune",
+        type=int,
+        metavar="N",
+        help="run a hyperparameter tuning job of N trials instead of one training job: the `tuning` of "
+        "cdk.json / cdk.local.json if set, else an example search space (max_depth, eta); trials run one "
+        "after another with the real image, hyperparameters drawn at random",
+    )
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="start the execution with RETRAIN=true: train even if a run with identical inputs completed "
+        "(against a reused emulator, an unchanged second run is otherwise a cache hit)",
+    )
+    parser.add_argument(
         "--faults",
         type=int,
         metavar="SEED",
         help="inject seeded transient faults (throttling, 5xx, dropped connections, calls applied while the "
         "caller sees an error) into the handlers' AWS calls; the run must still complete",
     )
+    decide = parser.add_mutually_exclusive_group()
+    decide.add_argument(
+        "--approve",
+        action="store_true",
+        help="approve the registered model package as a named local IAM user (recorded as the approver)",
+    )
+    decide.add_argument(
+        "--approval-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for an approval made from another terminal through the run's gateway "
+        "(the run prints the command)",
+    )
     args = parser.parse_args(argv)
+    if args.approval_wait < 0:
+        parser.error("--approval-wait takes a number of seconds >= 0")
     overrides = {}
     for item in args.hyperparameters:
         name, sep, value = item.partition("=")
@@ -56,16 +91,41 @@ def parse_args(argv: list[str] | None = None) -> Options:
         overrides[name] = value
     if not (args.data / "train").is_dir():
         parser.error(f"--data {args.data}: expected a folder with a train/ subfolder")
+    context = list(args.context)
+    if args.tune is not None:
+        if args.tune < 1:
+            parser.error("--tune takes a number of trials, at least 1")
+        if any(item.partition("=")[0] == "tuning" for item in context):
+            parser.error("--tune and --context tuning=... both set the tuning: use one")
+        context.append(f"tuning={json.dumps(tuning_with_trials(args.tune))}")
     return Options(
         data=args.data,
         output=args.output,
         env=args.env,
         hyperparameter_overrides=overrides,
         endpoint_url=args.endpoint_url,
-        context=tuple(args.context),
+        context=tuple(context),
         poll_seconds=args.poll_seconds,
         faults_seed=args.faults,
+        approve=args.approve,
+        approval_wait=args.approval_wait,
+        retrain=args.retrain,
     )
+
+
+def tuning_with_trials(trials: int) -> dict[str, Any]:
+    """The configured `tuning` (cdk.local.json over cdk.json) with `trials` trials, or the example one."""
+    from stacks.config import read_json_context
+
+    configured: Any = None
+    for name in ("cdk.json", "cdk.local.json"):
+        value = read_json_context(ROOT / name).get("tuning")
+        if value not in (None, "", "none", "off"):
+            configured = json.loads(value) if isinstance(value, str) else value
+    tuning = dict(configured if isinstance(configured, dict) else EXAMPLE_TUNING)
+    tuning["max_jobs"] = trials
+    tuning["max_parallel_jobs"] = min(int(tuning.get("max_parallel_jobs", 1)), trials)
+    return tuning
 
 
 def _interrupt(signum: int, frame: object) -> None:

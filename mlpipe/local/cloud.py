@@ -23,7 +23,8 @@ from mlpipe.local.iam import (
     as_moto_checks_them,
     assume,
     harness_credentials,
-    set_enforcement,
+    retire_harness,
+    user_credentials,
 )
 from mlpipe.local.lambda_runtime import LambdaContext, lambda_environment, load_handler
 
@@ -52,12 +53,13 @@ class LocalCloud:
         with Gateway(emulator_url, list(services or []), permissions) as gateway:
             moto_url = emulator_url or gateway.url
             harness = harness_credentials(moto_url, region)
-            permissions.grant(harness.access_key_id, "harness", ("*",))
+            permissions.grant(harness.access_key_id, harness.arn, ("*",))
             try:
                 yield cls(moto_url, region, harness, gateway, permissions)
             finally:
-                if emulator_url:
-                    set_enforcement(emulator_url, False)
+                # moto in this process may outlive the gateway (its backends are the process's), so
+                # enforcement stays on there; a reused emulator is left open for other tools.
+                retire_harness(moto_url, region, harness, enforce_after=emulator_url is None)
 
     # -- the harness's own view -------------------------------------------------------------------------
     @property
@@ -73,12 +75,17 @@ class LocalCloud:
             return self._clients[service]
 
     def add_service(self, service: LocalService) -> None:
-        self.gateway.services[service.signing_name] = service
+        self.gateway.add(service)
         with self._lock:
             self._clients.pop(service.signing_name, None)
 
     def deploy(self, deployment: LocalDeployment, only: tuple[str, ...] | None = None) -> LocalDeployment:
-        deployment.create(self.session, self.moto_url, only=only)
+        """Create the templates' resources; the model package group goes to the registry stand-in, if added."""
+        registry = any(
+            s.implements("CreateModelPackageGroup") for s in self.gateway.services.get("sagemaker", [])
+        )
+        registry_url = self.gateway.url if registry else None
+        deployment.create(self.session, self.moto_url, only=only, registry_url=registry_url)
         self.deployment = deployment
         return deployment
 
@@ -92,9 +99,17 @@ class LocalCloud:
         if self.deployment is None:
             raise RuntimeError("deploy the templates first: the roles come from them")
         credentials = assume(self.client("sts"), role_arn, session_name=role_arn.rsplit("/", 1)[-1])
-        self.permissions.grant(credentials.access_key_id, role_arn, self.deployment.role_actions(role_arn))
+        self.permissions.grant(
+            credentials.access_key_id, credentials.arn or role_arn, self.deployment.role_actions(role_arn)
+        )
         with self._lock:
             self._roles[role_arn] = credentials
+        return credentials
+
+    def user(self, name: str, actions: tuple[str, ...]) -> Credentials:
+        """A named IAM user (a person: an approver, say) allowed `actions`, known to the gateway by its ARN."""
+        credentials = user_credentials(self.client("iam"), name, list(actions))
+        self.permissions.grant(credentials.access_key_id, credentials.arn, actions)
         return credentials
 
     def ad_hoc_role(self, actions: tuple[str, ...]) -> str:

@@ -83,7 +83,7 @@ class LocalCodePipeline:
     def required_actions(self, operation: str, params: dict[str, Any]) -> list[str]:
         return []
 
-    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    def call(self, operation: str, params: dict[str, Any], principal: str = "") -> dict[str, Any]:
         validate_parameters(params, _MODEL.operation_model(operation).input_shape)
         handler = {
             "PutJobSuccessResult": self._put_job_success_result,
@@ -111,10 +111,11 @@ class LocalCodePipeline:
     def new_job(
         self, execution_id: str, function_name: str, user_parameters: dict[str, str]
     ) -> dict[str, Any]:
-        """The next Lambda invoke action job of an execution: a new job id carrying the last continuation
-        token, as CodePipeline creates one after each PutJobSuccessResult with a token."""
+        """The next Lambda invoke action job of an execution's action (named by its function): a new job id
+        carrying that action's last continuation token, as CodePipeline creates one after each
+        PutJobSuccessResult with a token."""
         with self._lock:
-            last = self.last_result(execution_id)
+            last = self.last_result(execution_id, function_name)
             token = last.continuation_token if last is not None and last.succeeded else None
             job = PipelineJob(str(uuid.uuid4()), execution_id, function_name, dict(user_parameters), token)
             self.jobs[job.id] = job
@@ -154,9 +155,14 @@ class LocalCodePipeline:
                 job.timed_out = True
                 self.executions[job.execution_id].status = FAILED
 
-    def last_result(self, execution_id: str) -> JobResult | None:
+    def last_result(self, execution_id: str, function_name: str | None = None) -> JobResult | None:
+        """The latest result of the execution's jobs (of one action's function, if given)."""
         results = [
-            job.result for job in self.jobs.values() if job.execution_id == execution_id and job.result
+            job.result
+            for job in self.jobs.values()
+            if job.execution_id == execution_id
+            and job.result
+            and (function_name is None or job.function_name == function_name)
         ]
         return results[-1] if results else None
 

@@ -103,9 +103,16 @@ class LocalDeployment:
         self._role_actions: dict[str, list[str]] = {}  # role ARN -> actions its policies allow
 
     # -- creation -------------------------------------------------------------------------------------
-    def create(self, session: Any, endpoint_url: str, only: tuple[str, ...] | None = None) -> None:
-        """Create both stacks' buckets, tables, topics, queues, roles and role policies; then resolve the
-        Lambda environments. Roles keep their actions but allow them on any resource (`mlpipe.local.iam`).
+    def create(
+        self,
+        session: Any,
+        endpoint_url: str,
+        only: tuple[str, ...] | None = None,
+        registry_url: str | None = None,
+    ) -> None:
+        """Create both stacks' buckets, tables, topics, queues, roles and role policies, and the model package
+        group (in the model registry stand-in at `registry_url`, if given); then resolve the Lambda
+        environments. Roles keep their actions but allow them on any resource (`mlpipe.local.iam`).
 
         Idempotent, like a second deploy: resources that already exist in the emulator are reused.
         `only` limits it to some resource types (the tests create roles only, and their own tables).
@@ -114,6 +121,10 @@ class LocalDeployment:
             name: session.client(name, endpoint_url=endpoint_url, region_name=self.region)
             for name in ("s3", "dynamodb", "sns", "sqs", "iam")
         }
+        if registry_url:
+            clients["sagemaker"] = session.client(
+                "sagemaker", endpoint_url=registry_url, region_name=self.region
+            )
         creators = self._creators()
         # Types in dependency order (a policy names its roles), each stack's resources in template order.
         for resource_type, creator in creators.items():
@@ -144,6 +155,7 @@ class LocalDeployment:
             "AWS::SQS::Queue": self._create_queue,
             "AWS::IAM::Role": self._create_role,
             "AWS::IAM::Policy": self._attach_policy,
+            "AWS::SageMaker::ModelPackageGroup": self._create_model_package_group,
         }
 
     def _create_bucket(
@@ -181,8 +193,17 @@ class LocalDeployment:
         try:
             description = clients["dynamodb"].create_table(**request)["TableDescription"]
         except clients["dynamodb"].exceptions.ResourceInUseException:
-            # A reused emulator already has it (a second run): deploying again changes nothing.
+            # A reused emulator already has it (a second run): deploying again changes nothing, except what a
+            # stack update would add, an index the template gained since (one per update, like CloudFormation).
             description = clients["dynamodb"].describe_table(TableName=name)["Table"]
+            existing = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
+            for index in indexes:
+                if index["IndexName"] not in existing:
+                    clients["dynamodb"].update_table(
+                        TableName=name,
+                        AttributeDefinitions=props["AttributeDefinitions"],
+                        GlobalSecondaryIndexUpdates=[{"Create": index}],
+                    )
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
             clients["dynamodb"].update_time_to_live(
@@ -204,6 +225,23 @@ class LocalDeployment:
         url = clients["sqs"].create_queue(QueueName=name)["QueueUrl"]
         arn = f"arn:aws:sqs:{self.region}:{ACCOUNT}:{name}"
         return LocalResource(ref=url, arn=arn, attributes={"QueueName": name, "QueueUrl": url})
+
+    def _create_model_package_group(
+        self, clients: dict[str, Any], stack: StackTemplate, lid: str, props: dict
+    ) -> LocalResource:
+        name = props["ModelPackageGroupName"]
+        arn = f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:model-package-group/{name.lower()}"
+        sagemaker = clients.get("sagemaker")
+        if sagemaker is not None:
+            try:
+                sagemaker.create_model_package_group(
+                    ModelPackageGroupName=name,
+                    ModelPackageGroupDescription=props.get("ModelPackageGroupDescription", ""),
+                )
+            except sagemaker.exceptions.ClientError as error:
+                if "already exists" not in str(error):  # a reused emulator: the group (and its packages) stay
+                    raise
+        return LocalResource(ref=name, arn=arn, attributes={"ModelPackageGroupArn": arn})
 
     def _create_role(
         self, clients: dict[str, Any], stack: StackTemplate, lid: str, props: dict

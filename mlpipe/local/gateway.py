@@ -3,9 +3,10 @@
 The handlers run unchanged with `AWS_ENDPOINT_URL` pointing here and the credentials of their own role.
 Each request is routed by the service in its SigV4 credential scope:
 
-- operations a stand-in implements (`LocalService`: the local SageMaker and CodePipeline) are answered
-  here, in the service's JSON protocol, after an IAM check of the caller's access key against the
-  actions its role was granted (`Permissions`), as AWS does;
+- operations a stand-in implements (`LocalService`: the local SageMaker training API and model registry,
+  and CodePipeline) are answered here, in the service's JSON protocol, after an IAM check of the caller's
+  access key against the actions its role was granted (`Permissions`), as AWS does; the stand-in learns
+  the caller's principal (its ARN), as the service does (e.g. a model package's LastModifiedBy);
 - everything else goes unchanged (same signed headers and body) to moto, which enforces IAM itself, and
   its answer is relayed back. moto runs in this process (its own WSGI application, called directly: a
   third of the time of its HTTP server per call) or, with an `upstream_url`, is an emulator elsewhere.
@@ -31,7 +32,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from mlpipe.local.net import free_port
 
@@ -60,6 +61,12 @@ class Permissions:
         with self._lock:
             self.principals[access_key] = (principal_arn, tuple(a.lower() for a in actions))
 
+    def principal(self, access_key: str) -> str:
+        """The ARN of the identity behind an access key ('' for an unknown key)."""
+        with self._lock:
+            known = self.principals.get(access_key)
+        return known[0] if known else ""
+
     def check(self, access_key: str, action: str) -> None:
         with self._lock:
             principal = self.principals.get(access_key)
@@ -83,8 +90,9 @@ class LocalService(Protocol):
         """IAM actions the call needs beyond `<signing name>:<operation>` (e.g. iam:PassRole)."""
         ...
 
-    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Raise botocore's ClientError for a service error, as the real service answers."""
+    def call(self, operation: str, params: dict[str, Any], principal: str) -> dict[str, Any]:
+        """Answer as the service does for the caller `principal` (an IAM ARN); raise botocore's ClientError
+        for a service error."""
         ...
 
 
@@ -147,11 +155,19 @@ class Gateway:
     ) -> None:
         self.upstream = urlsplit(upstream_url) if upstream_url else None
         self._in_process = InProcessMoto() if upstream_url is None else None
-        self.services = {service.signing_name: service for service in services}
+        # Several stand-ins may share a service (SageMaker's training API and its model registry).
+        self.services: dict[str, list[LocalService]] = {}
+        for service in services:
+            self.add(service)
         self.permissions = permissions
         self.calls: list[CallRecord] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def add(self, service: LocalService) -> None:
+        """Serve `service`'s operations, instead of an earlier stand-in of the same kind."""
+        kept = [s for s in self.services.get(service.signing_name, []) if type(s) is not type(service)]
+        self.services[service.signing_name] = [*kept, service]
 
     @property
     def url(self) -> str:
@@ -200,8 +216,10 @@ class Gateway:
         access_key = scope["key"] if scope else ""
         target = headers.get("X-Amz-Target", "")
         operation = target.rpartition(".")[2]
-        service = self.services.get(service_name)
-        if service is not None and operation and service.implements(operation):
+        service = next(
+            (s for s in self.services.get(service_name, []) if operation and s.implements(operation)), None
+        )
+        if service is not None:
             status, response_headers, response_body = self._serve(service, access_key, operation, body)
         else:
             status, response_headers, response_body = self._forward(method, path, headers, body)
@@ -227,7 +245,10 @@ class Gateway:
         except AccessDenied as error:
             return _json_error(400, "AccessDeniedException", str(error))
         try:
-            result = service.call(operation, params)
+            result = service.call(operation, params, self.permissions.principal(access_key))
+        except ParamValidationError as error:
+            # The service model's constraints, checked by the stand-in as the service checks them.
+            return _json_error(400, "ValidationException", str(error))
         except ClientError as error:
             details = error.response.get("Error", {})
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400)

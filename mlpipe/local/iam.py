@@ -15,23 +15,35 @@ user is created, on for everything after.
 from __future__ import annotations
 
 import json
+import secrets
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 
-from mlpipe.local.emulator import ACCOUNT
-
-HARNESS_USER = "mlpipe-local-harness"
-HARNESS_ARN = f"arn:aws:iam::{ACCOUNT}:user/{HARNESS_USER}"
+# Each LocalCloud is its own harness user (this prefix and a random suffix): two of them on one moto (the
+# tests' session and an in-process local run share moto's backends) never replace each other's key.
+HARNESS_USER_PREFIX = "mlpipe-local-harness-"
 SESSION_SECONDS = 12 * 3600
-# Roles are created with a trust policy naming the harness user, which plays the Lambda (or SageMaker)
-# service here; the real trust policies are asserted on the templates.
+# A person who decides on registered models: read and update the group's packages, read the audit trail.
+APPROVER_ACTIONS = (
+    "sagemaker:DescribeModelPackage",
+    "sagemaker:ListModelPackages",
+    "sagemaker:ListModelPackageGroups",
+    "sagemaker:UpdateModelPackage",
+    "dynamodb:ListTables",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+)
+# Roles are created trusting any principal, so every harness user may assume them (playing the Lambda or
+# SageMaker service here): moto matches a trust policy's principal exactly or "*", never the account root.
+# The real trust policies are asserted on the templates.
 LOCAL_TRUST_POLICY = json.dumps(
     {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"AWS": HARNESS_ARN}, "Action": "sts:AssumeRole"}],
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
     }
 )
 
@@ -56,6 +68,7 @@ class Credentials:
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
+    arn: str = ""  # the identity's ARN as AWS reports it (a user's, or an assumed role session's)
 
     def environment(self) -> dict[str, str]:
         """The variables the Lambda runtime sets for the function's role."""
@@ -86,29 +99,55 @@ def set_enforcement(endpoint_url: str, enabled: bool) -> None:
 
 
 def harness_credentials(endpoint_url: str, region: str) -> Credentials:
-    """A fresh access key of the harness user (created on first use), with enforcement switched on.
+    """A new harness user with full access and an access key, with enforcement switched on.
 
-    Idempotent against a reused emulator: the user is kept, its older keys are replaced.
-    """
+    The user is this caller's alone (see HARNESS_USER_PREFIX); `retire_harness` removes it."""
     set_enforcement(endpoint_url, False)
     try:
-        iam = boto3.session.Session(
-            aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap", region_name=region
-        ).client("iam", endpoint_url=endpoint_url)
-        try:
-            iam.create_user(UserName=HARNESS_USER)
-        except iam.exceptions.EntityAlreadyExistsException:
-            for key in iam.list_access_keys(UserName=HARNESS_USER)["AccessKeyMetadata"]:
-                iam.delete_access_key(UserName=HARNESS_USER, AccessKeyId=key["AccessKeyId"])
-        iam.put_user_policy(
-            UserName=HARNESS_USER,
-            PolicyName="full-access",
-            PolicyDocument=_policy(["*"]),
-        )
-        key = iam.create_access_key(UserName=HARNESS_USER)["AccessKey"]
+        iam = _bootstrap_iam(endpoint_url, region)
+        name = HARNESS_USER_PREFIX + secrets.token_hex(4)
+        arn = iam.create_user(UserName=name)["User"]["Arn"]
+        iam.put_user_policy(UserName=name, PolicyName="full-access", PolicyDocument=_policy(["*"]))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
     finally:
         set_enforcement(endpoint_url, True)
-    return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"], arn=arn)
+
+
+def user_credentials(iam: Any, name: str, actions: list[str]) -> Credentials:
+    """A named IAM user allowed `actions` (a person, e.g. an approver), with a fresh access key.
+
+    Idempotent against a reused emulator: the user is kept, its older keys are replaced."""
+    try:
+        arn = iam.create_user(UserName=name)["User"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        arn = iam.get_user(UserName=name)["User"]["Arn"]
+        for key in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+            iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
+    iam.put_user_policy(UserName=name, PolicyName="allowed", PolicyDocument=_policy(actions))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"], arn=arn)
+
+
+def retire_harness(endpoint_url: str, region: str, harness: Credentials, enforce_after: bool) -> None:
+    """Delete the harness user behind `harness` (its key, its policy, the user), so a reused emulator does
+    not collect one user per run."""
+    set_enforcement(endpoint_url, False)
+    try:
+        iam = _bootstrap_iam(endpoint_url, region)
+        name = harness.arn.rsplit("/", 1)[-1]
+        iam.delete_access_key(UserName=name, AccessKeyId=harness.access_key_id)
+        iam.delete_user_policy(UserName=name, PolicyName="full-access")
+        iam.delete_user(UserName=name)
+    finally:
+        set_enforcement(endpoint_url, enforce_after)
+
+
+def _bootstrap_iam(endpoint_url: str, region: str) -> Any:
+    """An IAM client for the moments enforcement is off (any credentials are accepted then)."""
+    return boto3.session.Session(
+        aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap", region_name=region
+    ).client("iam", endpoint_url=endpoint_url)
 
 
 def _policy(actions: list[str]) -> str:
@@ -124,5 +163,8 @@ def assume(sts: Any, role_arn: str, session_name: str) -> Credentials:
     )
     credentials = assumed["Credentials"]
     return Credentials(
-        credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
+        credentials["AccessKeyId"],
+        credentials["SecretAccessKey"],
+        credentials["SessionToken"],
+        arn=assumed["AssumedRoleUser"]["Arn"],  # arn:aws:sts::<account>:assumed-role/<role>/<session>
     )

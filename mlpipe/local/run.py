@@ -23,7 +23,19 @@ from rich.table import Table
 from rich.text import Text
 
 from mlpipe.local.console import StageFailed, console
-from mlpipe.local.stages import build, deploy, record, serve, source, synth, train, upload
+from mlpipe.local.stages import (
+    approval,
+    build,
+    deploy,
+    evaluate,
+    record,
+    register,
+    serve,
+    source,
+    synth,
+    train,
+    upload,
+)
 from mlpipe.local.state import Options, RunState
 
 
@@ -42,6 +54,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("Build", build.run, "building the training image…"),
     Stage("Train", train.run, "training in the local container…"),
     Stage("Record and notify", record.run),
+    Stage("Evaluate", evaluate.run),
+    Stage("Register", register.run),
+    Stage("Approval", approval.run),
     Stage("Smoke-serve", serve.run, "serving the trained model…"),
 )
 
@@ -120,8 +135,28 @@ def _summary(report: RunReport, record: dict[str, Any], work: Path) -> None:
             add_row("reason", str(record["failure_reason"]))
         add_row("commit", str(record.get("commit_id", ""))[:12])
         add_row("data version", str(record.get("data_version")))
+        if record.get("cache_hit_of"):
+            add_row("cache", f"hit: reused {record['cache_hit_of']}, no job started")
+        elif record.get("cache_key"):
+            add_row(
+                "cache", f"miss: {record.get('cache_decision', '')} (key {str(record['cache_key'])[:12]})"
+            )
+        if record.get("kind") == "tuning":
+            counts = record.get("trial_counts") or {}
+            value = record.get("objective_value")
+            add_row(
+                "tuning",
+                f"{sum(counts.values())} trials; best {record.get('best_training_job') or '-'}"
+                + (f" {record.get('objective_metric')}={value:.4g}" if value is not None else ""),
+            )
         add_row("metrics", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())) or "-")
         add_row("model artifact", str(record.get("model_artifact") or "-"))
+        gate = record.get("gate") or {}
+        add_row("gate", f"{gate['status']}: {gate['reason']}" if gate else "-")
+        if record.get("model_package_arn"):
+            add_row("model package", f"v{record.get('model_package_version')} {record['model_package_arn']}")
+            decided = f" by {record['approval_decided_by']}" if record.get("approval_decided_by") else ""
+            add_row("approval", f"{record.get('approval_status')}{decided}")
     for stage, outcome, seconds in report.stages:
         add_row(stage, f"{outcome} {format_duration(seconds)}")
     add_row("total", format_duration(sum(s for _, _, s in report.stages)))

@@ -11,6 +11,8 @@ so that role's permissions are enforced too.
 Every state change is reported as a "SageMaker Training Job State Change" event shaped like AWS's
 published sample (tests/fixtures/aws_samples): times as strings of epoch milliseconds, tags as a map,
 no final metrics or billable time, and a FailureReason only when the job Failed.
+
+Hyperparameter tuning jobs are `mlpipe.local.tuning`: their trials are this class's training jobs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import subprocess
 import tarfile
 import threading
@@ -37,6 +40,9 @@ from pipeline_common.metrics import apply_definitions
 from sagemaker_contract.paths import OptMl
 
 from mlpipe.local.emulator import ACCOUNT
+from mlpipe.local.tuning import LocalTuning
+
+logger = logging.getLogger(__name__)
 
 # SageMaker truncates FailureReason to 1,024 characters.
 MAX_FAILURE_REASON = 1024
@@ -84,6 +90,30 @@ def _client_error(code: str, message: str, operation: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, operation)
 
 
+def check_name(request: dict[str, Any], member: str, operation: str) -> None:
+    """What the service checks and botocore's client-side validation does not: a name's maximum length and
+    pattern (32 characters for a tuning job, 63 for a training job), answered as SageMaker answers them."""
+    import re
+
+    shape = _service_model_shape(operation).members[member]
+    value = request[member]
+    limit, pattern = shape.metadata.get("max"), shape.metadata.get("pattern")
+    if limit is not None and len(value) > limit:
+        raise _client_error(
+            "ValidationException",
+            f"1 validation error detected: Value '{value}' at '{member[0].lower() + member[1:]}' failed to "
+            f"satisfy constraint: Member must have length less than or equal to {limit}",
+            operation,
+        )
+    if pattern and not re.fullmatch(pattern, value):
+        raise _client_error(
+            "ValidationException",
+            f"1 validation error detected: Value '{value}' failed to satisfy constraint: Member must satisfy "
+            f"regular expression pattern: {pattern}",
+            operation,
+        )
+
+
 @dataclass
 class LocalTrainingJob:
     request: dict[str, Any]
@@ -100,6 +130,10 @@ class LocalTrainingJob:
     metrics: dict[str, float] = field(default_factory=dict)
     model_artifact: str | None = None
     transitions: list[dict[str, Any]] = field(default_factory=list)
+    tuning_job_arn: str | None = None  # the tuning job that launched it (a trial)
+    # What SageMaker billed, when a harness restores a finished spot job (locally there is no spot market:
+    # a job run here is billed for all its training time).
+    billable_seconds: int | None = None
 
     @property
     def name(self) -> str:
@@ -133,6 +167,7 @@ class LocalSageMaker:
         on_state_change: StateChangeListener,
         region: str,
         account: str = ACCOUNT,
+        note: Callable[[str], None] | None = None,
     ) -> None:
         self._s3_as_role = s3_as_role
         self._workdir = workdir
@@ -143,6 +178,23 @@ class LocalSageMaker:
         self._account = account
         self._jobs: dict[str, LocalTrainingJob] = {}
         self._lock = threading.Lock()
+        self.tuning = LocalTuning(self, note or logger.info)
+
+    @property
+    def region(self) -> str:
+        return self._region
+
+    @property
+    def account(self) -> str:
+        return self._account
+
+    @property
+    def arn_prefix(self) -> str:
+        return f"arn:aws:sagemaker:{self._region}:{self._account}"
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Deliver a state-change event, as EventBridge would."""
+        self._on_state_change(event)
 
     # -- LocalService: what the gateway calls ------------------------------------------------------------
     OPERATIONS: ClassVar[dict[str, str]] = {
@@ -150,6 +202,10 @@ class LocalSageMaker:
         "DescribeTrainingJob": "describe_training_job",
         "StopTrainingJob": "stop_training_job",
         "ListTags": "list_tags",
+        "CreateHyperParameterTuningJob": "create_hyper_parameter_tuning_job",
+        "DescribeHyperParameterTuningJob": "describe_hyper_parameter_tuning_job",
+        "ListTrainingJobsForHyperParameterTuningJob": "list_training_jobs_for_hyper_parameter_tuning_job",
+        "StopHyperParameterTuningJob": "stop_hyper_parameter_tuning_job",
     }
 
     def implements(self, operation: str) -> bool:
@@ -158,18 +214,25 @@ class LocalSageMaker:
     def required_actions(self, operation: str, params: dict[str, Any]) -> list[str]:
         """What AWS checks besides the operation's own action."""
         needed = []
-        if operation == "CreateTrainingJob":
+        if operation in ("CreateTrainingJob", "CreateHyperParameterTuningJob"):
             needed.append("iam:PassRole")  # the execution role is passed to SageMaker
             if params.get("Tags"):
                 needed.append("sagemaker:AddTags")  # tags on create need AddTags
         return needed
 
-    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    def call(self, operation: str, params: dict[str, Any], principal: str = "") -> dict[str, Any]:
+        validate_parameters(params, _service_model_shape(operation))
         return getattr(self, self.OPERATIONS[operation])(**params)
 
     # -- SageMaker API ---------------------------------------------------------------------------------
     def create_training_job(self, **request: Any) -> dict[str, Any]:
+        return self.create_trial(request, tuning_job_arn=None)
+
+    def create_trial(self, request: dict[str, Any], tuning_job_arn: str | None) -> dict[str, Any]:
+        """A training job; with `tuning_job_arn`, one a tuning job launched (no caller IAM check: the
+        tuning job launches it, as in SageMaker)."""
         validate_parameters(request, _service_model_shape("CreateTrainingJob"))
+        check_name(request, "TrainingJobName", "CreateTrainingJob")
         name = request["TrainingJobName"]
         with self._lock:
             if name in self._jobs:
@@ -183,6 +246,7 @@ class LocalSageMaker:
                 workdir=self._workdir / name,
                 container_name=f"local-train-{name.lower()}-{uuid.uuid4().hex[:6]}",
                 created=datetime.now(UTC),
+                tuning_job_arn=tuning_job_arn,
             )
             self._jobs[name] = job
         self._transition(job, "InProgress", "Starting", "Preparing the instances for training")
@@ -205,8 +269,22 @@ class LocalSageMaker:
         self._poll(job)
         return self._describe(job)
 
+    def create_hyper_parameter_tuning_job(self, **request: Any) -> dict[str, Any]:
+        return self.tuning.create(request)
+
+    def describe_hyper_parameter_tuning_job(self, HyperParameterTuningJobName: str) -> dict[str, Any]:
+        return self.tuning.describe(HyperParameterTuningJobName)
+
+    def list_training_jobs_for_hyper_parameter_tuning_job(
+        self, HyperParameterTuningJobName: str, **options: Any
+    ) -> dict[str, Any]:
+        return self.tuning.list_trials(HyperParameterTuningJobName, **options)
+
+    def stop_hyper_parameter_tuning_job(self, HyperParameterTuningJobName: str) -> dict[str, Any]:
+        return self.tuning.stop(HyperParameterTuningJobName)
+
     def list_tags(self, ResourceArn: str, **_: Any) -> dict[str, Any]:  # boto3's parameter name
-        for job in self._jobs.values():
+        for job in [*self._jobs.values(), *self.tuning.jobs()]:
             if job.arn == ResourceArn:
                 return {"Tags": list(job.request.get("Tags", []))}
         raise _client_error("ValidationException", f"Resource {ResourceArn} not found.", "ListTags")
@@ -380,6 +458,8 @@ class LocalSageMaker:
         }
         if "CheckpointConfig" in request:
             description["CheckpointConfig"] = request["CheckpointConfig"]
+        if job.tuning_job_arn:
+            description["TuningJobArn"] = job.tuning_job_arn
         if job.failure_reason:
             description["FailureReason"] = job.failure_reason
         if job.started:
@@ -388,7 +468,9 @@ class LocalSageMaker:
             description["TrainingEndTime"] = job.ended
             seconds = max(1, round((job.ended - (job.started or job.created)).total_seconds()))
             description["TrainingTimeInSeconds"] = seconds
-            description["BillableTimeInSeconds"] = seconds
+            description["BillableTimeInSeconds"] = (
+                job.billable_seconds if job.billable_seconds is not None else seconds
+            )
         if job.metrics:
             description["FinalMetricDataList"] = [
                 {"MetricName": name, "Value": value, "Timestamp": job.ended or datetime.now(UTC)}

@@ -24,6 +24,9 @@ class Options:
     context: tuple[str, ...] = ()
     poll_seconds: float = 1.0
     faults_seed: int | None = None  # seeded transient faults on the handlers' AWS calls
+    approve: bool = False  # approve the registered package as a named local IAM user
+    approval_wait: float = 0.0  # seconds to wait for an approval made from another terminal
+    retrain: bool = False  # the execution's RETRAIN variable: train even if an identical run completed
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,20 @@ class RunState:
     cloud: Any = None  # LocalCloud: moto with IAM enforced, the gateway and the stand-ins, from Emulator
     deployment: Any = None  # LocalDeployment, from Emulator
     sagemaker: Any = None  # LocalSageMaker
+    registry: Any = None  # LocalModelRegistry
     codepipeline: Any = None  # LocalCodePipeline
+    bus: Any = None  # LocalEventBus: the templates' EventBridge rules
     events: list[dict[str, Any]] = field(default_factory=list)  # state-change events not yet delivered
+    fault_plan: Any = None  # FaultPlan of --faults, shared by the stages that run handlers
     email_inbox: str | None = None  # SQS queue subscribed to the notification topic
     data_versions: dict[str, str] = field(default_factory=dict)  # key -> S3 version id, from Data
     image: BuiltImage | None = None
-    job_name: str | None = None
+    execution_id: str | None = None  # the local pipeline execution, from Train
+    job_name: str | None = None  # the execution's run: a training job, or a tuning job (with tuning)
     model_artifact: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)  # the Train action's output variables
+    evaluation_uri: str | None = None  # from Evaluate
+    package_arn: str | None = None  # from Register
     record: dict[str, Any] = field(default_factory=dict)
     emails: list[dict[str, Any]] = field(default_factory=list)
 
@@ -70,6 +80,11 @@ class RunState:
         if value is None:
             raise StageFailed(f"an earlier stage did not provide {name}")
         return value
+
+    def trained_job(self) -> str:
+        """The training job whose model the later stages take (Train's TRAINING_JOB_NAME, as the pipeline
+        passes it): the execution's own job, a tuning job's best trial, or the run a cache hit reused."""
+        return self.outputs.get("TRAINING_JOB_NAME") or self.need("job_name")
 
     def client(self, service: str) -> Any:
         """A client with the harness's own (full-access) credentials."""

@@ -43,6 +43,16 @@ def read_training_data(bucket: s3.IBucket, prefix: str) -> list[iam.PolicyStatem
     ]
 
 
+def read_model_packages(model_package_arns: list[str]) -> list[iam.PolicyStatement]:
+    """List and describe the packages of the project's model package group (its ARN and its versions')."""
+    return [
+        iam.PolicyStatement(
+            actions=["sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage"],
+            resources=list(model_package_arns),
+        )
+    ]
+
+
 def depend_on_policy_only(resource: Construct, role: iam.IRole) -> None:
     """Keep DependsOn on the role's DefaultPolicy only; the role itself is already implied by GetAtt.
 

@@ -19,6 +19,7 @@ from stacks.data_resources import DataResources
 from stacks.nag import acknowledge_compliance
 
 STATE_CHANGE = "SageMaker Training Job State Change"
+TUNING_STATE_CHANGE = "SageMaker HyperParameter Tuning Job State Change"
 # State changes come in bursts (several per job, hundreds on a DLQ redrive). EventBridge invokes
 # asynchronously, so a throttled event waits in Lambda's queue (up to 6 hours) rather than being lost:
 # this only paces a burst, at about 10 events a second.
@@ -37,6 +38,7 @@ class RecordAndNotify(Construct):
         data: DataResources,
         defaults: FunctionDefaults,
         training_job_arn: str,
+        tuning_job_arn: str,
     ) -> None:
         super().__init__(scope, construct_id)
         # Short-lived records with a TTL: record-status's Powertools idempotency keys (a day) and data-trigger's
@@ -92,23 +94,42 @@ class RecordAndNotify(Construct):
                 ),
                 iam.PolicyStatement(actions=["sns:Publish"], resources=[data.topic.topic_arn]),
                 iam.PolicyStatement(actions=["sagemaker:DescribeTrainingJob"], resources=[training_job_arn]),
+                # A finished tuning job's summary: its best job and every trial's billable time. Read-only,
+                # and granted with tuning off too, so a tuning job that outlives a redeploy is still recorded.
+                iam.PolicyStatement(
+                    actions=[
+                        "sagemaker:DescribeHyperParameterTuningJob",
+                        "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+                    ],
+                    resources=[tuning_job_arn],
+                ),
                 *use_key(data.key),
             ],
             wildcards=[
                 (
                     rf"Resource::{re.escape(training_job_arn)}",
                     f"training-job/{config.job_name_prefix}* (this pipeline's jobs)",
-                )
+                ),
+                (
+                    rf"Resource::{re.escape(tuning_job_arn)}",
+                    f"hyper-parameter-tuning-job/{config.job_name_prefix}* (this pipeline's tuning jobs)",
+                ),
             ],
         )
         self.rule = events.Rule(
             self,
             "TrainingJobStateChangeRule",
-            description=f"{config.pipeline_name}: state changes of this pipeline's training jobs",
+            description=f"{config.pipeline_name}: state changes of this pipeline's training and tuning jobs",
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
-                detail_type=[STATE_CHANGE],
-                detail={"TrainingJobName": [{"prefix": config.job_name_prefix}]},
+                detail_type=[STATE_CHANGE, TUNING_STATE_CHANGE],
+                # Each detail type names its job in its own field; `$or` matches either with our prefix.
+                detail={
+                    "$or": [
+                        {"TrainingJobName": [{"prefix": config.job_name_prefix}]},
+                        {"HyperParameterTuningJobName": [{"prefix": config.job_name_prefix}]},
+                    ]
+                },
             ),
         )
         self.rule.add_target(

@@ -10,6 +10,7 @@ from aws_cdk import aws_codepipeline_actions as actions
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 from pipeline_common.data_version import MANIFEST_NAME
+from pipeline_common.training_cache import CACHE_INDEX
 
 from stacks import functions
 from stacks.config import PipelineConfig
@@ -44,6 +45,7 @@ class Training(Construct):
         defaults: FunctionDefaults,
         pipeline_arn: str,
         training_job_arn: str,
+        tuning_job_arn: str,
     ) -> None:
         super().__init__(scope, construct_id)
         self.sagemaker_role = self._sagemaker_role(config, data)
@@ -83,6 +85,19 @@ class Training(Construct):
                     ],
                     resources=[training_job_arn],
                 ),
+                # Watching and stopping this pipeline's tuning jobs; creating them only when tuning is on.
+                iam.PolicyStatement(
+                    actions=[
+                        *(
+                            ["sagemaker:CreateHyperParameterTuningJob", "sagemaker:AddTags"]
+                            if config.training.tuning
+                            else []
+                        ),
+                        "sagemaker:DescribeHyperParameterTuningJob",
+                        "sagemaker:StopHyperParameterTuningJob",
+                    ],
+                    resources=[tuning_job_arn],
+                ),
                 *read_training_data(data.data_bucket, config.data_prefix),
                 # The execution's data manifest, written once next to its model and read back by retries.
                 # ListBucket turns a missing manifest into 404 instead of 403.
@@ -97,6 +112,13 @@ class Training(Construct):
                     resources=[data.artifacts_bucket.bucket_arn],
                     conditions={"StringLike": {"s3:prefix": [f"{config.model_prefix}*"]}},
                 ),
+                # The training cache checks that a reused run's model is still there (HeadObject).
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[
+                        data.artifacts_bucket.arn_for_objects(f"{config.model_prefix}*/output/model.tar.gz")
+                    ],
+                ),
                 # The exact data version is the object version ids under the prefix (ListObjectVersions).
                 iam.PolicyStatement(
                     actions=["s3:ListBucketVersions"],
@@ -106,6 +128,11 @@ class Training(Construct):
                 iam.PolicyStatement(
                     actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                     resources=[data.audit_table.table_arn],
+                ),
+                # The training cache's lookup of a Completed run with the same inputs.
+                iam.PolicyStatement(
+                    actions=["dynamodb:Query"],
+                    resources=[f"{data.audit_table.table_arn}/index/{CACHE_INDEX}"],
                 ),
                 iam.PolicyStatement(actions=["codepipeline:GetPipelineExecution"], resources=[pipeline_arn]),
                 *use_key(data.key, create_grant=True),
@@ -119,6 +146,14 @@ class Training(Construct):
                 (
                     rf"Resource::.+/{re.escape(config.model_prefix)}\*/{re.escape(MANIFEST_NAME)}",
                     "each execution's data manifest next to its model",
+                ),
+                (
+                    rf"Resource::{re.escape(tuning_job_arn)}",
+                    f"hyper-parameter-tuning-job/{config.job_name_prefix}* (one tuning job per pipeline execution)",
+                ),
+                (
+                    rf"Resource::.+/{re.escape(config.model_prefix)}\*/output/model\.tar\.gz",
+                    "the model artifacts of this pipeline's jobs (a reused run's model must exist)",
                 ),
                 (ANY_RESOURCE, "codepipeline:PutJob*Result (no resource-level permissions)"),
             ],

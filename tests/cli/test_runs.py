@@ -116,3 +116,14 @@ def test_missing_or_ambiguous_table_is_a_clear_error(
 def test_headline_metric_prefers_validation() -> None:
     assert runs.headline_metric({"train:rmse": 1, "validation:rmse": 0.123456}) == "validation:rmse=0.1235"
     assert runs.headline_metric(None) == "-"
+
+
+def test_the_status_column_says_cache_hits_tuning_jobs_and_trials() -> None:
+    from mlpipe.cli.runs import status_text
+
+    assert status_text({"status": "Completed"}) == "Completed"
+    assert status_text({"status": "Completed", "cache_hit_of": "mlpipe-dev-a"}) == (
+        "Completed (cache hit of mlpipe-dev-a)"
+    )
+    assert status_text({"status": "InProgress", "kind": "tuning"}) == "InProgress (tuning)"
+    assert status_text({"status": "Failed", "tuning_job": "mlpipe-dev-t"}) == "Failed (trial)"

@@ -172,13 +172,51 @@ def test_failed_training_fails_the_run_with_the_reason_everywhere(failed_run: tu
 
 
 def test_a_run_under_seeded_transient_faults_still_completes(emulator: str, tmp_path: Path) -> None:
-    """Issue 9 C: `--faults SEED` throttles, fails, drops and applies-then-fails the handlers' calls."""
-    result = local_run(emulator, tmp_path, "--faults", "7")
+    """Issue 9 C: `--faults SEED` throttles, fails, drops and applies-then-fails the handlers' calls.
+    `--retrain`: the happy run had the same inputs on this emulator, and this run must train, not reuse."""
+    result = local_run(emulator, tmp_path, "--faults", "7", "--retrain")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "--faults 7:" in result.stdout and " of " in result.stdout
     files = run_files(tmp_path)
     assert files["record"]["status"] == "Completed"
     assert [e["attributes"]["status"] for e in files["emails"]][-1] == "Completed"
+
+
+def test_an_unchanged_second_run_against_the_same_emulator_is_a_cache_hit(
+    happy_run: tuple, emulator: str, tmp_path: Path
+) -> None:
+    """Issue 11 part 4: the Data stage keeps the unchanged files' versions, the Train stage starts no job and
+    reuses the first run's model, which Smoke-serve serves."""
+    first = happy_run[1]["record"]
+    result = local_run(emulator, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "0 uploaded" in result.stdout and "(unchanged, kept)" in result.stdout
+    assert "cache hit: no job started" in result.stdout
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "Completed" and record["cache_hit_of"]
+    assert record["model_artifact"].endswith("/output/model.tar.gz")
+    assert record["cache_key"] == first["cache_key"]
+    assert not (run_dir / "jobs").exists() and not (run_dir / "emails.json").exists()
+    assert "✓ Smoke-serve" in result.stdout
+
+
+def test_a_tuning_run_trains_its_trials_and_serves_the_best_model(emulator: str, tmp_path: Path) -> None:
+    """Issue 11 part 2: `--tune 2` runs a tuning job of two trials with the real image."""
+    result = local_run(emulator, tmp_path, "--tune", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "drawn at random" in result.stdout and "<- best" in result.stdout
+    files = run_files(tmp_path)
+    record = files["record"]
+    assert record["kind"] == "tuning" and record["status"] == "Completed" and len(record["job_name"]) <= 32
+    assert record["best_training_job"].startswith(record["job_name"])
+    assert record["trial_counts"] == {"Completed": 2}
+    assert [(e["attributes"]["status"], e["attributes"]["job_name"]) for e in files["emails"]] == [
+        ("InProgress", record["job_name"]),
+        ("Completed", record["job_name"]),
+    ]
+    assert "Tuning Completed" in files["email"].splitlines()[0] and "Best job:" in files["email"]
+    assert "✓ Smoke-serve" in result.stdout
 
 
 def test_nothing_is_left_running(happy_run: tuple, failed_run: tuple, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from pipeline_common import audit, aws
 from mlpipe.local.faults import ALL_KINDS, FaultInjector, FaultPlan
 from tests.faults.platform import AsyncLambda, Clock
 from tests.lambda_fixtures import Lambdas, VirtualBackoff
-from tests.lambdas.builders import PREFIX, state_change_event
+from tests.lambdas.builders import PREFIX, default_tags, state_change_event, tuning_state_change_event
 
 TRIALS = 200
 # A trial makes 20 to 30 request attempts (3 to 5 deliveries): the single fault lands anywhere among the
@@ -135,3 +135,81 @@ def test_each_kind_of_fault_on_each_call_of_a_completed_event(
                 platform.redrive()
             problem = check(lambdas, name, "Completed", plan)
             assert problem is None, f"{kind} at call {position} ({plan.calls[position]}): {problem}"
+
+
+# -- a tuning job and its trials ---------------------------------------------------------------------------------
+TUNING_TRIALS = 60
+# A tuning trial makes 25 or more request attempts (at least four deliveries, and the terminal one describes the
+# tuning job, its best job and every trial): the single fault lands anywhere among the first 20.
+TUNING_ATTEMPTS_PER_TRIAL = 20
+
+
+def tuning_events_of(name: str, trials: list[str], terminal: str, rng: random.Random) -> list[dict[str, Any]]:
+    tags = {**default_tags(name), "tuning-job": name}
+    events = [
+        tuning_state_change_event(name, "InProgress", 10),
+        tuning_state_change_event(name, terminal, 900),
+    ]
+    for trial in trials:
+        events += [
+            state_change_event(trial, "InProgress", 20, tags=tags),
+            state_change_event(trial, "Completed", 800, tags=tags),
+        ]
+    events += [rng.choice(events) for _ in range(rng.randint(0, 3))]
+    rng.shuffle(events)
+    return events
+
+
+def test_record_status_keeps_its_guarantees_for_tuning_jobs_under_single_faults(
+    lambdas: Lambdas, backoff: VirtualBackoff
+) -> None:
+    """The tuning job's record ends at its status with the best job named, each trial's at its own, the
+    tuning job's terminal email is never lost nor stale, and no trial sends one, whatever single fault."""
+    injector = FaultInjector()
+    violations: list[str] = []
+    injected = Counter[str]()
+    started = time.perf_counter()
+    with aws.client_hooks(injector.install):
+        for seed in range(TUNING_TRIALS):
+            rng = random.Random(seed)
+            name = f"{PREFIX}{uuid.uuid4().hex[:12]}"
+            injector.plan = FaultPlan(enabled=False)
+            trials = lambdas.finished_tuning_job(name, trials=rng.randint(1, 3))
+            lambdas.emulated.read_inbox(lambdas.inbox)
+            plan = FaultPlan(seed=seed, at={rng.randrange(TUNING_ATTEMPTS_PER_TRIAL): rng.choice(ALL_KINDS)})
+            injector.plan = plan
+            with time_machine.travel(time.time(), tick=True) as traveller:
+                platform = AsyncLambda(
+                    lambda event, request_id: lambdas.record(event, request_id), Clock(traveller)
+                )
+                for event in tuning_events_of(name, trials, "Completed", rng):
+                    platform.deliver(event)
+                plan.enabled = False
+                platform.redrive()
+            injected.update(f.kind for f in plan.injected)
+            problem = check_tuning(lambdas, name, trials, plan)
+            if problem:
+                violations.append(f"seed {seed} ({plan.injected}): {problem}; errors: {platform.errors[:3]}")
+    elapsed = time.perf_counter() - started
+    print(
+        f"\nrecord-status, tuning: {TUNING_TRIALS} trials in {elapsed:.1f} s, faults injected: {dict(injected)}"
+    )
+    assert violations == []
+    assert sum(injected.values()) == TUNING_TRIALS, "every trial meets its fault"
+
+
+def check_tuning(lambdas: Lambdas, name: str, trials: list[str], plan: FaultPlan) -> str | None:
+    problem = check(lambdas, name, "Completed", plan)
+    if problem:
+        return problem
+    record = lambdas.emulated.get_record(lambdas.table, name)
+    best = lambdas.sagemaker.tuning.job(name).best()
+    if record.get("best_training_job") != best or not record.get("model_artifact"):
+        return f"the tuning record names {record.get('best_training_job')!r} as best, not {best!r}"
+    for trial in trials:
+        trial_record = lambdas.emulated.get_record(lambdas.table, trial)
+        if trial_record is None or trial_record.get("status") != "Completed":
+            return f"trial {trial} ended at {trial_record and trial_record.get('status')!r}"
+        if trial_record.get("tuning_job") != name or "notified_rank" in trial_record:
+            return f"trial {trial} is not marked as {name}'s, or was emailed"
+    return None

@@ -135,6 +135,46 @@ def state_change_event(
     return event
 
 
+def tuning_state_change_event(
+    name: str,
+    status: str,
+    at_seconds: int,
+    tags: dict[str, str] | None = None,
+    data_bucket: str = "data-bucket",
+    data_prefix: str = "datasets/",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A SageMaker HyperParameter Tuning Job State Change event from the published sample: like it, no best
+    training job, no end time and no failure reason (DescribeHyperParameterTuningJob has them)."""
+    event = sample("sagemaker-hyperparameter-tuning-job-state-change.json")
+    event["id"] = event_id or str(uuid.uuid4())
+    event["account"], event["region"] = ACCOUNT, REGION
+    event["time"] = (T0 + timedelta(seconds=at_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:hyper-parameter-tuning-job/{name.lower()}"
+    event["resources"] = [arn]
+    detail = event["detail"]
+    detail.update(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobArn=arn,
+        HyperParameterTuningJobStatus=status,
+        CreationTime=millis_string(T0),
+        LastModifiedTime=millis_string(T0 + timedelta(seconds=at_seconds)),
+        Tags={**default_tags(name), "tuning-job": name} if tags is None else tags,
+    )
+    definition = detail["TrainingJobDefinition"]
+    definition.update(StaticHyperParameters={"num_round": "100"})
+    definition["AlgorithmSpecification"].update(TrainingImage=IMAGE_URI, TrainingInputMode="File")
+    del definition["VpcConfig"]
+    definition["InputDataConfig"][0].update(ChannelName="train")
+    definition["InputDataConfig"][0]["DataSource"]["S3DataSource"].update(
+        S3DataType="S3Prefix",
+        S3Uri=f"s3://{data_bucket}/{data_prefix}train/",
+        S3DataDistributionType="FullyReplicated",
+    )
+    definition["ResourceConfig"].update(InstanceType="ml.m5.large", InstanceCount=1, VolumeSizeInGB=30)
+    return event
+
+
 def s3_object_created(
     bucket: str, key: str, size: int = 100, version_id: str | None = "v1"
 ) -> dict[str, Any]:
@@ -169,3 +209,37 @@ def sqs_record(body: str, message_id: str | None = None) -> dict[str, Any]:
 
 def sqs_event(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"Records": records}
+
+
+def model_package_arn(group: str, version: int) -> str:
+    return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{group}/{version}"
+
+
+def model_package_event(
+    group: str,
+    version: int,
+    status: str,
+    changed_at: datetime,
+    created_at: datetime | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A SageMaker Model Package State Change event from the published sample: `changed_at` is its
+    LastModifiedTime (ISO-8601, whole seconds, as in the sample). The published sample repeats `source`,
+    the second time as a list; a real event's `source` is the string."""
+    event = sample("sagemaker-model-package-state-change.json")
+    event["id"] = event_id or str(uuid.uuid4())
+    event["source"] = "aws.sagemaker"
+    event["account"], event["region"] = ACCOUNT, REGION
+    event["time"] = changed_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    arn = model_package_arn(group, version)
+    event["resources"] = [arn]
+    detail = event["detail"]
+    detail.update(
+        ModelPackageGroupName=group,
+        ModelPackageVersion=version,
+        ModelPackageArn=arn,
+        ModelApprovalStatus=status,
+        CreationTime=(created_at or changed_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        LastModifiedTime=changed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    return event

@@ -312,3 +312,32 @@ def test_an_unreachable_idempotency_table_does_not_stop_the_record(lambdas: Lamb
     record = lambdas.emulated.get_record(lambdas.table, name)
     assert record is not None and record["status"] == "Completed"
     assert len(lambdas.emulated.read_inbox(lambdas.inbox)) == 1
+
+
+def test_a_spot_job_records_and_emails_its_savings_from_describe_training_job(lambdas: Lambdas) -> None:
+    """Issue 11 part 3: 1 - BillableTimeInSeconds / TrainingTimeInSeconds, from DescribeTrainingJob (the
+    event has neither)."""
+    name = new_name()
+    first_record(lambdas, name)
+    lambdas.finished_job(name, trained_seconds=754, spot_billable_seconds=300)
+    lambdas.record(state_change_event(name, "Completed", 900))
+    record = lambdas.emulated.get_record(lambdas.table, name)
+    assert record is not None and record["use_spot"] is True
+    assert (record["billable_seconds"], record["training_seconds"]) == (300, 754)
+    assert record["spot_savings"] == pytest.approx(1 - 300 / 754, abs=1e-4)
+    (email,) = [
+        e for e in lambdas.emulated.read_inbox(lambdas.inbox) if e["attributes"]["status"] == "Completed"
+    ]
+    assert "Spot:          60% saved by managed spot (billed 300 s of 754 s trained)" in email["body"]
+    assert "Instance:      1 x ml.m5.large (managed spot)" in email["body"]
+
+
+def test_an_on_demand_job_has_no_spot_line(lambdas: Lambdas) -> None:
+    name = new_name()
+    first_record(lambdas, name)
+    lambdas.finished_job(name)
+    lambdas.record(state_change_event(name, "Completed", 900))
+    record = lambdas.emulated.get_record(lambdas.table, name)
+    assert record is not None and "spot_savings" not in record
+    (email,) = lambdas.emulated.read_inbox(lambdas.inbox)
+    assert "Spot:" not in email["body"]

@@ -326,3 +326,118 @@ def test_instances_with_local_storage_get_no_volume_key(
         "VolumeKmsKeyId" not in _request(monkeypatch, {"instance_type": "ml.g4dn.xlarge"})["ResourceConfig"]
     )
     assert "VolumeKmsKeyId" in _request(monkeypatch, {"instance_type": "ml.c5.xlarge"})["ResourceConfig"]
+
+
+# -- spot savings, content ids, the cache key, tuning requests (issue 11) -----------------------------------------
+def test_spot_savings_is_one_minus_billable_over_training_time() -> None:
+    assert notify.spot_savings(300, 1000) == 0.7
+    assert notify.spot_savings(1000, 1000) == 0.0
+    assert notify.spot_savings(1200, 1000) == 0.0  # never negative
+    assert notify.spot_savings(300, 0) is None and notify.spot_savings(None, 1000) is None
+    assert notify.spot_line({"use_spot": False}) is None
+    assert notify.spot_line({"use_spot": True}) == "managed spot (savings known when the job has ended)"
+
+
+def test_a_content_id_is_the_strongest_checksum_s3_keeps_else_the_etag() -> None:
+    head = {"ChecksumCRC32": "NhCmhg==", "ChecksumSHA256": "LPJN...=", "ETag": '"5d41"'}
+    assert data_version.content_id(head) == "SHA256:LPJN...="
+    assert data_version.content_id({"ChecksumCRC64NVME": "abc=", "ETag": '"5d41"'}) == "CRC64NVME:abc="
+    assert data_version.content_id({"ETag": '"5d41402abc4b2a76b9719d911017c592"'}) == (
+        "etag:5d41402abc4b2a76b9719d911017c592"
+    )
+
+
+def _cache_inputs(**changes: Any) -> tuple[str, DataVersion, TrainingConfig]:
+    objects = (
+        DataObject("datasets/train/a.csv", "v1", "e1", 3, "SHA256:aaa="),
+        DataObject("datasets/validation/b.csv", "v2", "e2", 3, "SHA256:bbb="),
+    )
+    config = {"instance_type": "ml.m5.large", "hyperparameters": {"eta": "0.2"}, **changes.pop("config", {})}
+    data = DataVersion("bucket", "datasets/", changes.pop("objects", objects))
+    return changes.pop("digest", "sha256:" + "d" * 64), data, TrainingConfig.from_json(json.dumps(config))
+
+
+def test_the_cache_key_covers_each_input_and_nothing_else() -> None:
+    from pipeline_common import training_cache
+
+    key = training_cache.cache_key(*_cache_inputs())
+    assert key is not None and re.fullmatch(r"[0-9a-f]{64}", key)
+    # The same content under new version ids, ETags and another bucket is the same data.
+    same = _cache_inputs(
+        objects=(
+            DataObject("datasets/validation/b.csv", "v9", "x", 3, "SHA256:bbb="),
+            DataObject("datasets/train/a.csv", "v8", "y", 3, "SHA256:aaa="),
+        )
+    )
+    assert training_cache.cache_key(*same) == key
+    assert training_cache.cache_key(*_cache_inputs(config={"max_runtime_seconds": 60})) == key
+    for changed in (
+        _cache_inputs(digest="sha256:" + "e" * 64),
+        _cache_inputs(objects=(DataObject("datasets/train/a.csv", "v1", "e1", 3, "SHA256:zzz="),)),
+        _cache_inputs(config={"hyperparameters": {"eta": "0.3"}}),
+        _cache_inputs(config={"instance_type": "ml.m5.xlarge"}),
+        _cache_inputs(config={"instance_count": 2}),
+    ):
+        assert training_cache.cache_key(*changed) != key
+    # Unknown inputs: no key, so no reuse (never a wrong match).
+    assert training_cache.cache_key(*_cache_inputs(digest="")) is None
+    unknown = (DataObject("datasets/train/a.csv", "v1", "e1", 3),)
+    assert training_cache.cache_key(*_cache_inputs(objects=unknown)) is None
+
+
+def test_tuning_job_names_are_deterministic_short_and_distinct() -> None:
+    name = training_job.tuning_job_name("mlpipe-dev-", "3f2c0e4a-1b2c-4d5e-8f90-0123456789ab")
+    assert len(name) == 32 and name.startswith("mlpipe-dev-")
+    assert name == training_job.tuning_job_name("mlpipe-dev-", "3f2c0e4a-1b2c-4d5e-8f90-0123456789ab")
+    assert name != training_job.tuning_job_name("mlpipe-dev-", "3f2c0e4a-1b2c-4d5e-8f90-0123456789ac")
+    assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}", name)
+
+
+TUNING = {
+    "objective_metric": "validation:rmse",
+    "objective_type": "Maximize",
+    "strategy": "Random",
+    "max_jobs": 5,
+    "max_parallel_jobs": 2,
+    "max_runtime_seconds": 82800,
+    "parameter_ranges": {
+        "IntegerParameterRanges": [
+            {"Name": "max_depth", "MinValue": "2", "MaxValue": "8", "ScalingType": "Auto"}
+        ]
+    },
+}
+
+
+def test_the_tuning_and_warm_pool_requests_are_valid_for_the_sagemaker_api(
+    start_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    config = {"instance_type": "ml.m5.large", "hyperparameters": {"max_depth": "6", "eta": "0.2"}}
+    monkeypatch.setenv("TRAINING_CONFIG", json.dumps({**config, "tuning": TUNING, "use_spot": True}))
+    settings = StartTrainingSettings.from_env()
+    params = training_job.JobParameters("img:1", "sha256:1", "c" * 40, "main", "o/r", "exec-1", "push")
+    data = DataVersion("bucket", "datasets/", (DataObject("datasets/train/a.csv", "v1", "e", 3),))
+    request = training_job.tuning_request(settings, params, data, "mlpipe-test-0123456789abcdef0123")
+    validate_parameters(request, model.operation_model("CreateHyperParameterTuningJob").input_shape)
+    assert request["TrainingJobDefinition"]["StaticHyperParameters"] == {"eta": "0.2"}
+    assert {"Key": "tuning-job", "Value": "mlpipe-test-0123456789abcdef0123"} in request["Tags"]
+    # Warm pools: only on a training job, and off unless configured.
+    assert "KeepAlivePeriodInSeconds" not in _request(monkeypatch, config)["ResourceConfig"]
+    warm = _request(monkeypatch, {**config, "keep_alive_seconds": 900})
+    assert warm["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 900
+    validate_parameters(warm, model.operation_model("CreateTrainingJob").input_shape)
+
+
+@pytest.mark.parametrize(
+    ("tuning", "message"),
+    [
+        ([], "object or null"),
+        ({**TUNING, "objective_type": "Lowest"}, "Minimize or Maximize"),
+        ({**TUNING, "strategy": "Grid"}, "Bayesian or Random"),
+        ({**TUNING, "parameter_ranges": {"Ranges": []}}, "parameter_ranges"),
+        ({**TUNING, "max_parallel_jobs": 9}, "max_parallel_jobs"),
+    ],
+)
+def test_the_tuning_settings_are_checked(tuning: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        TrainingConfig.from_json(json.dumps({"instance_type": "ml.m5.large", "tuning": tuning}))

@@ -154,6 +154,31 @@ def test_deploying_again_into_the_same_emulator_reuses_resources(deployment: Any
     assert session.client("dynamodb").get_item(TableName=table, Key={"job_name": {"S": "kept"}})["Item"]
 
 
+def test_deploying_again_adds_an_index_the_template_gained(deployment: Any) -> None:
+    """As a stack update does: a reused emulator's audit table gets the by-cache-key index of a newer template."""
+    import copy
+
+    _, session = deployment
+    newer = copy.deepcopy(DATA.body)
+    (table_props,) = [
+        r["Properties"] for r in newer["Resources"].values() if r["Type"] == "AWS::DynamoDB::Table"
+    ]
+    table_props["AttributeDefinitions"].append({"AttributeName": "cache_key", "AttributeType": "S"})
+    table_props["GlobalSecondaryIndexes"].append(
+        {
+            "IndexName": "by-cache-key",
+            "KeySchema": [{"AttributeName": "cache_key", "KeyType": "HASH"}],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    )
+    again = LocalDeployment(StackTemplate(DATA.name, newer), PIPELINE, "eu-west-1")
+    again.create(session._session, endpoint_url=session._endpoint_url)
+    table = session.client("dynamodb").describe_table(
+        TableName=again.resource(DATA, "AWS::DynamoDB::Table", "Audit").ref
+    )["Table"]
+    assert [i["IndexName"] for i in table["GlobalSecondaryIndexes"]] == ["by-status", "by-cache-key"]
+
+
 def test_roles_get_their_policies_actions_on_any_resource(deployment: Any) -> None:
     """moto enforces actions only (it cannot match resource ARNs): the local role allows the template's
     allowed actions on "*", without conditions; Deny statements are left to the static checks."""

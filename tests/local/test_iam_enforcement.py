@@ -63,3 +63,20 @@ def test_a_role_without_the_action_is_denied_and_with_it_allowed(local_cloud: An
         call_as(local_cloud, (UNRELATED_ACTION,), service)
     assert denied.value.response["Error"]["Code"] in {"AccessDenied", "AccessDeniedException"}
     call_as(local_cloud, (UNRELATED_ACTION, action), service)
+
+
+def test_another_local_cloud_in_this_process_leaves_the_harness_working(local_cloud: Any) -> None:
+    """An in-process local run (the e2e IAM tests) starts a second LocalCloud on the same moto backends;
+    the session's harness key must survive it, and the second harness user is gone after it."""
+    from mlpipe.local.cloud import LocalCloud
+
+    with LocalCloud.running(local_cloud.region) as other:
+        other.client("s3").list_buckets()
+        local_cloud.client("s3").list_buckets()
+    local_cloud.client("s3").list_buckets()
+    users = [u["UserName"] for u in local_cloud.client("iam").list_users()["Users"]]
+    assert other.harness.access_key_id not in {
+        k["AccessKeyId"]
+        for u in users
+        for k in local_cloud.client("iam").list_access_keys(UserName=u)["AccessKeyMetadata"]
+    }

@@ -92,6 +92,9 @@ def test_the_pipeline_stages_are_listed_in_pipeline_order() -> None:
         "Build",
         "Train",
         "Record and notify",
+        "Evaluate",
+        "Register",
+        "Approval",
         "Smoke-serve",
     ]
 
@@ -104,3 +107,35 @@ def test_arguments_parse_into_options(tmp_path: Path) -> None:
         cli.parse_args(["--data", str(tmp_path), "--hyperparameters", "max_depth"])
     with pytest.raises(SystemExit):
         cli.parse_args(["--data", str(tmp_path / "missing")])
+
+
+def test_approval_options_parse_and_exclude_each_other(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    data = ["--data", str(tmp_path)]
+    assert cli.parse_args(data).approve is False and cli.parse_args(data).approval_wait == 0
+    assert cli.parse_args([*data, "--approve"]).approve is True
+    assert cli.parse_args([*data, "--approval-wait", "30"]).approval_wait == 30
+    for bad in (["--approve", "--approval-wait", "5"], ["--approval-wait", "-1"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args([*data, *bad])
+
+
+def test_tune_and_retrain_options(tmp_path: Path) -> None:
+    from mlpipe.local.tuning import EXAMPLE_TUNING
+    from stacks.config import PipelineConfig, read_json_context
+
+    (tmp_path / "train").mkdir()
+    parsed = cli.parse_args(["--data", str(tmp_path), "--tune", "3", "--retrain"])
+    assert parsed.retrain is True
+    (item,) = parsed.context
+    key, _, value = item.partition("=")
+    tuning = json.loads(value)
+    assert key == "tuning" and tuning == {**EXAMPLE_TUNING, "max_jobs": 3, "max_parallel_jobs": 2}
+    # What synth gets is a valid `tuning` for the config.
+    config = PipelineConfig.from_mapping({**read_json_context(Path(cli.ROOT) / "cdk.json"), "tuning": value})
+    assert config.training.tuning is not None and config.training.tuning.max_jobs == 3
+    assert cli.parse_args(["--data", str(tmp_path)]).retrain is False
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--data", str(tmp_path), "--tune", "2", "--context", 'tuning={"max_jobs": 2}'])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--data", str(tmp_path), "--tune", "0"])

@@ -7,6 +7,8 @@ image is exercised by tests/e2e.
 from __future__ import annotations
 
 import io
+import itertools
+import re
 import subprocess
 import sys
 import tarfile
@@ -206,3 +208,201 @@ def test_unknown_job_is_a_validation_error(s3: Buckets, tmp_path: Path) -> None:
     with pytest.raises(ClientError) as raised:
         make_sagemaker(s3, tmp_path, "ok", []).describe_training_job(TrainingJobName="missing")
     assert raised.value.response["Error"]["Code"] == "ValidationException"
+
+
+# -- hyperparameter tuning jobs ---------------------------------------------------------------------------------
+FAKE_TUNED_TRAIN = """
+import json, pathlib, sys
+opt_ml = pathlib.Path(sys.argv[1])
+hp = json.loads((opt_ml / "input/config/hyperparameters.json").read_text())
+if sys.argv[2] == "fail":
+    (opt_ml / "output/failure").write_text("boom")
+    sys.exit(1)
+(opt_ml / "model/model.txt").write_text(json.dumps(hp))
+# An objective that depends on the tuned values: lowest for max_depth 5.
+print(f"METRIC validation:rmse={abs(int(hp['max_depth']) - 5) + float(hp['eta'])}")
+"""
+
+
+def fake_tuned_container(behaviour: str) -> Any:
+    def start(image: str, opt_ml: Path, name: str, log_file: Path) -> subprocess.Popen:
+        log = log_file.open("w")
+        return subprocess.Popen(
+            [sys.executable, "-c", FAKE_TUNED_TRAIN, str(opt_ml), behaviour], stdout=log, stderr=log
+        )
+
+    return start
+
+
+def tuning_request(
+    name: str, buckets: Buckets, max_jobs: int = 4, strategy: str = "Bayesian"
+) -> dict[str, Any]:
+    training = training_request("unused", buckets)
+    return {
+        "HyperParameterTuningJobName": name,
+        "HyperParameterTuningJobConfig": {
+            "Strategy": strategy,
+            "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "validation:rmse"},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": max_jobs, "MaxParallelTrainingJobs": 2},
+            "ParameterRanges": {
+                "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "9"}],
+                "ContinuousParameterRanges": [
+                    {"Name": "eta", "MinValue": "0.01", "MaxValue": "0.3", "ScalingType": "Logarithmic"}
+                ],
+            },
+            "TrainingJobEarlyStoppingType": "Off",
+        },
+        "TrainingJobDefinition": {
+            "StaticHyperParameters": {"num_round": "10"},
+            "AlgorithmSpecification": training["AlgorithmSpecification"],
+            "RoleArn": training["RoleArn"],
+            "InputDataConfig": training["InputDataConfig"],
+            "OutputDataConfig": training["OutputDataConfig"],
+            "ResourceConfig": training["ResourceConfig"],
+            "StoppingCondition": training["StoppingCondition"],
+        },
+        "Tags": [{"Key": "commit", "Value": "abc123"}, {"Key": "tuning-job", "Value": name}],
+    }
+
+
+def tuning_sagemaker(
+    s3: Buckets, tmp_path: Path, behaviour: str, events: list[dict[str, Any]], notes: list[str]
+) -> LocalSageMaker:
+    return LocalSageMaker(
+        s3_as_role=lambda role_arn: s3.client,
+        workdir=tmp_path,
+        start_container=fake_tuned_container(behaviour),
+        stop_container=lambda name: None,
+        on_state_change=events.append,
+        region="us-east-1",
+        note=notes.append,
+    )
+
+
+def test_a_tuning_job_runs_its_trials_one_after_another_and_names_the_best(
+    s3: Buckets, tmp_path: Path
+) -> None:
+    events: list[dict[str, Any]] = []
+    notes: list[str] = []
+    sagemaker = tuning_sagemaker(s3, tmp_path, "ok", events, notes)
+    arn = sagemaker.create_hyper_parameter_tuning_job(**tuning_request("tune-1", s3))[
+        "HyperParameterTuningJobArn"
+    ]
+    assert arn == "arn:aws:sagemaker:us-east-1:123456789012:hyper-parameter-tuning-job/tune-1"
+    description = sagemaker.tuning.wait("tune-1")
+
+    assert description["HyperParameterTuningJobStatus"] == "Completed"
+    assert description["TrainingJobStatusCounters"]["Completed"] == 4
+    assert description["ObjectiveStatusCounters"] == {"Succeeded": 4, "Pending": 0, "Failed": 0}
+    trials = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="tune-1"
+    )["TrainingJobSummaries"]
+    assert [t["TrainingJobName"][: len("tune-1-001")] for t in trials] == [
+        f"tune-1-00{i}" for i in range(1, 5)
+    ]
+    assert all(re.fullmatch(r"tune-1-\d{3}-[0-9a-f]{8}", t["TrainingJobName"]) for t in trials)
+    objectives = {
+        t["TrainingJobName"]: t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for t in trials
+    }
+    best = description["BestTrainingJob"]
+    assert best["TrainingJobName"] == min(objectives, key=objectives.__getitem__)
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"] == {
+        "MetricName": "validation:rmse",
+        "Value": min(objectives.values()),
+    }
+    # Each trial: the static and the sampled hyperparameters, the objective for the container, the tuning
+    # job's tags, its TuningJobArn; sampled values within their ranges.
+    for trial in trials:
+        job = sagemaker.describe_training_job(TrainingJobName=trial["TrainingJobName"])
+        hp = job["HyperParameters"]
+        assert hp["num_round"] == "10" and hp["_tuning_objective_metric"] == "validation:rmse"
+        assert 2 <= int(hp["max_depth"]) <= 9 and 0.01 <= float(hp["eta"]) <= 0.3
+        assert trial["TunedHyperParameters"] == {"max_depth": hp["max_depth"], "eta": hp["eta"]}
+        assert job["TuningJobArn"] == arn
+        assert sagemaker.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"][1] == {
+            "Key": "tuning-job",
+            "Value": "tune-1",
+        }
+        assert job["ModelArtifacts"]["S3ModelArtifacts"].endswith(
+            f"/{trial['TrainingJobName']}/output/model.tar.gz"
+        )
+    # One trial at a time: each started after the previous one ended.
+    ordered = sorted(trials, key=lambda t: t["TrainingJobName"])
+    for before, after in itertools.pairwise(ordered):
+        assert after["TrainingStartTime"] >= before["TrainingEndTime"]
+    # The local strategy is said once, and honestly.
+    assert any("drawn at random" in note and "Bayesian" in note for note in notes)
+
+    tuning_events = [
+        e for e in events if e["detail-type"] == "SageMaker HyperParameter Tuning Job State Change"
+    ]
+    assert [e["detail"]["HyperParameterTuningJobStatus"] for e in tuning_events] == [
+        "InProgress",
+        "Completed",
+    ]
+    trial_events = [e for e in events if e["detail-type"] == "SageMaker Training Job State Change"]
+    assert len(trial_events) == 8 and all(e["detail"]["Tags"]["tuning-job"] == "tune-1" for e in trial_events)
+
+
+def test_tuning_events_are_shaped_like_aws_published_sample(s3: Buckets, tmp_path: Path) -> None:
+    sample = sample_event("sagemaker-hyperparameter-tuning-job-state-change.json")
+    events: list[dict[str, Any]] = []
+    sagemaker = tuning_sagemaker(s3, tmp_path, "ok", events, [])
+    sagemaker.create_hyper_parameter_tuning_job(**tuning_request("tune-2", s3, max_jobs=1))
+    sagemaker.tuning.wait("tune-2")
+    tuning_events = [e for e in events if e["detail-type"] == sample["detail-type"]]
+    assert tuning_events
+    for event in tuning_events:
+        assert set(event) == set(sample)
+        assert set(event["detail"]) == set(sample["detail"])  # no BestTrainingJob, no FailureReason
+        for time_field in ("CreationTime", "LastModifiedTime"):
+            assert event["detail"][time_field].isdigit()
+        assert event["detail"]["Tags"] == {"commit": "abc123", "tuning-job": "tune-2"}
+
+
+def test_a_tuning_job_whose_trials_all_fail_fails(s3: Buckets, tmp_path: Path) -> None:
+    sagemaker = tuning_sagemaker(s3, tmp_path, "fail", [], [])
+    sagemaker.create_hyper_parameter_tuning_job(**tuning_request("tune-3", s3, max_jobs=2))
+    description = sagemaker.tuning.wait("tune-3")
+    assert description["HyperParameterTuningJobStatus"] == "Failed"
+    assert "No training job reported the objective metric validation:rmse" in description["FailureReason"]
+    assert "BestTrainingJob" not in description
+    assert description["TrainingJobStatusCounters"]["NonRetryableError"] == 2
+
+
+def test_stopping_a_tuning_job_stops_its_running_trial(s3: Buckets, tmp_path: Path) -> None:
+    events: list[dict[str, Any]] = []
+    sagemaker = tuning_sagemaker(s3, tmp_path, "ok", events, [])
+    sagemaker.create_hyper_parameter_tuning_job(**tuning_request("tune-4", s3))
+    sagemaker.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-4")
+    description = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-4")
+    assert description["HyperParameterTuningJobStatus"] == "Stopped"
+    (trial,) = sagemaker.tuning.job("tune-4").trials
+    assert sagemaker.job(trial).status == "Stopped"
+    statuses = [
+        e["detail"]["HyperParameterTuningJobStatus"]
+        for e in events
+        if e["detail-type"] == "SageMaker HyperParameter Tuning Job State Change"
+    ]
+    assert statuses == ["InProgress", "Stopping", "Stopped"]
+
+
+def test_tuning_requests_are_checked_like_the_service(s3: Buckets, tmp_path: Path) -> None:
+    sagemaker = tuning_sagemaker(s3, tmp_path, "ok", [], [])
+    request = tuning_request("tune-5", s3)
+    request["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] = "four"
+    with pytest.raises(ParamValidationError):
+        sagemaker.create_hyper_parameter_tuning_job(**request)
+    # botocore checks no maximum length; the service does (a tuning job name has at most 32 characters).
+    with pytest.raises(ClientError) as too_long:
+        sagemaker.create_hyper_parameter_tuning_job(**tuning_request("t" * 33, s3))
+    assert too_long.value.response["Error"]["Code"] == "ValidationException"
+    assert "less than or equal to 32" in str(too_long.value)
+    sagemaker.create_hyper_parameter_tuning_job(**tuning_request("tune-5", s3, max_jobs=1))
+    with pytest.raises(ClientError) as raised:
+        sagemaker.create_hyper_parameter_tuning_job(**tuning_request("tune-5", s3, max_jobs=1))
+    assert raised.value.response["Error"]["Code"] == "ResourceInUse"
+    with pytest.raises(ClientError) as missing:
+        sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="nope")
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFound"
+    sagemaker.tuning.wait("tune-5")

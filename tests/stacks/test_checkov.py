@@ -22,7 +22,14 @@ EXPECTED_SKIPS = {
     ("AWS::ECR::Repository", "BuildCacheRepository", "CKV_AWS_51"),
     *(
         ("AWS::Lambda::Function", f"{name}Function", check)
-        for name in ("StartTraining", "RecordStatus", "DataTrigger")
+        for name in (
+            "StartTraining",
+            "RecordStatus",
+            "DataTrigger",
+            "EvaluateModel",
+            "RegisterModel",
+            "RecordApproval",
+        )
         for check in ("CKV_AWS_117", "CKV_AWS_173")
     ),
     ("AWS::Lambda::Function", "DataTriggerFunction", "CKV_AWS_116"),

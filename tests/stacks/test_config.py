@@ -22,6 +22,7 @@ def config(**overrides: Any) -> PipelineConfig:
 
 
 _MISSING = object()
+GATE = {"metric": "validation:rmse", "direction": "minimize", "max_regression": 0.02, "floor": 0.5}
 
 
 def test_repo_cdk_json_is_a_complete_valid_example() -> None:
@@ -53,6 +54,52 @@ def test_cli_string_forms_are_parsed() -> None:
     assert json.loads(cfg.training.to_json())["max_wait_seconds"] == 7200
 
 
+TUNING = {
+    "objective_metric": "validation:rmse",
+    "direction": "minimize",
+    "strategy": "random",
+    "max_jobs": 6,
+    "max_parallel_jobs": 2,
+    "ranges": {
+        "max_depth": {"type": "integer", "min": 3, "max": 8},
+        "eta": {"type": "continuous", "min": 0.05, "max": 0.5, "scaling": "logarithmic"},
+        "grow_policy": {"type": "categorical", "values": ["depthwise", "lossguide"]},
+    },
+}
+
+
+def test_tuning_becomes_sagemakers_parameter_ranges_in_the_training_config() -> None:
+    assert config().training.tuning is None  # off by default
+    tuning = config(tuning=TUNING).training.tuning
+    assert tuning is not None
+    assert (tuning.objective_metric, tuning.objective_type, tuning.strategy) == (
+        "validation:rmse",
+        "Minimize",
+        "Random",
+    )
+    assert (tuning.max_jobs, tuning.max_parallel_jobs) == (6, 2)
+    assert tuning.parameter_ranges == {
+        "IntegerParameterRanges": [
+            {"Name": "max_depth", "MinValue": "3", "MaxValue": "8", "ScalingType": "Auto"}
+        ],
+        "ContinuousParameterRanges": [
+            {"Name": "eta", "MinValue": "0.05", "MaxValue": "0.5", "ScalingType": "Logarithmic"}
+        ],
+        "CategoricalParameterRanges": [{"Name": "grow_policy", "Values": ["depthwise", "lossguide"]}],
+    }
+    assert tuning.max_runtime_seconds == 23 * 3600  # the tuning job ends before the Train action would
+    # -c gives a JSON string; "none" turns it off again.
+    assert config(tuning=json.dumps(TUNING)).training.tuning == tuning
+    assert config(tuning="none").training.tuning is None
+    assert json.loads(config(tuning=TUNING).training.to_json())["tuning"]["strategy"] == "Random"
+
+
+def test_cache_and_warm_pool_defaults_and_forms() -> None:
+    assert (config().training.cache, config().training.keep_alive_seconds) == (True, 0)
+    assert config(training_cache="false").training.cache is False
+    assert config(training_keep_alive_seconds="1800").training.keep_alive_seconds == 1800
+
+
 def test_compliance_packs_accept_a_list_or_a_comma_string_and_default_to_none() -> None:
     assert config().compliance_packs == ()
     assert config(compliance_packs=["hipaa"]).compliance_packs == ("hipaa",)
@@ -61,6 +108,38 @@ def test_compliance_packs_accept_a_list_or_a_comma_string_and_default_to_none() 
         "pci-dss-3.2.1",
     )
     assert config(compliance_packs='["hipaa", "hipaa"]').compliance_packs == ("hipaa",)
+
+
+def test_registry_keys_parse_their_string_forms_and_default() -> None:
+    cfg = config(
+        quality_gate='{"metric": "validation:r2", "direction": "maximize", "max_regression": "0.05"}',
+        auto_approve="true",
+        inference_instance_types="ml.c5.xlarge, ml.m5.large",
+    )
+    gate = cfg.registry.quality_gate
+    assert (gate.metric, gate.direction, gate.max_regression, gate.floor) == (
+        "validation:r2",
+        "maximize",
+        0.05,
+        None,
+    )
+    assert cfg.registry.auto_approve is True
+    assert cfg.registry.inference_instance_types == ("ml.c5.xlarge", "ml.m5.large")
+    defaults = config(
+        quality_gate=_MISSING, auto_approve=_MISSING, inference_instance_types=_MISSING
+    ).registry
+    assert defaults.quality_gate.metric == "validation:rmse" and defaults.quality_gate.floor is None
+    assert defaults.auto_approve is False and defaults.inference_instance_types == ("ml.m5.large",)
+    assert config().model_package_group_name == "mlpipe-dev"
+
+
+def test_the_gate_metric_check_reads_the_jobs_metric_definitions() -> None:
+    from pipeline_common.metrics import metric_definitions
+
+    from stacks.config import training_metric_names
+
+    assert training_metric_names() == tuple(d["Name"] for d in metric_definitions())
+    assert config().registry.quality_gate.metric in training_metric_names()
 
 
 def test_defaults_apply_to_optional_keys() -> None:
@@ -143,6 +222,77 @@ BAD = [
     ({"compliance_packs": "nist"}, "compliance_packs", "nist-800-53-r5, hipaa, pci-dss-3.2.1"),
     ({"compliance_packs": ["hipaa", "sox"]}, "compliance_packs", "(got 'sox')"),
     ({"compliance_packs": {"hipaa": True}}, "compliance_packs", "comma-separated"),
+    # The gate's metric must be one every job reports (its MetricDefinitions): checked at synth.
+    ({"quality_gate": {**GATE, "metric": "validation:f1"}}, "quality_gate.metric", "validation:rmse"),
+    ({"quality_gate": {**GATE, "direction": "down"}}, "quality_gate.direction", "minimize or maximize"),
+    ({"quality_gate": {**GATE, "max_regression": 2}}, "quality_gate.max_regression", "fraction from 0 to 1"),
+    ({"quality_gate": {**GATE, "max_regression": "lots"}}, "quality_gate.max_regression", "2% worse"),
+    ({"quality_gate": {**GATE, "floor": "low"}}, "quality_gate.floor", "a number, or null"),
+    ({"quality_gate": {**GATE, "threshold": 1}}, "quality_gate", "only the keys"),
+    ({"quality_gate": "validation:rmse"}, "quality_gate", "an object like"),
+    ({"auto_approve": "sometimes"}, "auto_approve", "true or false"),
+    ({"inference_instance_types": []}, "inference_instance_types", "missing"),
+    ({"inference_instance_types": ["m5.large"]}, "inference_instance_types", "ml.m5.large"),
+    ({"training_cache": "sometimes"}, "training_cache", "true or false"),
+    ({"training_keep_alive_seconds": 3601}, "training_keep_alive_seconds", "from 0 to 3600"),
+    (
+        {"training_keep_alive_seconds": 600, "training_use_spot": True},
+        "training_keep_alive_seconds",
+        "warm pools cannot be used with spot",
+    ),
+    ({"training_keep_alive_seconds": 600, "tuning": TUNING}, "training_keep_alive_seconds", "0 with tuning"),
+    ({"tuning": ["validation:rmse"]}, "tuning", "an object with"),
+    ({"tuning": {**TUNING, "budget": 5}}, "tuning", "only the keys"),
+    (
+        {"tuning": {**TUNING, "objective_metric": "validation:f1"}},
+        "tuning.objective_metric",
+        "validation:rmse",
+    ),
+    ({"tuning": {**TUNING, "direction": "down"}}, "tuning.direction", "Minimize, Maximize"),
+    ({"tuning": {**TUNING, "strategy": "Grid"}}, "tuning.strategy", "Bayesian, Random"),
+    ({"tuning": {**TUNING, "max_jobs": 0}}, "tuning.max_jobs", "from 1 to 100"),
+    ({"tuning": {**TUNING, "max_parallel_jobs": 7}}, "tuning.max_parallel_jobs", "from 1 to 6"),
+    ({"tuning": {**TUNING, "ranges": {}}}, "tuning.ranges", "at least one"),
+    ({"tuning": {**TUNING, "ranges": {"max_depth": [3, 8]}}}, "tuning.ranges.max_depth", '"type": "integer"'),
+    (
+        {"tuning": {**TUNING, "ranges": {"max_depth": {"type": "integer", "min": 3.5, "max": 8}}}},
+        "tuning.ranges.max_depth.min",
+        "an integer",
+    ),
+    (
+        {"tuning": {**TUNING, "ranges": {"eta": {"type": "continuous", "min": 0.5, "max": 0.1}}}},
+        "tuning.ranges.eta.max",
+        "greater than min (0.5)",
+    ),
+    (
+        {
+            "tuning": {
+                **TUNING,
+                "ranges": {"eta": {"type": "continuous", "min": 0, "max": 1, "scaling": "log"}},
+            }
+        },
+        "tuning.ranges.eta.scaling",
+        "Auto, Linear, Logarithmic, ReverseLogarithmic",
+    ),
+    (
+        {
+            "tuning": {
+                **TUNING,
+                "ranges": {"eta": {"type": "continuous", "min": 0, "max": 1, "scaling": "Logarithmic"}},
+            }
+        },
+        "tuning.ranges.eta.min",
+        "> 0 with Logarithmic",
+    ),
+    (
+        {"tuning": {**TUNING, "ranges": {"booster": {"type": "categorical", "values": []}}}},
+        "tuning.ranges.booster.values",
+        "1 to 30 different",
+    ),
+    # 100 trials, 2 at a time, 1 h each: 50 h, but CodePipeline fails the Train action after 24 h.
+    ({"tuning": {**TUNING, "max_jobs": 100}}, "tuning.max_jobs", "at most 46 trials at 2 in parallel"),
+    # Tuning job names are at most 32 characters: the prefix must leave room for 12 hex digits.
+    ({"tuning": TUNING, "env_name": "staging-eu-west"}, "env_name", "at most 18 characters with tuning"),
 ]
 
 

@@ -249,3 +249,12 @@ def test_key_policy_lets_cloudwatch_logs_use_the_key_for_this_accounts_log_group
             },
         }
     ]
+
+
+def test_model_package_group_is_one_per_project_and_env_and_retained(synthesized: Synthesized) -> None:
+    """Packages (every registered model and its approval) must outlive a pipeline redeploy."""
+    groups = resources_of(synthesized.data_json, "AWS::SageMaker::ModelPackageGroup")
+    assert not resources_of(synthesized.pipeline_json, "AWS::SageMaker::ModelPackageGroup")
+    ((_, group),) = groups.items()
+    assert group["Properties"]["ModelPackageGroupName"] == "mlpipe-dev"
+    assert group["DeletionPolicy"] == group["UpdateReplacePolicy"] == "Retain"

@@ -13,6 +13,12 @@ from tests.stacks.conftest import Synthesized, one_of, resources_of
 
 PREFIX = "mlpipe-dev-"
 TRAINING_JOBS = f"arn:aws:sagemaker:us-east-1:111111111111:training-job/{PREFIX}*"
+GROUP = "mlpipe-dev"
+PACKAGES = f"arn:aws:sagemaker:us-east-1:111111111111:model-package/{GROUP}/*"
+GROUP_ARN = {
+    "Fn::ImportValue": "TrainingData-dev:ExportsOutputFnGetAttModelPackageGroupModelPackageGroupArn8285360E"
+}
+TUNING_JOBS = f"arn:aws:sagemaker:us-east-1:111111111111:hyper-parameter-tuning-job/{PREFIX}*"
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +56,11 @@ def test_pipeline_is_v2_with_variables_and_branch_trigger(pipeline: dict[str, An
     assert pipeline["Variables"] == [
         {"Name": "TRIGGER", "DefaultValue": "push", "Description": "push or data-upload"},
         {"Name": "DATA_CHANGE", "DefaultValue": "none", "Description": "summary of new training data"},
+        {
+            "Name": "RETRAIN",
+            "DefaultValue": "false",
+            "Description": "true: train even if a run with the same inputs exists",
+        },
     ]
     assert pipeline["Triggers"] == [
         {
@@ -63,9 +74,9 @@ def test_pipeline_is_v2_with_variables_and_branch_trigger(pipeline: dict[str, An
 
 
 def test_stage_order_and_action_namespaces(pipeline: dict[str, Any]) -> None:
-    assert [stage["Name"] for stage in pipeline["Stages"]] == ["Source", "Build", "Train"]
-    namespaces = [stage["Actions"][0].get("Namespace") for stage in pipeline["Stages"]]
-    assert namespaces == ["Source", "Build", "Train"]
+    stages = ["Source", "Build", "Train", "Evaluate", "Register"]
+    assert [stage["Name"] for stage in pipeline["Stages"]] == stages
+    assert [stage["Actions"][0].get("Namespace") for stage in pipeline["Stages"]] == stages
 
 
 def test_artifact_store_is_the_data_stacks_kms_encrypted_bucket(pipeline: dict[str, Any]) -> None:
@@ -111,6 +122,27 @@ def test_train_action_user_parameters_match_the_readme(pipeline: dict[str, Any])
         "repo": "#{Source.FullRepositoryName}",
         "pipeline_execution_id": "#{codepipeline.PipelineExecutionId}",
         "trigger": "#{variables.TRIGGER}",
+        "retrain": "#{variables.RETRAIN}",
+    }
+
+
+def test_evaluate_and_register_action_user_parameters_match_the_readme(pipeline: dict[str, Any]) -> None:
+    evaluate, register = (pipeline["Stages"][i]["Actions"][0] for i in (3, 4))
+    assert evaluate["ActionTypeId"]["Provider"] == register["ActionTypeId"]["Provider"] == "Lambda"
+    assert json.loads(evaluate["Configuration"]["UserParameters"]) == {
+        "training_job_name": "#{Train.TRAINING_JOB_NAME}",
+        "pipeline_execution_id": "#{codepipeline.PipelineExecutionId}",
+    }
+    assert json.loads(register["Configuration"]["UserParameters"]) == {
+        "image_uri": "#{Build.IMAGE_URI}",
+        "image_digest": "#{Build.IMAGE_DIGEST}",
+        "commit_id": "#{Source.CommitId}",
+        "branch": "#{Source.BranchName}",
+        "repo": "#{Source.FullRepositoryName}",
+        "pipeline_execution_id": "#{codepipeline.PipelineExecutionId}",
+        "training_job_name": "#{Train.TRAINING_JOB_NAME}",
+        "model_artifact": "#{Train.MODEL_ARTIFACT}",
+        "evaluation_uri": "#{Evaluate.EVALUATION_URI}",
     }
 
 
@@ -204,6 +236,20 @@ EXPECTED_ENV = {
     "record_status.handler.lambda_handler": COMMON
     | {"AUDIT_TABLE_NAME", "TOPIC_ARN", "JOB_NAME_PREFIX", "IDEMPOTENCY_TABLE_NAME"},
     "data_trigger.handler.lambda_handler": COMMON | {"DATA_BUCKET", "DATA_PREFIX", "IDEMPOTENCY_TABLE_NAME"},
+    "evaluate_model.handler.lambda_handler": COMMON
+    | {
+        "AUDIT_TABLE_NAME",
+        "TOPIC_ARN",
+        "MODEL_BUCKET",
+        "MODEL_PREFIX",
+        "MODEL_PACKAGE_GROUP_NAME",
+        "JOB_NAME_PREFIX",
+        "QUALITY_GATE",
+    },
+    "register_model.handler.lambda_handler": COMMON
+    | {"AUDIT_TABLE_NAME", "TOPIC_ARN", "MODEL_PACKAGE_GROUP_NAME", "JOB_NAME_PREFIX", "REGISTRY_CONFIG"},
+    "record_approval.handler.lambda_handler": COMMON
+    | {"AUDIT_TABLE_NAME", "TOPIC_ARN", "MODEL_PACKAGE_GROUP_NAME", "IDEMPOTENCY_TABLE_NAME"},
 }
 
 
@@ -223,6 +269,8 @@ def test_function_runtime_tracing_layer_role_and_environment(synthesized: Synthe
         assert variables["JOB_NAME_PREFIX"] == PREFIX
     if "DATA_PREFIX" in variables:
         assert variables["DATA_PREFIX"] == "datasets/"
+    if "MODEL_PACKAGE_GROUP_NAME" in variables:
+        assert variables["MODEL_PACKAGE_GROUP_NAME"] == GROUP
 
 
 # Reserved concurrency per function: a ceiling (checkov CKV_AWS_115) sized so that nothing starves.
@@ -230,6 +278,10 @@ RESERVED = {
     "start_training.handler.lambda_handler": 2,  # one Train action at a time (QUEUED), plus a retry
     "record_status.handler.lambda_handler": 10,  # bursts of state changes; throttled async events wait
     "data_trigger.handler.lambda_handler": 5,
+    # One action at a time (QUEUED) and rare decisions; throttled asynchronous invocations are retried.
+    "evaluate_model.handler.lambda_handler": 1,
+    "register_model.handler.lambda_handler": 1,
+    "record_approval.handler.lambda_handler": 1,
 }
 
 
@@ -251,7 +303,7 @@ def test_sqs_poller_never_outruns_the_data_triggers_reserved_concurrency(synthes
 
 def test_each_function_has_its_own_role_without_managed_policies(synthesized: Synthesized) -> None:
     roles = [function(synthesized, h)["Role"]["Fn::GetAtt"][0] for h in EXPECTED_ENV]
-    assert len(set(roles)) == 3
+    assert len(set(roles)) == len(EXPECTED_ENV)
     for lid in roles:
         assert "ManagedPolicyArns" not in synthesized.pipeline_json["Resources"][lid]["Properties"]
 
@@ -266,13 +318,16 @@ def test_training_config_variable(synthesized: Synthesized) -> None:
         "use_spot": False,
         "max_wait_seconds": None,
         "hyperparameters": {"problem_type": "auto"},
+        "keep_alive_seconds": 0,
+        "cache": True,
+        "tuning": None,
     }
     assert "SageMakerExecutionRole" in variables["SAGEMAKER_ROLE_ARN"]["Fn::GetAtt"][0]
 
 
 def test_log_groups_have_retention(synthesized: Synthesized) -> None:
     groups = resources_of(synthesized.pipeline_json, "AWS::Logs::LogGroup")
-    assert len(groups) == 4  # three functions and the build
+    assert len(groups) == 7  # six functions and the build
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
 
 
@@ -282,7 +337,7 @@ def test_every_log_group_is_encrypted_with_the_project_key(synthesized: Synthesi
         for template in (synthesized.data_json, synthesized.pipeline_json)
         for lid, group in resources_of(template, "AWS::Logs::LogGroup").items()
     }
-    assert len(groups) == 4
+    assert len(groups) == 7
     for lid, group in groups.items():
         key = group["Properties"].get("KmsKeyId", {}).get("Fn::ImportValue", "")
         assert re.fullmatch(r"TrainingData-dev:ExportsOutputFnGetAttKey[0-9A-F]{8}Arn[0-9A-F]{8}", key), lid
@@ -305,8 +360,16 @@ def test_training_state_rule_is_scoped_to_this_pipelines_jobs(synthesized: Synth
     rule = one_of(synthesized.pipeline_json, "AWS::Events::Rule", "TrainingJobStateChange")["Properties"]
     assert rule["EventPattern"] == {
         "source": ["aws.sagemaker"],
-        "detail-type": ["SageMaker Training Job State Change"],
-        "detail": {"TrainingJobName": [{"prefix": PREFIX}]},
+        "detail-type": [
+            "SageMaker Training Job State Change",
+            "SageMaker HyperParameter Tuning Job State Change",
+        ],
+        "detail": {
+            "$or": [
+                {"TrainingJobName": [{"prefix": PREFIX}]},
+                {"HyperParameterTuningJobName": [{"prefix": PREFIX}]},
+            ]
+        },
     }
     (target,) = rule["Targets"]
     assert "RecordStatus" in target["Arn"]["Fn::GetAtt"][0]
@@ -366,6 +429,9 @@ def test_async_functions_have_dead_letter_queues(synthesized: Synthesized) -> No
     for handler, dlq in (
         ("start_training.handler.lambda_handler", "StartTrainingDlq"),
         ("record_status.handler.lambda_handler", "RecordStatusDlq"),
+        ("evaluate_model.handler.lambda_handler", "EvaluateModelDlq"),
+        ("register_model.handler.lambda_handler", "RegisterModelDlq"),
+        ("record_approval.handler.lambda_handler", "RecordApprovalDlq"),
     ):
         target = function(synthesized, handler)["DeadLetterConfig"]["TargetArn"]
         assert dlq in target["Fn::GetAtt"][0]
@@ -373,7 +439,7 @@ def test_async_functions_have_dead_letter_queues(synthesized: Synthesized) -> No
 
 def test_every_dlq_has_a_depth_alarm_to_the_topic(synthesized: Synthesized) -> None:
     dlqs = {lid for lid in resources_of(synthesized.pipeline_json, "AWS::SQS::Queue") if "Dlq" in lid}
-    assert len(dlqs) == 3
+    assert len(dlqs) == 6
     alarmed = set()
     for alarm in resources_of(synthesized.pipeline_json, "AWS::CloudWatch::Alarm").values():
         props = alarm["Properties"]
@@ -402,26 +468,120 @@ def test_pass_role_is_limited_to_the_sagemaker_role_and_service(synthesized: Syn
 
 
 def test_sagemaker_actions_are_scoped_to_the_job_prefix(synthesized: Synthesized) -> None:
+    """With tuning off (the repo's cdk.json), start-training may watch and stop tuning jobs of this pipeline
+    but not create one (tests/stacks/test_tuning_stack.py has tuning on)."""
     for role, expected in (
         (
             "StartTrainingRole",
-            {
-                "sagemaker:AddTags",
-                "sagemaker:CreateTrainingJob",
-                "sagemaker:DescribeTrainingJob",
-                "sagemaker:StopTrainingJob",
-            },
+            [
+                (
+                    {
+                        "sagemaker:AddTags",
+                        "sagemaker:CreateTrainingJob",
+                        "sagemaker:DescribeTrainingJob",
+                        "sagemaker:StopTrainingJob",
+                    },
+                    TRAINING_JOBS,
+                ),
+                (
+                    {"sagemaker:DescribeHyperParameterTuningJob", "sagemaker:StopHyperParameterTuningJob"},
+                    TUNING_JOBS,
+                ),
+            ],
         ),
-        ("RecordStatusRole", {"sagemaker:DescribeTrainingJob"}),
+        (
+            "RecordStatusRole",
+            [
+                ({"sagemaker:DescribeTrainingJob"}, TRAINING_JOBS),
+                (
+                    {
+                        "sagemaker:DescribeHyperParameterTuningJob",
+                        "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+                    },
+                    TUNING_JOBS,
+                ),
+            ],
+        ),
+        ("EvaluateModelRole", [({"sagemaker:DescribeTrainingJob"}, TRAINING_JOBS)]),
     ):
         found = [
             s
             for s in statements(synthesized, role)
             if any(a.startswith("sagemaker:") for a in as_list(s["Action"]))
         ]
-        assert [set(as_list(s["Action"])) for s in found] == [expected], role
-        assert [s["Resource"] for s in found] == [TRAINING_JOBS], role
+        # The registry's statements: test_model_registry_actions_are_scoped_to_the_group_and_its_versions.
+        found = [s for s in found if not any("ModelPackage" in a for a in as_list(s["Action"]))]
+        assert [(set(as_list(s["Action"])), s["Resource"]) for s in found] == expected, role
     assert PREFIX.lower() == PREFIX  # SageMaker lowercases job ARNs; IAM compares case-sensitively
+
+
+def test_model_registry_actions_are_scoped_to_the_group_and_its_versions(synthesized: Synthesized) -> None:
+    expected = {
+        "EvaluateModelRole": (
+            {"sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage"},
+            [PACKAGES, GROUP_ARN],
+        ),
+        "RegisterModelRole": (
+            {"sagemaker:CreateModelPackage", "sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage"},
+            [PACKAGES, GROUP_ARN],
+        ),
+        "RecordApprovalRole": ({"sagemaker:DescribeModelPackage"}, PACKAGES),
+    }
+    for role, (actions, resources) in expected.items():
+        found = [
+            s for s in statements(synthesized, role) if any("ModelPackage" in a for a in as_list(s["Action"]))
+        ]
+        assert {a for s in found for a in as_list(s["Action"])} == actions, role
+        assert all(s["Resource"] == resources for s in found), role
+    # Nobody else touches the registry; nobody may change an approval but a person.
+    every = json.dumps(statements(synthesized, ""))
+    assert "sagemaker:UpdateModelPackage" not in every and "sagemaker:DeleteModelPackage" not in every
+    assert every.count("sagemaker:CreateModelPackage") == 1
+
+
+def test_evaluate_may_write_only_evaluation_documents(synthesized: Synthesized) -> None:
+    found = [
+        s for s in statements(synthesized, "EvaluateModelRole") if "s3:PutObject" in as_list(s["Action"])
+    ]
+    (statement,) = found
+    assert set(as_list(statement["Action"])) == {"s3:GetObject", "s3:PutObject"}
+    artifacts_arn, path = statement["Resource"]["Fn::Join"][1]
+    assert "ArtifactsBucket" in json.dumps(artifacts_arn) and path == "/models/*/evaluation.json"
+
+
+def test_approval_rule_accepts_only_this_account_group_and_decisions(synthesized: Synthesized) -> None:
+    rule = one_of(synthesized.pipeline_json, "AWS::Events::Rule", "ModelPackageStateChange")["Properties"]
+    assert rule["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Model Package State Change"],
+        "account": [{"Ref": "AWS::AccountId"}],
+        "detail": {"ModelPackageGroupName": [GROUP], "ModelApprovalStatus": ["Approved", "Rejected"]},
+    }
+    (target,) = rule["Targets"]
+    assert "RecordApproval" in target["Arn"]["Fn::GetAtt"][0]
+    assert "RecordApprovalDlq" in target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8
+
+
+def test_registry_config_declares_what_the_image_serves(synthesized: Synthesized) -> None:
+    from sagemaker_contract.content_types import REQUEST_TYPES, RESPONSE_TYPES
+
+    variables = function(synthesized, "register_model.handler.lambda_handler")["Environment"]["Variables"]
+    assert json.loads(variables["REGISTRY_CONFIG"]) == {
+        "auto_approve": False,
+        "inference_instance_types": ["ml.m5.large", "ml.m5.xlarge"],
+        "content_types": list(REQUEST_TYPES),
+        "response_types": list(RESPONSE_TYPES),
+    }
+    gate = function(synthesized, "evaluate_model.handler.lambda_handler")["Environment"]["Variables"][
+        "QUALITY_GATE"
+    ]
+    assert json.loads(gate) == {
+        "metric": "validation:rmse",
+        "direction": "minimize",
+        "max_regression": 0.02,
+        "floor": 0.5,
+    }
 
 
 def test_sagemaker_role_least_privilege(synthesized: Synthesized) -> None:
@@ -510,5 +670,12 @@ def test_sagemaker_role_may_encrypt_training_output_with_the_key(synthesized: Sy
     (statement,) = encrypt
     assert "Key" in statement["Resource"]["Fn::ImportValue"]
     # Only the role that writes the encrypted output gets it.
-    for role in ("StartTrainingRole", "RecordStatusRole", "DataTriggerRole"):
+    for role in (
+        "StartTrainingRole",
+        "RecordStatusRole",
+        "DataTriggerRole",
+        "EvaluateModelRole",
+        "RegisterModelRole",
+        "RecordApprovalRole",
+    ):
         assert not [s for s in statements(synthesized, role) if "kms:Encrypt" in as_list(s["Action"])], role

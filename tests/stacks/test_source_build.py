@@ -39,6 +39,7 @@ def data_resources(stack: Stack) -> DataResources:
         topic=sns.Topic(stack, "Topic"),
         repository=ecr.Repository(stack, "Images"),
         cache_repository=ecr.Repository(stack, "Cache"),
+        model_package_group_arn="arn:aws:sagemaker:us-east-1:111111111111:model-package-group/probe",
     )
 
 

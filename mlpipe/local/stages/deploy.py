@@ -1,9 +1,14 @@
 """Emulator: the local AWS, and the stacks' resources created in it from the synthesized templates.
 
-moto (in this process, or the emulator at --endpoint-url) with IAM enforced, the gateway with the SageMaker and CodePipeline stand-ins,
-and from the templates: buckets, tables, topic, queues, and every IAM role with its policies' actions.
-Each Lambda's environment is resolved from the same templates, so local and cloud cannot drift. An SQS
-queue subscribed to the notification topic is the inbox the emails are read from, exactly as SNS sent them.
+moto (in this process, or the emulator at --endpoint-url) with IAM enforced, the gateway with the stand-ins
+(SageMaker's training API and model registry, CodePipeline), and from the templates: buckets, tables,
+topic, queues, the model package group, every IAM role with its policies' actions, and the EventBridge
+rules (`mlpipe.local.eventbus`). Each Lambda's environment is resolved from the same templates, so local
+and cloud cannot drift. An SQS queue subscribed to the notification topic is the inbox the emails are read
+from, exactly as SNS sent them.
+
+The model registry keeps its groups and packages in the emulator's S3 (one object), so they live as long
+as the emulator: nothing with the in-process one, across runs with `--endpoint-url`.
 """
 
 from __future__ import annotations
@@ -13,12 +18,20 @@ from mlpipe.local.cloud import LocalCloud
 from mlpipe.local.codepipeline import LocalCodePipeline
 from mlpipe.local.console import note
 from mlpipe.local.deployment import LocalDeployment
+from mlpipe.local.eventbus import LocalEventBus
+from mlpipe.local.model_registry import LocalModelRegistry, S3RegistryStore
 from mlpipe.local.sagemaker import LocalSageMaker
 from mlpipe.local.state import RunState
 from stacks.functions import RECORD_STATUS, START_TRAINING
 
 EMAIL_INBOX = "local-run-email-inbox"
-PIPELINE_VARIABLES = {"TRIGGER": "push", "DATA_CHANGE": "none"}  # the pipeline's declared defaults
+REGISTRY_BUCKET = "mlpipe-local-model-registry"  # the registry stand-in's state, in the emulator
+
+
+def pipeline_variables(deployment: LocalDeployment) -> dict[str, str]:
+    """The pipeline's declared variables and their defaults, from the template (TRIGGER, RETRAIN, ...)."""
+    (pipeline,) = deployment.pipeline.of_type("AWS::CodePipeline::Pipeline").values()
+    return {v["Name"]: str(v.get("DefaultValue", "")) for v in pipeline["Properties"].get("Variables", [])}
 
 
 def run(state: RunState) -> None:
@@ -27,8 +40,6 @@ def run(state: RunState) -> None:
         LocalCloud.running(state.region, state.options.endpoint_url)
     )
     state.cloud = cloud
-    deployment = cloud.deploy(LocalDeployment(data, pipeline, state.region))
-    state.deployment = deployment
     state.sagemaker = LocalSageMaker(
         s3_as_role=cloud.s3_as_role,
         workdir=state.work / "jobs",
@@ -36,12 +47,21 @@ def run(state: RunState) -> None:
         stop_container=containers.remove_container,
         on_state_change=state.events.append,
         region=state.region,
+        note=note,
     )
     state.cleanup.callback(state.sagemaker.stop_all)
-    state.codepipeline = LocalCodePipeline(
-        deployment.function(START_TRAINING.handler).environment["PIPELINE_NAME"], PIPELINE_VARIABLES
+    state.registry = LocalModelRegistry(
+        state.region, state.events.append, store=S3RegistryStore(cloud.client("s3"), REGISTRY_BUCKET)
     )
     cloud.add_service(state.sagemaker)
+    cloud.add_service(state.registry)  # before deploying: the model package group is created in it
+    deployment = cloud.deploy(LocalDeployment(data, pipeline, state.region))
+    state.deployment = deployment
+    state.bus = LocalEventBus(deployment)
+    state.codepipeline = LocalCodePipeline(
+        deployment.function(START_TRAINING.handler).environment["PIPELINE_NAME"],
+        pipeline_variables(deployment),
+    )
     cloud.add_service(state.codepipeline)
     sqs = cloud.client("sqs")
     inbox = sqs.create_queue(QueueName=EMAIL_INBOX)["QueueUrl"]
@@ -56,7 +76,9 @@ def run(state: RunState) -> None:
     state.email_inbox = inbox
     roles = sum(1 for key in deployment.resources if key[1] in deployment.pipeline.of_type("AWS::IAM::Role"))
     where = state.options.endpoint_url or "in this process"
+    packages = len(state.registry.packages)
     note(
         f"local AWS at {cloud.gateway.url} (moto {where}, IAM enforced); "
-        f"{len(deployment.resources)} resources from the templates ({roles} roles)"
+        f"{len(deployment.resources)} resources from the templates ({roles} roles), "
+        f"{len(state.bus.rules)} EventBridge rules to Lambdas, {packages} model packages from earlier runs"
     )

@@ -15,8 +15,9 @@ from mlpipe.local.state import RunState
 from stacks.functions import RECORD_STATUS
 
 
-def read_record(state: RunState) -> dict[str, Any]:
-    job_name = state.need("job_name")
+def read_record(state: RunState, job_name: str | None = None) -> dict[str, Any]:
+    """The audit record of `job_name` (default: the execution's own run)."""
+    job_name = job_name or state.need("job_name")
     table = state.need("deployment").function(RECORD_STATUS.handler).environment["AUDIT_TABLE_NAME"]
     item = state.client("dynamodb").get_item(
         TableName=table, Key={"job_name": {"S": job_name}}, ConsistentRead=True
@@ -42,6 +43,13 @@ def show_emails(emails: list[dict[str, Any]], work: Path) -> None:
 def run(state: RunState) -> None:
     state.record = read_record(state)
     state.emails = read_sns_inbox(state.client("sqs"), state.need("email_inbox"))
+    if state.record.get("cache_hit_of") and not state.emails:
+        # No job ran, so SageMaker sent no state change and there is no email: the record says what happened.
+        note(
+            f"cache hit: {state.record['job_name']} reused {state.record['cache_hit_of']} "
+            f"({state.record.get('cache_decision')}); no job, no email"
+        )
+        return
     show_emails(state.emails, state.work)
 
 
