@@ -95,6 +95,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_prefix": "checkpoints/",
     "training_instance_type": "ml.m5.large",
     "training_instance_count": 1,
+    "training_data_distribution": "FullyReplicated",
     "training_volume_size_gb": 30,
     "training_max_runtime_seconds": 3600,
     "training_use_spot": False,
@@ -116,6 +117,7 @@ DEFAULTS: dict[str, Any] = {
     "inference_instance_types": ["ml.m5.large"],
 }
 CONFIG_KEYS = (*REQUIRED_KEYS, *DEFAULTS)
+DATA_DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
 
 
 # -- parsing helpers: each raises ConfigError naming the key ----------------------------------------------
@@ -336,6 +338,9 @@ class TrainingConfig:
     keep_alive_seconds: int = 0  # SageMaker warm pool after the job (0: none)
     cache: bool = True  # reuse a Completed run with the same inputs instead of training again
     tuning: TuningConfig | None = None
+    # The train channel's S3DataDistributionType: each host reads every file and takes its part
+    # (FullyReplicated), or SageMaker gives each host its own files (ShardedByS3Key). Validation: replicated.
+    data_distribution: str = "FullyReplicated"
 
     def to_json(self) -> str:
         """The TRAINING_CONFIG Lambda variable (README interface)."""
@@ -510,6 +515,11 @@ def _training(values: Mapping[str, Any]) -> TrainingConfig:
         keep_alive_seconds=keep_alive,
         cache=_bool(values, "training_cache"),
         tuning=tuning,
+        data_distribution=_choice(
+            values.get("training_data_distribution", "FullyReplicated"),
+            "training_data_distribution",
+            DATA_DISTRIBUTIONS,
+        ),
     )
 
 

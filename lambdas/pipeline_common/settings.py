@@ -166,6 +166,7 @@ class TrainingConfig:
     keep_alive_seconds: int = 0  # SageMaker warm pool (ResourceConfig.KeepAlivePeriodInSeconds); 0 is none
     cache: bool = True  # reuse a Completed run with the same inputs (pipeline_common.training_cache)
     tuning: TuningSettings | None = None
+    data_distribution: str = "FullyReplicated"  # the train channel's S3DataDistributionType
 
     @classmethod
     def from_json(cls, text: str) -> TrainingConfig:
@@ -186,6 +187,7 @@ class TrainingConfig:
             "keep_alive_seconds",
             "cache",
             "tuning",
+            "data_distribution",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -228,7 +230,16 @@ class TrainingConfig:
             keep_alive_seconds=_as_int(raw.get("keep_alive_seconds", 0), "keep_alive_seconds", 0, 3600),
             cache=_as_bool(raw.get("cache", True), "cache"),
             tuning=TuningSettings.from_raw(raw.get("tuning")),
+            data_distribution=_distribution(raw.get("data_distribution", "FullyReplicated")),
         )
+
+
+def _distribution(value: Any) -> str:
+    if value not in ("FullyReplicated", "ShardedByS3Key"):
+        raise ConfigurationError(
+            f"TRAINING_CONFIG.data_distribution must be FullyReplicated or ShardedByS3Key, got {value!r}"
+        )
+    return str(value)
 
 
 def _job_name_prefix() -> str:

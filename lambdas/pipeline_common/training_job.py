@@ -134,14 +134,14 @@ def model_artifact_uri(settings: StartTrainingSettings, name: str) -> str:
     return f"{output_path(settings).rstrip('/')}/{name}/output/model.tar.gz"
 
 
-def _channel(name: str, uri: str) -> dict[str, Any]:
+def _channel(name: str, uri: str, distribution: str = "FullyReplicated") -> dict[str, Any]:
     return {
         "ChannelName": name,
         "DataSource": {
             "S3DataSource": {
                 "S3DataType": "S3Prefix",
                 "S3Uri": uri,
-                "S3DataDistributionType": "FullyReplicated",
+                "S3DataDistributionType": distribution,
             }
         },
         "InputMode": "File",
@@ -162,8 +162,9 @@ def tags(params: JobParameters, data: DataVersion, tuning_job: str = "") -> list
     return [{"Key": key, "Value": tag_value(value)} for key, value in values.items() if value]
 
 
-def _channels(data: DataVersion) -> list[dict[str, Any]]:
-    channels = [_channel("train", s3_uri(data.bucket, f"{data.prefix}train/"))]
+def _channels(data: DataVersion, distribution: str = "FullyReplicated") -> list[dict[str, Any]]:
+    """train with the configured distribution; validation always FullyReplicated (every host evaluates it)."""
+    channels = [_channel("train", s3_uri(data.bucket, f"{data.prefix}train/"), distribution)]
     if data.has_channel("validation"):
         channels.append(_channel("validation", s3_uri(data.bucket, f"{data.prefix}validation/")))
     return channels
@@ -199,7 +200,7 @@ def create_request(
         "TrainingJobName": name,
         "AlgorithmSpecification": _algorithm(params),
         "RoleArn": settings.sagemaker_role_arn,
-        "InputDataConfig": _channels(data),
+        "InputDataConfig": _channels(data, config.data_distribution),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
         "ResourceConfig": _resource_config(settings),
         "StoppingCondition": stopping,
@@ -232,7 +233,7 @@ def tuning_request(
         },
         "AlgorithmSpecification": _algorithm(params),
         "RoleArn": settings.sagemaker_role_arn,
-        "InputDataConfig": _channels(data),
+        "InputDataConfig": _channels(data, config.data_distribution),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
         "ResourceConfig": _resource_config(settings),
         "StoppingCondition": stopping,
