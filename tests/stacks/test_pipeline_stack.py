@@ -321,6 +321,7 @@ def test_training_config_variable(synthesized: Synthesized) -> None:
         "keep_alive_seconds": 0,
         "cache": True,
         "tuning": None,
+        "data_distribution": "FullyReplicated",
     }
     assert "SageMakerExecutionRole" in variables["SAGEMAKER_ROLE_ARN"]["Fn::GetAtt"][0]
 
