@@ -48,6 +48,8 @@ def run(state: RunState) -> None:
         on_state_change=state.events.append,
         region=state.region,
         note=note,
+        create_network=containers.create_network,
+        remove_network=containers.remove_network,
     )
     state.cleanup.callback(state.sagemaker.stop_all)
     state.registry = LocalModelRegistry(
