@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,17 +30,19 @@ SHARED_CORES_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def free_port_pair() -> int:
-    """A port p such that p and p + 1 are free (the rendezvous and the model's tracker)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            try:
-                with socket.socket() as b:
-                    b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return int(port)
+    """A port p such that p and p + 1 are free (the rendezvous and the model's tracker). Below the kernel's
+    ephemeral range (32768 and up): a port picked there can be taken by any outgoing connection on the
+    machine before the leader binds it."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
     raise RuntimeError("no two consecutive free ports")
 
 
