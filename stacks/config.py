@@ -97,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_prefix": "checkpoints/",
     "training_instance_type": "ml.m5.large",
     "training_instance_count": 1,
+    "training_data_distribution": "FullyReplicated",
     "training_volume_size_gb": 30,
     "training_max_runtime_seconds": 3600,
     "training_use_spot": False,
@@ -119,6 +120,7 @@ DEFAULTS: dict[str, Any] = {
     "inference_instance_types": ["ml.m5.large"],
 }
 CONFIG_KEYS = (*REQUIRED_KEYS, *DEFAULTS)
+DATA_DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
 
 
 # -- parsing helpers: each raises ConfigError naming the key ----------------------------------------------
@@ -353,6 +355,10 @@ class TrainingConfig:
         """`<channel>:<name>` of every MetricDefinition: what the gate and a tuning objective may name."""
         return training_metric_names(self.metric_names)
 
+    # The train channel's S3DataDistributionType: each host reads every file and takes its part
+    # (FullyReplicated), or SageMaker gives each host its own files (ShardedByS3Key). Validation: replicated.
+    data_distribution: str = "FullyReplicated"
+
     def to_json(self) -> str:
         """The TRAINING_CONFIG Lambda variable (README interface)."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -530,6 +536,11 @@ def _training(values: Mapping[str, Any], names: tuple[str, ...]) -> TrainingConf
         cache=_bool(values, "training_cache"),
         tuning=tuning,
         metric_names=names,
+        data_distribution=_choice(
+            values.get("training_data_distribution", "FullyReplicated"),
+            "training_data_distribution",
+            DATA_DISTRIBUTIONS,
+        ),
     )
 
 

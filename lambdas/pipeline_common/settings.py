@@ -178,6 +178,7 @@ class TrainingConfig:
     # The model's metric names (its model.json, read by the stack at synth): the MetricDefinitions are
     # every channel x these. Required: a job without definitions would report no metrics to gate on.
     metric_names: tuple[str, ...] = ()
+    data_distribution: str = "FullyReplicated"  # the train channel's S3DataDistributionType
 
     @classmethod
     def from_json(cls, text: str) -> TrainingConfig:
@@ -199,6 +200,7 @@ class TrainingConfig:
             "cache",
             "tuning",
             "metric_names",
+            "data_distribution",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -242,7 +244,16 @@ class TrainingConfig:
             cache=_as_bool(raw.get("cache", True), "cache"),
             tuning=TuningSettings.from_raw(raw.get("tuning")),
             metric_names=_metric_names(raw.get("metric_names")),
+            data_distribution=_distribution(raw.get("data_distribution", "FullyReplicated")),
         )
+
+
+def _distribution(value: Any) -> str:
+    if value not in ("FullyReplicated", "ShardedByS3Key"):
+        raise ConfigurationError(
+            f"TRAINING_CONFIG.data_distribution must be FullyReplicated or ShardedByS3Key, got {value!r}"
+        )
+    return str(value)
 
 
 def _job_name_prefix() -> str:

@@ -134,14 +134,14 @@ def model_artifact_uri(settings: StartTrainingSettings, name: str) -> str:
     return f"{output_path(settings).rstrip('/')}/{name}/output/model.tar.gz"
 
 
-def _channel(name: str, uri: str) -> dict[str, Any]:
+def _channel(name: str, uri: str, distribution: str = "FullyReplicated") -> dict[str, Any]:
     return {
         "ChannelName": name,
         "DataSource": {
             "S3DataSource": {
                 "S3DataType": "S3Prefix",
                 "S3Uri": uri,
-                "S3DataDistributionType": "FullyReplicated",
+                "S3DataDistributionType": distribution,
             }
         },
         "InputMode": "File",
@@ -162,11 +162,16 @@ def tags(params: JobParameters, data: DataVersion, tuning_job: str = "") -> list
     return [{"Key": key, "Value": tag_value(value)} for key, value in values.items() if value]
 
 
-def _channels(data: DataVersion) -> list[dict[str, Any]]:
-    """train always (an empty one fails in the container with a sentence); the others only when objects
-    exist under them: SageMaker fails a job whose channel has no objects."""
+def _channels(data: DataVersion, distribution: str = "FullyReplicated") -> list[dict[str, Any]]:
+    """train always, with the configured distribution (an empty one fails in the container with a
+    sentence); the others FullyReplicated (every host evaluates them), and only when objects exist under
+    them: SageMaker fails a job whose channel has no objects."""
     return [
-        _channel(channel, s3_uri(data.bucket, f"{data.prefix}{channel}/"))
+        _channel(
+            channel,
+            s3_uri(data.bucket, f"{data.prefix}{channel}/"),
+            distribution if channel == "train" else "FullyReplicated",
+        )
         for channel in CHANNELS
         if channel == "train" or data.has_channel(channel)
     ]
@@ -202,7 +207,7 @@ def create_request(
         "TrainingJobName": name,
         "AlgorithmSpecification": _algorithm(settings, params),
         "RoleArn": settings.sagemaker_role_arn,
-        "InputDataConfig": _channels(data),
+        "InputDataConfig": _channels(data, config.data_distribution),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
         "ResourceConfig": _resource_config(settings),
         "StoppingCondition": stopping,
@@ -235,7 +240,7 @@ def tuning_request(
         },
         "AlgorithmSpecification": _algorithm(settings, params),
         "RoleArn": settings.sagemaker_role_arn,
-        "InputDataConfig": _channels(data),
+        "InputDataConfig": _channels(data, config.data_distribution),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
         "ResourceConfig": _resource_config(settings),
         "StoppingCondition": stopping,

@@ -60,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "after another with the real image, hyperparameters drawn at random",
     )
     parser.add_argument(
+        "--instance-count",
+        type=int,
+        metavar="N",
+        help="train on N hosts (training_instance_count): N containers algo-1..algo-N on a private container "
+        "network, one XGBoost model across them",
+    )
+    parser.add_argument(
         "--retrain",
         action="store_true",
         help="start the execution with RETRAIN=true: train even if a run with identical inputs completed "
@@ -102,6 +109,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         if any(item.partition("=")[0] == "model_dir" for item in context):
             parser.error("--model and --context model_dir=... both set the model folder: use one")
         context.append(f"model_dir={model_dir_argument(parser, args.model)}")
+    if args.instance_count is not None:
+        if not 1 <= args.instance_count <= 100:
+            parser.error("--instance-count takes a number of hosts from 1 to 100")
+        if any(item.partition("=")[0] == "training_instance_count" for item in context):
+            parser.error("--instance-count and --context training_instance_count=... both set it: use one")
+        context.append(f"training_instance_count={args.instance_count}")
     if args.tune is not None:
         if args.tune < 1:
             parser.error("--tune takes a number of trials, at least 1")

@@ -276,6 +276,10 @@ def test_record_status_settings_name_the_missing_variable(monkeypatch: pytest.Mo
         ('{"instance_type": "ml.m5.large"}', "metric_names must be the model's metric names"),
         ('{"instance_type": "ml.m5.large", "metric_names": []}', "metric_names"),
         ('{"instance_type": "ml.m5.large", "metric_names": "rmse"}', "metric_names"),
+        (
+            '{"instance_type": "ml.m5.large", "metric_names": ["rmse"], "data_distribution": "Sharded"}',
+            "FullyReplicated or ShardedByS3Key",
+        ),
     ],
 )
 def test_training_config_is_validated(config: str, message: str) -> None:
@@ -351,6 +355,37 @@ def test_spot_training_gets_max_wait_and_a_checkpoint_uri(
     assert request["CheckpointConfig"] == {"S3Uri": "s3://models-bucket/checkpoints/mlpipe-test-exec-1/"}
     assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train"]  # no validation objects
     assert {"Key": "branch", "Value": "feature/x_1"} in request["Tags"]  # tag values are sanitised
+
+
+def test_the_train_channel_takes_the_configured_distribution_and_validation_stays_replicated(
+    start_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = _request(
+        monkeypatch,
+        {"instance_type": "ml.m5.large", "instance_count": 3, "data_distribution": "ShardedByS3Key"},
+    )
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
+    assert channels["train"]["S3DataDistributionType"] == "ShardedByS3Key"
+    assert request["ResourceConfig"]["InstanceCount"] == 3
+    default = _request(monkeypatch, {"instance_type": "ml.m5.large"})
+    assert (
+        default["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataDistributionType"]
+        == "FullyReplicated"
+    )
+    both = DataVersion(
+        "bucket",
+        "datasets/",
+        (
+            DataObject("datasets/train/a.csv", "v1", "e", 3),
+            DataObject("datasets/validation/b.csv", "v1", "e", 3),
+        ),
+    )
+    sharded = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]
+        for c in training_job._channels(both, "ShardedByS3Key")
+    }
+    assert sharded["train"]["S3DataDistributionType"] == "ShardedByS3Key"
+    assert sharded["validation"]["S3DataDistributionType"] == "FullyReplicated"  # every host evaluates it
 
 
 def test_instances_with_local_storage_get_no_volume_key(

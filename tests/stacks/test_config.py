@@ -47,6 +47,8 @@ def test_cli_string_forms_are_parsed() -> None:
         log_retention_days="14",
     )
     assert cfg.training.instance_count == 2
+    assert cfg.training.data_distribution == "FullyReplicated"  # the default
+    assert config(training_data_distribution="shardedbys3key").training.data_distribution == "ShardedByS3Key"
     assert cfg.training.use_spot is True
     assert cfg.training.max_wait_seconds == 7200
     assert cfg.notification_emails == ("a@example.com", "b@example.org")
@@ -209,6 +211,11 @@ BAD = [
     ({"training_instance_type": "m5.large"}, "training_instance_type", "ml.m5.large"),
     ({"training_instance_count": 0}, "training_instance_count", "integer from 1"),
     ({"training_instance_count": "two"}, "training_instance_count", "integer from 1"),
+    (
+        {"training_data_distribution": "Sharded"},
+        "training_data_distribution",
+        "FullyReplicated, ShardedByS3Key",
+    ),
     ({"training_volume_size_gb": -5}, "training_volume_size_gb", "integer from 1"),
     ({"training_max_runtime_seconds": 500_000}, "training_max_runtime_seconds", "82800"),
     # CodePipeline fails a Lambda invoke action after 24 h: a job the action waits for must end before.

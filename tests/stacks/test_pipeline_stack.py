@@ -343,6 +343,7 @@ def test_training_config_variable(synthesized: Synthesized) -> None:
         "cache": True,
         "tuning": None,
         "metric_names": json.loads((ROOT / "container/user_model/model.json").read_text())["metrics"],
+        "data_distribution": "FullyReplicated",
     }
     assert "SageMakerExecutionRole" in variables["SAGEMAKER_ROLE_ARN"]["Fn::GetAtt"][0]
 
