@@ -443,9 +443,10 @@ class LocalSageMaker:
                 return
         job.metrics = self._scrape_metrics(job)
         # SageMaker releases the instances when the job ends: nothing of an ended job keeps running here either.
+        # The outcome is `codes` as read above, before the stop: a host still running when another failed is
+        # stopped (None), not failed, and a stopped container's own code (137) is not the job's.
         self._stop_hosts(job)
         self._upload_output_data(job)
-        codes = [p.poll() for p in (job.process, *(h.process for h in job.extra_hosts)) if p is not None]
         if all(code == 0 for code in codes):
             self._transition(job, "InProgress", "Uploading", "Uploading generated training model")
             job.model_artifact = self._upload_model(job)
@@ -466,12 +467,12 @@ class LocalSageMaker:
         reason = ""
         for opt_ml, code in zip(opt_mls, codes, strict=False):
             failure_file = OptMl(opt_ml).failure_file
-            if code != 0 and failure_file.exists():
+            if code not in (0, None) and failure_file.exists():
                 reason = failure_file.read_text(errors="replace").strip()
                 if reason:
                     break
         if not reason:
-            failed = next((i for i, code in enumerate(codes) if code != 0), 0)
+            failed = next((i for i, code in enumerate(codes) if code not in (0, None)), 0)
             where = f" of host {names[failed]}" if len(names) > 1 else ""
             reason = f"AlgorithmError: the training container{where} exited with code {codes[failed]}"
         elif not reason.startswith("AlgorithmError"):
