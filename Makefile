@@ -77,10 +77,11 @@ deploy: setup  ## Deploy the three stacks to the AWS account in your credentials
 destroy: setup  ## Tear down the pipeline and deploy stacks; the data stack (buckets, table, key) is retained.
 	$(CDK) destroy ModelDeploy-$(ENV) TrainingPipeline-$(ENV) $(ARGS)
 
-bench: setup container-tool  ## Benchmarks: Lambda cold imports, serving, training, the local run.
+bench: setup container-tool  ## Benchmarks: Lambda cold imports, serving, training, multi-host training, the local run.
 	$(PY) bench/lambda_imports.py
 	$(PY) bench/serve.py --container
 	$(PY) bench/train.py
+	PYTHONPATH=container $(PY) bench/multihost.py
 	$(PY) bench/local_run.py
 
 clean:  ## Remove build output (keeps the venv, node_modules and the container cache).

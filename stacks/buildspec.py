@@ -8,6 +8,10 @@ so unchanged layers (the pip install of pinned requirements) are reused across c
 A re-run for a commit whose image already exists (immutable tag) skips the build and push and
 exports the existing image's digest, so retrying a pipeline execution never fails on a duplicate tag.
 
+The model folder (config `model_dir`) is the build project's MODEL_DIR variable, passed to the build as the
+named context that replaces the Dockerfile's `model` stage (`stacks.model.build_context_args`, which the
+local build uses too).
+
 buildx's docker-container driver runs BuildKit from an image of its own, Docker Hub's moby/buildkit by
 default; Docker Hub rate-limits anonymous pulls from CodeBuild, so the builder uses an ECR Public copy.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stacks.model import MODEL_DIR_VARIABLE, build_context_args
+
 CACHE_TAG = "buildcache"
 EXPORTED_VARIABLES = ("IMAGE_URI", "IMAGE_DIGEST")
 # The Amazon ECR Public Gallery's mirror of Docker Hub's moby/buildkit (gallery.ecr.aws/vend/moby/buildkit,
@@ -23,6 +29,9 @@ EXPORTED_VARIABLES = ("IMAGE_URI", "IMAGE_DIGEST")
 # version (github.com/moby/buildkit/releases) instead of the moving buildx-stable-1 tag. This machine cannot
 # reach ECR Public: check the tag once with `docker manifest inspect <image>` when changing it.
 BUILDKIT_IMAGE = "public.ecr.aws/vend/moby/buildkit:v0.25.0"
+
+# `--build-context "model=$MODEL_DIR"`: the shell expands the variable, the quotes keep a path with spaces whole.
+_MODEL_FLAG, _MODEL_VALUE = build_context_args(f"${MODEL_DIR_VARIABLE}")
 
 BUILD_SCRIPT = f"""IMAGE_TAG="${{COMMIT_ID:-$CODEBUILD_RESOLVED_SOURCE_VERSION}}"
 IMAGE_URI="$REPOSITORY_URI:$IMAGE_TAG"
@@ -37,6 +46,7 @@ else
     --provenance=false \\
     --output "type=image,name=$IMAGE_URI,push=true,oci-mediatypes=false" \\
     --label "org.opencontainers.image.revision=$IMAGE_TAG" \\
+    {_MODEL_FLAG} "{_MODEL_VALUE}" \\
     container || {{ echo "image build failed"; exit 1; }}
 fi
 IMAGE_DIGEST="$(aws ecr describe-images --repository-name "$REPOSITORY_NAME" --image-ids imageTag="$IMAGE_TAG" --query 'imageDetails[0].imageDigest' --output text)"

@@ -21,6 +21,8 @@ from typing import Any
 
 from pipeline_common.metrics import metric_definitions
 
+from stacks.model import DEFAULT_MODEL_DIR, ModelDirError, check_model_dir, metric_names
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # CloudWatch Logs accepts only these retention values (RetentionDays in CDK).
@@ -95,11 +97,13 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_prefix": "checkpoints/",
     "training_instance_type": "ml.m5.large",
     "training_instance_count": 1,
+    "training_data_distribution": "FullyReplicated",
     "training_volume_size_gb": 30,
     "training_max_runtime_seconds": 3600,
     "training_use_spot": False,
     "training_max_wait_seconds": None,
     "hyperparameters": {},
+    "model_dir": DEFAULT_MODEL_DIR,
     "training_keep_alive_seconds": 0,
     "training_cache": True,
     "tuning": None,
@@ -136,6 +140,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_transform": None,
 }
 CONFIG_KEYS = (*REQUIRED_KEYS, *DEFAULTS)
+DATA_DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
 
 
 # -- parsing helpers: each raises ConfigError naming the key ----------------------------------------------
@@ -225,15 +230,22 @@ def _hyperparameters(raw: Mapping[str, Any], key: str) -> dict[str, str]:
     return dict(value)
 
 
-def training_metric_names() -> tuple[str, ...]:
-    """The metric names every training job reports (its MetricDefinitions): what a quality gate may use.
+def _model_dir(values: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """`model_dir` and the metric names its model.json declares (checked against SageMaker's limits)."""
+    key = "model_dir"
+    value = values.get(key)
+    if not isinstance(value, str):
+        raise ConfigError(key, "a model folder inside the repository, like container/user_model", value)
+    try:
+        return check_model_dir(value), metric_names(value)
+    except ModelDirError as error:
+        raise ConfigError(key, str(error), value) from None
 
-    The one place the stacks learn them, so the source can change (e.g. to the model's own manifest)
-    without touching the check.
-    """
-    from pipeline_common.metrics import metric_definitions
 
-    return tuple(definition["Name"] for definition in metric_definitions())
+def training_metric_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The metric names every training job reports (its MetricDefinitions, built from the model's
+    manifest names): what a quality gate or a tuning objective may use."""
+    return tuple(definition["Name"] for definition in metric_definitions(names))
 
 
 def _number(value: Any, key: str, expected: str, low: float, high: float | None = None) -> float:
@@ -264,7 +276,7 @@ class QualityGate:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
 
-def _quality_gate(values: Mapping[str, Any]) -> QualityGate:
+def _quality_gate(values: Mapping[str, Any], names: tuple[str, ...]) -> QualityGate:
     key = "quality_gate"
     raw = _maybe_json(values.get(key))
     expected = 'an object like {"metric": "validation:rmse", "direction": "minimize", "max_regression": 0.02}'
@@ -273,7 +285,6 @@ def _quality_gate(values: Mapping[str, Any]) -> QualityGate:
     unknown = sorted(set(raw) - {"metric", "direction", "max_regression", "floor"})
     if unknown:
         raise ConfigError(key, "only the keys metric, direction, max_regression and floor", unknown[0])
-    names = training_metric_names()
     metric = raw.get("metric")
     if metric not in names:
         # Checked at synth: a gate on a metric no job reports would fail every run at Evaluate.
@@ -356,6 +367,17 @@ class TrainingConfig:
     keep_alive_seconds: int = 0  # SageMaker warm pool after the job (0: none)
     cache: bool = True  # reuse a Completed run with the same inputs instead of training again
     tuning: TuningConfig | None = None
+    # The model's metric names (its model.json); start-training builds the MetricDefinitions from them.
+    metric_names: tuple[str, ...] = ()
+
+    @property
+    def metric_definition_names(self) -> tuple[str, ...]:
+        """`<channel>:<name>` of every MetricDefinition: what the gate and a tuning objective may name."""
+        return training_metric_names(self.metric_names)
+
+    # The train channel's S3DataDistributionType: each host reads every file and takes its part
+    # (FullyReplicated), or SageMaker gives each host its own files (ShardedByS3Key). Validation: replicated.
+    data_distribution: str = "FullyReplicated"
 
     def to_json(self) -> str:
         """The TRAINING_CONFIG Lambda variable (README interface)."""
@@ -381,6 +403,7 @@ class PipelineConfig:
     log_retention_days: int
     powertools_layer_arn: str
     registry: RegistryConfig
+    model_dir: str = DEFAULT_MODEL_DIR  # the model folder the image is built with (relative to the repo)
     compliance_packs: tuple[
         str, ...
     ] = ()  # extra cdk-nag packs run on every synth (names in COMPLIANCE_PACKS)
@@ -457,7 +480,8 @@ class PipelineConfig:
         checkpoint_prefix = _string(values, "checkpoint_prefix", _PREFIX, prefix_expected)
         if model_prefix == checkpoint_prefix:
             raise ConfigError("checkpoint_prefix", "a prefix different from model_prefix", checkpoint_prefix)
-        training = _training(values)
+        model_dir, names = _model_dir(values)
+        training = _training(values, names)
         if training.tuning is not None and len(project) + len(env_name) + 2 > MAX_TUNING_JOB_NAME_PREFIX:
             raise ConfigError(
                 "env_name",
@@ -483,16 +507,17 @@ class PipelineConfig:
             log_retention_days=_log_retention(values),
             powertools_layer_arn=layer_arn,
             registry=RegistryConfig(
-                quality_gate=_quality_gate(values),
+                quality_gate=_quality_gate(values, training.metric_definition_names),
                 auto_approve=_bool(values, "auto_approve"),
                 inference_instance_types=_instance_types(values, "inference_instance_types"),
             ),
+            model_dir=model_dir,
             compliance_packs=_compliance_packs(values, "compliance_packs"),
             deploy=_deploy(values),
         )
 
 
-def _training(values: Mapping[str, Any]) -> TrainingConfig:
+def _training(values: Mapping[str, Any], names: tuple[str, ...]) -> TrainingConfig:
     instance_type = _string(
         values, "training_instance_type", _INSTANCE_TYPE, "a SageMaker instance type like ml.m5.large"
     )
@@ -514,7 +539,7 @@ def _training(values: Mapping[str, Any]) -> TrainingConfig:
                 f"an integer >= training_max_runtime_seconds ({max_runtime}) when training_use_spot is true",
                 max_wait,
             )
-    tuning = _tuning(values, "tuning", max_wait or max_runtime)
+    tuning = _tuning(values, "tuning", max_wait or max_runtime, training_metric_names(names))
     keep_alive = _int(
         values,
         "training_keep_alive_seconds",
@@ -545,6 +570,12 @@ def _training(values: Mapping[str, Any]) -> TrainingConfig:
         keep_alive_seconds=keep_alive,
         cache=_bool(values, "training_cache"),
         tuning=tuning,
+        metric_names=names,
+        data_distribution=_choice(
+            values.get("training_data_distribution", "FullyReplicated"),
+            "training_data_distribution",
+            DATA_DISTRIBUTIONS,
+        ),
     )
 
 
@@ -634,7 +665,9 @@ def _parameter_range(key: str, name: str, spec: Any) -> tuple[str, dict[str, Any
     return list_name, {"Name": name, "MinValue": str(low), "MaxValue": str(high), "ScalingType": scaling}
 
 
-def _tuning(values: Mapping[str, Any], key: str, trial_seconds: int) -> TuningConfig | None:
+def _tuning(
+    values: Mapping[str, Any], key: str, trial_seconds: int, metrics: tuple[str, ...]
+) -> TuningConfig | None:
     """`tuning`: off by default; an object (or its JSON with `-c`) turns the Train stage into a tuning job."""
     value = _maybe_json(values.get(key))
     if _is_off(value):
@@ -645,7 +678,6 @@ def _tuning(values: Mapping[str, Any], key: str, trial_seconds: int) -> TuningCo
     unknown = sorted(set(value) - known)
     if unknown:
         raise ConfigError(key, f"only the keys {', '.join(sorted(known))}", unknown)
-    metrics = tuple(definition["Name"] for definition in metric_definitions())
     metric = value.get("objective_metric")
     if metric not in metrics:
         raise ConfigError(

@@ -37,12 +37,16 @@ from stacks.functions import (
     START_TRAINING,
     FunctionSpec,
 )
+from stacks.model import DEFAULT_MODEL_DIR, metric_names
 from tests.conftest import REGION, Emulated, unique_name
 from tests.lambdas.builders import IMAGE_URI, PREFIX, T0, default_tags, user_parameters
 
 PIPELINE_NAME = "TrainingPipeline-test"
+# The default model's metric names, as the stack reads them from its model.json.
+METRIC_NAMES = list(metric_names(DEFAULT_MODEL_DIR))
 TRAINING_CONFIG = {
     "instance_type": "ml.m5.large",
+    "metric_names": METRIC_NAMES,
     "instance_count": 1,
     "volume_size_gb": 30,
     "max_runtime_seconds": 3600,
@@ -91,14 +95,32 @@ class ScriptedTraining:
     polls: int = 0
     metrics: dict[str, float] = field(default_factory=lambda: dict(METRICS))
     failure: str = "Hyperparameter max_depth is -1, but it must be an integer from 1 to 32."
-    started: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # the jobs started: each one's first host container
     processes: dict[str, ScriptedProcess] = field(default_factory=dict)
+    networks: list[str] = field(default_factory=list)  # the multi-host jobs' networks, while they exist
     # The metrics of a run from its hyperparameters (e.g. so the trials of a tuning job differ); None: `metrics`.
     metrics_for: Callable[[dict[str, str]], dict[str, float]] | None = None
 
-    def start(self, image: str, opt_ml: Path, name: str, log_file: Path) -> ScriptedProcess:
-        self.started.append(name)
+    def start(
+        self,
+        image: str,
+        opt_ml: Path,
+        name: str,
+        log_file: Path,
+        *,
+        network: str | None = None,
+        hostname: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ScriptedProcess:
         log_file.parent.mkdir(parents=True, exist_ok=True)
+        if hostname not in (None, "algo-1"):
+            # Another host of a multi-host job: the container contract has only the first host write the
+            # model, the metric lines and a failure; the others end cleanly.
+            log_file.write_text("")
+            process = ScriptedProcess(0, self.polls)
+            self.processes[name] = process
+            return process
+        self.started.append(name)  # one per job: its first host's container
         if self.outcome == "ok":
             rows = sum(len(p.read_text().splitlines()) for p in (opt_ml / "input/data/train").rglob("*.csv"))
             hyperparameters = json.loads((opt_ml / "input/config/hyperparameters.json").read_text())
@@ -213,7 +235,7 @@ class Lambdas:
             "AlgorithmSpecification": {
                 "TrainingImage": IMAGE_URI,
                 "TrainingInputMode": "File",
-                "MetricDefinitions": metrics.metric_definitions(),
+                "MetricDefinitions": metrics.metric_definitions(METRIC_NAMES),
             },
             "RoleArn": self.sagemaker_role_arn,
             "InputDataConfig": [
@@ -262,7 +284,7 @@ class Lambdas:
             "AlgorithmSpecification": {
                 "TrainingImage": IMAGE_URI,
                 "TrainingInputMode": "File",
-                "MetricDefinitions": metrics.metric_definitions(),
+                "MetricDefinitions": metrics.metric_definitions(METRIC_NAMES),
             },
             "RoleArn": self.sagemaker_role_arn,
             "InputDataConfig": [
@@ -423,6 +445,9 @@ def lambdas(
         stop_container=training.stop,
         on_state_change=events.append,
         region=REGION,
+        # Multi-host jobs get a private network; scripted hosts need none, so these only record it.
+        create_network=training.networks.append,
+        remove_network=training.networks.remove,
     )
     codepipeline = LocalCodePipeline(PIPELINE_NAME, {"TRIGGER": "push", "DATA_CHANGE": "none"})
     package_events: list[dict[str, Any]] = []

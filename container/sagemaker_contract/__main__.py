@@ -5,6 +5,7 @@ SageMaker runs `docker run <image> train` and `docker run <image> serve`, so the
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -12,9 +13,14 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     mode = args[0] if args else ""
     if mode == "train":
-        from sagemaker_contract.training import main as train_main
+        from sagemaker_contract import training
 
-        return train_main()
+        code = training.main()
+        if training.hard_exit_needed():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     if mode == "serve":
         from sagemaker_contract.server import main as serve_main
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,13 @@ class Layout:
         return merged
 
 
-def inspect_channel(directory: Path, channel: str, content_type: str | None = None) -> Layout:
-    """Every file's layout (header, columns, kinds, a row-count bound). Raises UserError with a sentence."""
-    files = channel_files(directory)
+def inspect_channel(
+    directory: Path, channel: str, content_type: str | None = None, files: list[Path] | None = None
+) -> Layout:
+    """Every file's layout (header, columns, kinds, a row-count bound). Raises UserError with a sentence.
+
+    `files`: a subset of the channel's files (this host's share in a multi-host job); None: all of them."""
+    files = channel_files(directory) if files is None else files
     if not files:
         raise UserError(
             f"The '{channel}' channel has no data files (nothing under {directory}). "
@@ -146,7 +151,8 @@ class Columns:
         return [self.names[j] for j in self.features]
 
 
-def plan_columns(train: Layout, target: str | None) -> Columns:
+def plan_columns(train: Layout, target: str | None, kinds: dict[str, str] | None = None) -> Columns:
+    """`kinds`: every column's kind agreed by all hosts of a multi-host job (None: from this layout)."""
     names = train.names
     left_out: set[int] = set()
     notes = []
@@ -163,7 +169,7 @@ def plan_columns(train: Layout, target: str | None) -> Columns:
     t = _target_index(names, target, train.channel)
     if t in left_out:
         raise UserError(f"The target column '{target}' is the unnamed row index column; name another column.")
-    kinds = train.kinds()
+    kinds = train.kinds() if kinds is None else kinds
     features = [j for j in range(len(names)) if j != t and j not in left_out]
     if not features:
         raise UserError(f"The '{train.channel}' channel has no feature columns besides the target.")
@@ -185,12 +191,16 @@ def check_same_columns(layout: Layout, columns: Columns) -> None:
 
 
 def read_channel(
-    layout: Layout, columns: Columns, train_categories: dict[str, list[str]] | None = None
+    layout: Layout,
+    columns: Columns,
+    train_categories: dict[str, list[str]] | None = None,
+    allow_empty: bool = False,
 ) -> tuple[Dataset, Target]:
     """All rows of one channel as a Dataset (task not decided yet) and what is known about its target.
 
     `train_categories`: None for the train channel (its categories are collected); the train channel's
-    categories for the others. Raises UserError with a clear sentence on bad data.
+    categories for the others. `allow_empty`: a host of a multi-host job whose share of the rows is empty
+    still joins the training. Raises UserError with a clear sentence on bad data.
     """
     sources = layout.sources
     kinds = columns.kinds
@@ -213,7 +223,7 @@ def read_channel(
     for source in sources:
         file_start = n
         block_bytes = BLOCK_BYTES
-        if source.ranges and not categorical and not layout.wide:
+        if source.ranges and not categorical and not layout.wide and source.window is None:
             try:
                 n = read_ranges(source, kinds, columns, x, y, file_start, feature_names)
                 first_rows = first_rows or n
@@ -223,7 +233,9 @@ def read_channel(
         while True:
             n = file_start
             try:
-                for batch in batches(source, kinds, mappers, block_bytes, layout.wide):
+                for batch in _window(
+                    batches(source, kinds, mappers, block_bytes, layout.wide), source.window
+                ):
                     rows = batch.shape[0] if isinstance(batch, np.ndarray) else batch.num_rows
                     if n + rows > capacity:  # only if a file changed since it was counted: grow by half
                         capacity = max(n + rows, capacity + capacity // 2)
@@ -247,7 +259,7 @@ def read_channel(
                 block_bytes *= 8
         first_rows = first_rows or n
     pa.default_memory_pool().release_unused()  # hand Arrow's parse buffers back before training
-    if n == 0:
+    if n == 0 and not allow_empty:
         raise UserError(
             f"The '{layout.channel}' channel has no data rows: its files hold only a header. "
             "Upload files with data rows."
@@ -295,6 +307,41 @@ def read_channel(
         categories=categories,
     )
     return dataset, target
+
+
+def _window(
+    blocks: Iterator[pa.RecordBatch | np.ndarray], window: tuple[int, int] | None
+) -> Iterator[pa.RecordBatch | np.ndarray]:
+    """Only the rows [start, stop) of a file's blocks; stops reading after `stop`. The rows before `start` are
+    parsed and dropped: a file has no index of where its rows start."""
+    if window is None:
+        yield from blocks
+        return
+    start, stop = window
+    if stop <= start:
+        return
+    seen = 0
+    for block in blocks:
+        rows = block.shape[0] if isinstance(block, np.ndarray) else block.num_rows
+        lo, hi = max(start - seen, 0), min(stop - seen, rows)
+        seen += rows
+        if hi > lo:
+            yield block[lo:hi] if isinstance(block, np.ndarray) else block.slice(lo, hi - lo)
+        if seen >= stop:
+            return
+
+
+def with_windows(layout: Layout, windows: list[tuple[int, int, int]]) -> Layout:
+    """The layout restricted to (source index, first row, stop row) parts: a host's rows of the channel."""
+    sources = [
+        replace(
+            layout.sources[index],
+            window=(lo, hi),
+            rows_estimate=max(min(hi, layout.sources[index].rows_estimate) - lo, 0),
+        )
+        for index, lo, hi in windows
+    ]
+    return Layout(layout.channel, layout.directory, sources, layout.names)
 
 
 def _counts_rows(y: np.ndarray) -> bool:

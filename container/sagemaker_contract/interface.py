@@ -21,6 +21,16 @@ and may provide (`OptionalHooks`; the default in brackets):
     describe(model) -> dict[str, Any]               [{}: facts for the log and model-meta.json]
     estimate_memory(rows, features, params) -> int  [bytes beyond the contract's own matrix: one more copy]
     ModelError: type[Exception]                      [none; `sagemaker_contract.errors.UserError` always works]
+    fit_distributed(train, validation, params, checkpoint_dir, cluster) -> model
+                                                     [none: a job with several hosts fails with a sentence]
+
+`fit_distributed` is called instead of `fit` when the job has more than one host. The contract has already
+done the distributed setup: `train` is this host's share of the rows (encoded as on every other host),
+`checkpoint_dir` is this host's own folder, and `cluster` (`sagemaker_contract.cluster.Cluster`) says which
+host this is (`current_host`, `rank`, `world_size`, `hosts`, `leader`, `is_leader`, `leader_address`) and
+lets hosts agree on small facts (`allgather`, `broadcast`, `barrier`). The model runs its own collective
+(the default model: its library's tracker on the leader) and returns the same model on every host; only the leader's is evaluated
+and saved.
 
 Next to the module (for a package: in its folder) a `model.json` manifest declares the static facts that
 tools must read without importing the model (the CDK stack derives its MetricDefinitions from it):
@@ -38,11 +48,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
 from sagemaker_contract.errors import UserError
+
+if TYPE_CHECKING:
+    from sagemaker_contract.cluster import Cluster
 
 MODEL_MODULE_ENV = "MLPIPE_MODEL_MODULE"
 DEFAULT_MODEL_MODULE = "user_model"
@@ -121,10 +134,25 @@ class OptionalHooks(Protocol):
 
     def estimate_memory(self, rows: int, features: int, params: dict[str, Any]) -> int: ...
 
+    def fit_distributed(
+        self,
+        train: Dataset,
+        validation: Dataset | None,
+        params: dict[str, Any],
+        checkpoint_dir: Path,
+        cluster: Cluster,
+    ) -> Any: ...
+
 
 # name -> number of positional parameters the contract passes.
 REQUIRED_FUNCTIONS = {"fit": 4, "save": 2, "load": 1, "predict": 2}
-OPTIONAL_FUNCTIONS = {"evaluate": 2, "infer_task": 1, "describe": 1, "estimate_memory": 3}
+OPTIONAL_FUNCTIONS = {
+    "evaluate": 2,
+    "infer_task": 1,
+    "describe": 1,
+    "estimate_memory": 3,
+    "fit_distributed": 5,
+}
 
 
 def _accepts(function: Any, count: int) -> bool:
@@ -225,6 +253,20 @@ class ModelPlugin:
         return np.asarray(self.module.predict(model, features))
 
     # -- optional, with defaults ---------------------------------------------------------------------------
+    @property
+    def supports_distributed(self) -> bool:
+        return callable(getattr(self.module, "fit_distributed", None))
+
+    def fit_distributed(
+        self,
+        train: Dataset,
+        validation: Dataset | None,
+        params: dict[str, Any],
+        checkpoint_dir: Path,
+        cluster: Cluster,
+    ) -> Any:
+        return self.module.fit_distributed(train, validation, params, checkpoint_dir, cluster)
+
     def evaluate(self, model: Any, dataset: Dataset) -> dict[str, float]:
         """The model's metrics, checked against the names it declared (a typo would silently vanish from
         the MetricDefinitions otherwise)."""

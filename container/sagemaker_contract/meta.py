@@ -37,6 +37,7 @@ class ModelMeta:
     rows: dict[str, int] = field(default_factory=dict)  # per channel
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # per channel
     final_metrics_channel: str | None = None  # test, else validation, else train
+    hosts: int = 1  # the training job's hosts (rows: every host's share of the train channel)
     format: int = FORMAT
 
     def to_json(self) -> str:

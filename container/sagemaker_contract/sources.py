@@ -77,6 +77,8 @@ class Source:
     rows_estimate: int  # exact for Parquet; for CSV the line count (an upper bound: blank lines)
     kinds: dict[str, str] = field(default_factory=dict)  # column -> numeric | bool | categorical
     ranges: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, lines): parallel parsing
+    # A host's part of the file in a multi-host job (cluster.py): data rows [start, stop); None: every row.
+    window: tuple[int, int] | None = None
 
 
 def _ranges(path: Path, skip: int, parts: int) -> list[tuple[int, int, int]]:

@@ -15,10 +15,13 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sagemaker_contract import data, hyperparameters, memory, tasks
+from sagemaker_contract import cluster as clusters
+from sagemaker_contract import data, hyperparameters, memory, sharding, tasks
+from sagemaker_contract.cluster import PeerFailure
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.interface import Dataset, ModelInterfaceError, ModelPlugin, load_model_plugin
 from sagemaker_contract.meta import META_FILE, ModelMeta
@@ -27,6 +30,7 @@ from sagemaker_contract.paths import OptMl
 METRIC_CHANNELS = ("train", "validation", "test")
 FINAL_CHANNEL_ORDER = ("test", "validation", "train")  # the channel model-meta.json's final metrics come from
 MAX_FAILURE_CHARS = 1024  # SageMaker truncates FailureReason here
+_distributed = False  # this process joined other hosts (see hard_exit_needed)
 
 
 def log(message: str) -> None:
@@ -148,28 +152,87 @@ def run(opt: OptMl) -> None:
     params = hyperparameters.parse(raw, plugin.hyperparameters)
     input_config = _read_json(opt.inputdataconfig, "The input data configuration")
     resources = _read_json(opt.resourceconfig, "The resource configuration")
-    if resources:
-        log(f"host {resources.get('current_host', '?')} of {len(resources.get('hosts', [])) or 1}")
-    if len(resources.get("hosts", [])) > 1:
-        log("note: this model trains on one instance; extra instances stay idle")
+    cluster = clusters.from_config(resources, input_config)
+    log(
+        f"host {cluster.current_host} of {cluster.world_size}"
+        + (f" (leader {cluster.leader}, rank {cluster.rank})" if cluster.distributed else "")
+    )
     log(f"model module: {plugin.name} ({plugin.manifest.get('name', '?')})")
+    if cluster.distributed and not plugin.supports_distributed:
+        raise UserError(
+            f"This job has {cluster.world_size} hosts, but the model module '{plugin.name}' "
+            f"({plugin.manifest.get('name', '?')}) trains on one host only: it has no fit_distributed(). "
+            "Set training_instance_count to 1, or implement fit_distributed (container/README.md, "
+            "'Bringing your own model')."
+        )
+    if not cluster.distributed:
+        _train(opt, plugin, params, input_config, cluster, started)
+        return
+    cluster.exchange = clusters.Exchange.connect(cluster)
+    global _distributed
+    _distributed = True
+    try:
+        _train(opt, plugin, params, input_config, cluster, started)
+    except PeerFailure as error:
+        error.leader = cluster.is_leader
+        raise
+    except BaseException as error:
+        if not getattr(error, "reported", False):  # whoever waits for this host learns why it stops
+            cluster.exchange.abort(_reason(error, plugin))
+        raise
+    finally:
+        cluster.exchange.close()
+
+
+def _reason(error: BaseException, plugin: ModelPlugin) -> str:
+    if isinstance(error, plugin.errors):
+        return str(error)
+    return f"{type(error).__name__}: {first_line(error)}"
+
+
+def _train(
+    opt: OptMl,
+    plugin: ModelPlugin,
+    params: dict[str, Any],
+    input_config: dict[str, Any],
+    cluster: clusters.Cluster,
+    started: float,
+) -> None:
     log(f"hyperparameters: {json.dumps({k: v for k, v in params.items() if v is not None})}")
     task_hint = plugin.infer_task(params)  # before any data: a model may refuse its settings up front
 
-    train_layout = _layout(opt, "train", input_config, required=True)
-    assert train_layout is not None
-    columns = data.plan_columns(train_layout, params["target"])
+    if cluster.distributed:
+        directory = _channel_dir(opt, "train", input_config, required=True)
+        assert directory is not None
+        content_type = data.channel_content_types(input_config).get("train")
+        train_layout = sharding.train_layout(directory, cluster, content_type)
+        log(f"train data on this host: {cluster.shard}")
+        columns = data.plan_columns(
+            train_layout, params["target"], sharding.agree_kinds(cluster, train_layout)
+        )
+    else:
+        layout = _layout(opt, "train", input_config, required=True)
+        assert layout is not None
+        train_layout = layout
+        columns = data.plan_columns(train_layout, params["target"])
     for note in columns.notes:
         log(f"note: {note}")
-    # validation: early stopping and model selection; test: the final metrics, on rows nothing else saw.
-    others = {name: _layout(opt, name, input_config, required=False) for name in ("validation", "test")}
+    # validation: early stopping and model selection (every host: a distributed model evaluates it across hosts);
+    # test: the final metrics, on rows nothing else saw (the leader alone reports metrics).
+    wanted = ("validation", "test") if cluster.is_leader else ("validation",)
+    others = {name: _layout(opt, name, input_config, required=False) for name in wanted}
     for layout in others.values():
         if layout is not None:
             data.check_same_columns(layout, columns)
 
     _check_memory(plugin, params, columns, [train_layout, *others.values()])
-    train, train_target = data.read_channel(train_layout, columns)
+    train, train_target = data.read_channel(train_layout, columns, allow_empty=cluster.distributed)
     log(f"train: {data.describe(train)}; target '{train.target_name}'")
+    task_values = train.y
+    facts: dict[str, Any] = {"rows": [int(train.x.shape[0])], "more_values": False}
+    if cluster.distributed:
+        train_target, task_values, facts = sharding.agree_encoding(cluster, train, train_target)
+        log(f"train rows per host: {dict(zip(cluster.hosts, facts['rows'], strict=True))}")
     # The other channels use the train channel's categories: a value it does not have is a missing value.
     known = {
         **train.categories,
@@ -182,7 +245,11 @@ def run(opt: OptMl) -> None:
             channels[name], targets[name] = data.read_channel(layout, columns, known)
             log(f"{name}: {data.describe(channels[name])}")
 
-    task = tasks.decide(train.y, train_target, train.target_name, params["problem_type"], task_hint)
+    task = tasks.decide(task_values, train_target, train.target_name, params["problem_type"], task_hint)
+    if facts["more_values"] and task.source == "target" and task.task == "regression":
+        task = replace(
+            task, reason=f"the target has more than {sharding.TARGET_VALUES_LIMIT - 1:,} distinct values"
+        )
     log(task.describe(train.target_name))
     for name, dataset in channels.items():
         what = "training data" if name == "train" else dataset.source
@@ -190,19 +257,45 @@ def run(opt: OptMl) -> None:
         dataset.task, dataset.classes = task.task, task.classes
     loaded = time.perf_counter()
 
-    model = plugin.fit(train, channels.get("validation"), params, opt.checkpoint_dir)
+    if cluster.distributed:
+        checkpoint_dir = opt.checkpoint_dir / cluster.current_host  # one folder per host (see README)
+        assert cluster.exchange is not None
+        watch = cluster.exchange.watch(lambda reason: _fail_now(opt, cluster, reason))
+        try:
+            model = plugin.fit_distributed(train, channels.get("validation"), params, checkpoint_dir, cluster)
+        except Exception as error:
+            watch.stop()
+            raise _fit_failed(cluster, plugin, error) from error
+        watch.stop()
+        if not cluster.is_leader:
+            cluster.exchange.done()
+    else:
+        model = plugin.fit(train, channels.get("validation"), params, opt.checkpoint_dir)
     fitted = time.perf_counter()
     description = plugin.describe(model)
-    facts = ", ".join(f"{k} {v}" for k, v in description.items() if v is not None)
-    log(f"read {loaded - started:.1f} s, fit {fitted - loaded:.1f} s" + (f" ({facts})" if facts else ""))
+    facts_text = ", ".join(f"{k} {v}" for k, v in description.items() if v is not None)
+    log(
+        f"read {loaded - started:.1f} s, fit {fitted - loaded:.1f} s"
+        + (f" ({facts_text})" if facts_text else "")
+    )
+    if not cluster.is_leader:
+        log(f"host {cluster.current_host}: training done; the leader {cluster.leader} writes the model")
+        return
 
     metrics: dict[str, dict[str, float]] = {}
     for channel in METRIC_CHANNELS:
         if channel not in channels:
             continue
+        if channels[channel].x.shape[0] == 0:
+            log(f"note: no {channel} metrics: this host's share of the {channel} channel is empty")
+            continue
         metrics[channel] = plugin.evaluate(model, channels[channel])
         for name, value in metrics[channel].items():
             print(metric_line(channel, name, value), flush=True)
+    if cluster.distributed and "train" in metrics:
+        log(f"note: the train metrics are on the leader's share of the train channel ({cluster.shard})")
+    rows = {channel: int(dataset.x.shape[0]) for channel, dataset in channels.items()}
+    rows["train"] = sum(facts["rows"])  # every host's share
     meta = ModelMeta(
         model_module=plugin.name,
         model_name=str(plugin.manifest.get("name", plugin.name)),
@@ -214,14 +307,50 @@ def run(opt: OptMl) -> None:
         classes=task.classes,
         categories=train.categories,
         model=description,
-        rows={channel: int(dataset.x.shape[0]) for channel, dataset in channels.items()},
+        rows=rows,
         metrics={channel: {k: _finite(v) for k, v in values.items()} for channel, values in metrics.items()},
         final_metrics_channel=next((c for c in FINAL_CHANNEL_ORDER if c in metrics), None),
+        hosts=cluster.world_size,
     )
     save_model_atomically(plugin, model, meta, opt.model_dir)
     meta.write(opt.output_data_dir)
     print(meta.summary_line(), flush=True)
     log(f"model saved to {opt.model_dir} in {time.perf_counter() - started:.1f} s total")
+
+
+def _fail_now(opt: OptMl, cluster: clusters.Cluster, reason: str) -> None:
+    """The watch saw a host go away while this host's collective still waits: end the process now."""
+    if cluster.is_leader:
+        write_failure(opt, reason)
+    log(f"Training failed: {reason}")
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def _fit_failed(cluster: clusters.Cluster, plugin: ModelPlugin, error: Exception) -> BaseException:
+    """What a failed distributed fit means. A host's own error (bad data in its share) is its own sentence;
+    a broken collective on the leader names the host that went away or failed, from the hosts' reports;
+    a broken collective on another host is only logged there (the leader's failure file has the reason)."""
+    assert cluster.exchange is not None
+    own = isinstance(error, plugin.errors)
+    text = first_line(error) or type(error).__name__
+    if not cluster.is_leader:
+        cluster.exchange.report(str(error) if own else text, own)
+        if own:
+            error.reported = True  # type: ignore[attr-defined]
+            return error
+        failure = PeerFailure(
+            f"Host {cluster.current_host}: distributed training stopped ({text}); the leader "
+            f"{cluster.leader}'s failure file names the host that caused it."
+        )
+        return failure
+    if own:
+        return error
+    log(f"the collective failed on the leader ({text}); waiting for the other hosts' reports")
+    failed, lost = cluster.exchange.reports()
+    if failed or lost:
+        return PeerFailure(clusters.failure_sentence(failed, lost, text))
+    return error
 
 
 def _finite(value: float) -> float | None:
@@ -240,6 +369,12 @@ def main() -> int:
     opt = OptMl.from_env()
     try:
         run(opt)
+    except PeerFailure as error:
+        # Another host failed: the leader's failure file names it; the other hosts only log it.
+        if getattr(error, "leader", False):
+            write_failure(opt, error.reason)
+        log(f"Training failed: {error.reason}")
+        return 1
     except UserError as error:
         write_failure(opt, str(error))
         log(f"Training failed: {error}")
@@ -263,6 +398,13 @@ def main() -> int:
         )
         return 1
     return 0
+
+
+def hard_exit_needed() -> bool:
+    """After a multi-host run the process should end without the interpreter's teardown: a model's native
+    collective, left unfinalized by a failure, may crash in its destructors (measured: SIGSEGV at exit,
+    after the failure file was written), which would replace the exit code."""
+    return _distributed
 
 
 def _is_model_error(error: Exception) -> bool:

@@ -5,6 +5,7 @@ It implements the interface the contract defines in `sagemaker_contract/interfac
 
 - `model.py`: parameters, objectives, training, prediction, metrics;
 - `checkpoints.py`: checkpoints for managed spot training;
+- `distributed.py`: XGBoost's collective across the job's hosts (the tracker on the leader);
 - `fast_predict.py`: the low-latency predict used by serving;
 - `model.json`: the static facts tools read without importing this package (the metric names).
 """
@@ -21,6 +22,7 @@ from .model import (
     estimate_memory,
     evaluate,
     fit,
+    fit_distributed,
     infer_task,
     load,
     predict,
@@ -38,6 +40,7 @@ __all__ = [
     "estimate_memory",
     "evaluate",
     "fit",
+    "fit_distributed",
     "infer_task",
     "load",
     "predict",

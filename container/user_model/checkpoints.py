@@ -2,6 +2,11 @@
 
 SageMaker syncs /opt/ml/checkpoints with S3; a restarted job finds the newest two checkpoints there, plus
 `checkpoint-meta.json`, which must match this job's data and settings before training continues.
+
+With several hosts, each host writes its own folder (`/opt/ml/checkpoints/<host>/`): SageMaker uploads every
+instance's checkpoint folder to the same S3 prefix and restores all of it on every instance, so one folder per
+host keeps them from overwriting each other. The hosts' boosters are identical, so a host may resume from
+another host's folder (`siblings`).
 """
 
 from __future__ import annotations
@@ -56,12 +61,27 @@ def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def rounds_available(directory: Path, siblings: bool = False) -> dict[int, Path]:
+    """Rounds with a checkpoint in `directory` (and, with `siblings`, in the other hosts' folders next to it)."""
+    found = dict(_checkpoints(directory))
+    if siblings and directory.parent.is_dir():
+        for other in sorted(directory.parent.iterdir()):
+            if other.is_dir() and other != directory:
+                for rounds, path in _checkpoints(other):
+                    found.setdefault(rounds, path)
+    return found
+
+
 def load_latest(directory: Path) -> tuple[xgb.Booster, int] | None:
     """The newest checkpoint, or None. Raises UserError when it cannot be read."""
     found = _checkpoints(directory)
     if not found:
         return None
     rounds, path = found[-1]
+    return _load(path, rounds)
+
+
+def _load(path: Path, rounds: int) -> tuple[xgb.Booster, int]:
     try:
         booster = xgb.Booster(model_file=str(path))
         booster_rounds = booster.num_boosted_rounds()
@@ -79,12 +99,21 @@ def load_latest(directory: Path) -> tuple[xgb.Booster, int] | None:
     return booster, rounds
 
 
-def resume(directory: Path, meta: dict[str, Any]) -> tuple[xgb.Booster | None, int]:
-    """(booster, rounds done) from the newest checkpoint made for the same data and settings, else (None, 0)."""
-    resumed = load_latest(directory)
+def resume(
+    directory: Path, meta: dict[str, Any], rounds: int | None = None, siblings: bool = False
+) -> tuple[xgb.Booster | None, int]:
+    """(booster, rounds done) from the newest checkpoint made for the same data and settings, else (None, 0).
+    `rounds`: that round's checkpoint instead of the newest (the round every host of a job has)."""
+    folder = directory
+    if rounds is None:
+        resumed = load_latest(directory)
+    else:
+        path = rounds_available(directory, siblings).get(rounds)
+        resumed = None if path is None else _load(path, rounds)
+        folder = directory if path is None else path.parent
     if resumed is None:
         return None, 0
-    saved_meta_path = directory / META_FILE
+    saved_meta_path = folder / META_FILE
     if saved_meta_path.exists():
         try:
             saved = json.loads(saved_meta_path.read_text())

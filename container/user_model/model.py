@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import xgboost as xgb
+from sagemaker_contract.cluster import Cluster
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.interface import Dataset, Hyperparameter
 from sagemaker_contract.metrics import standard_metrics
 
-from . import checkpoints
+from . import checkpoints, distributed
 from .fast_predict import predict as booster_predict
 
 MODEL_FILE = "xgboost-model.ubj"
@@ -169,6 +170,52 @@ def _xgb_params(params: dict[str, Any], task: str, n_classes: int) -> dict[str, 
 
 
 def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], checkpoint_dir: Path) -> Model:
+    xgb_params, meta, checkpoint_meta = _prepare(train, params)
+    start = checkpoints.resume(checkpoint_dir, checkpoint_meta)
+    return _train(train, validation, params, checkpoint_dir, xgb_params, meta, checkpoint_meta, start, None)
+
+
+def fit_distributed(
+    train: Dataset,
+    validation: Dataset | None,
+    params: dict[str, Any],
+    checkpoint_dir: Path,
+    cluster: Cluster,
+) -> Model:
+    """One model trained by every host of the job with XGBoost's collective: each host builds the histograms
+    of its own rows, XGBoost sums them across hosts, and every host grows the same trees."""
+    xgb_params, meta, checkpoint_meta = _prepare(train, params)
+    start = _agreed_checkpoint(checkpoint_dir, checkpoint_meta, cluster)  # before the collective: no deadlock
+    try:
+        with distributed.communicator(cluster):
+            return _train(
+                train, validation, params, checkpoint_dir, xgb_params, meta, checkpoint_meta, start, cluster
+            )
+    except xgb.core.XGBoostError as error:  # its message is a native backtrace: the lines that say what
+        raise RuntimeError(f"XGBoost failed: {distributed.summary(error)}") from error
+
+
+def _agreed_checkpoint(
+    checkpoint_dir: Path, checkpoint_meta: dict[str, Any], cluster: Cluster
+) -> tuple[xgb.Booster | None, int]:
+    """Every host resumes from the same round: the newest that every host can load (its own folder, or another
+    host's: the boosters are identical, and SageMaker restores every host's folder on every instance)."""
+    mine = checkpoints.rounds_available(checkpoint_dir, siblings=True)
+    everyone = cluster.allgather(sorted(mine))
+    common = set.intersection(*(set(rounds) for rounds in everyone))
+    if not common:
+        if any(everyone):
+            print(
+                f"note: the hosts' checkpoints have no round in common ({dict(zip(cluster.hosts, everyone, strict=True))}): "
+                "training starts over",
+                file=sys.stderr,
+                flush=True,
+            )
+        return None, 0
+    return checkpoints.resume(checkpoint_dir, checkpoint_meta, rounds=max(common), siblings=True)
+
+
+def _prepare(train: Dataset, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     n_classes = train.num_classes
     if train.task == "classification" and params.get("num_class") and params["num_class"] != n_classes:
         raise UserError(
@@ -176,7 +223,7 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
             f"{(train.classes or [])[:10]}."
         )
     xgb_params = _xgb_params(params, train.task, n_classes)
-    if train.task == "regression":
+    if train.task == "regression" and train.y.size:
         _check_target(xgb_params["objective"], train.y)
     meta = {
         "xgboost_version": xgb.__version__,
@@ -185,17 +232,40 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
         "num_classes": n_classes,
         "num_features": int(train.x.shape[1]),
     }
+    checkpoint_meta = {
+        "objective": xgb_params["objective"],
+        "num_features": meta["num_features"],
+        "classes": train.classes,
+        "categorical": [name for name in train.feature_names if name in train.categories],
+    }
+    return xgb_params, meta, checkpoint_meta
 
+
+def _train(
+    train: Dataset,
+    validation: Dataset | None,
+    params: dict[str, Any],
+    checkpoint_dir: Path,
+    xgb_params: dict[str, Any],
+    meta: dict[str, Any],
+    checkpoint_meta: dict[str, Any],
+    start: tuple[xgb.Booster | None, int],
+    cluster: Cluster | None,
+) -> Model:
+    leader = cluster is None or cluster.is_leader
     # Text columns arrive as category codes: XGBoost's native categorical splits (partitions of the
     # categories, no one-hot); NaN, a missing or unseen category, takes the default branch.
     types = ["c" if categorical else "q" for categorical in train.categorical]
     categorical = {"feature_types": types, "enable_categorical": True} if "c" in types else {}
-    # QuantileDMatrix bins the float32 matrix directly: no extra full-size copy (memory-efficient).
+    # A sampled sketch would be a collective step that only hosts with many rows take: one host only.
+    sample = not categorical and cluster is None
+    # QuantileDMatrix bins the float32 matrix directly: no extra full-size copy (memory-efficient). With
+    # several hosts, XGBoost merges every host's quantile sketch, so all hosts bin alike.
     dtrain = xgb.QuantileDMatrix(
         train.x,
         label=train.y,
         max_bin=params["max_bin"],
-        ref=None if categorical else _sketch_reference(train.x, train.y, params, xgb_params["nthread"]),
+        ref=_sketch_reference(train.x, train.y, params, xgb_params["nthread"]) if sample else None,
         nthread=xgb_params["nthread"],
         **categorical,
     )
@@ -209,13 +279,7 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
         )
         evals.append((dvalid, "validation"))
 
-    checkpoint_meta = {
-        "objective": xgb_params["objective"],
-        "num_features": meta["num_features"],
-        "classes": train.classes,
-        "categorical": [name for name in train.feature_names if name in train.categories],
-    }
-    start_model, done = checkpoints.resume(checkpoint_dir, checkpoint_meta)
+    start_model, done = start
     if start_model is not None:
         print(f"Resuming from checkpoint: {done} of {params['num_round']} rounds already done", flush=True)
     remaining = max(params["num_round"] - done, 0)
@@ -227,9 +291,10 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
     early = params["early_stopping_rounds"] if validation is not None else 0
     if early:
         callbacks.append(xgb.callback.EarlyStopping(rounds=early, data_name="validation", save_best=True))
-    # Last, so it sees the model early stopping kept: predictions from the training booster's cache.
+    # Last, so it sees the model early stopping kept: predictions from the training booster's cache (the
+    # leader's only: the other hosts report no metrics).
     cache = _CachedPredictions(
-        [(train.x, dtrain)] + ([(validation.x, dvalid)] if validation is not None else [])
+        [(train.x, dtrain)] + ([(validation.x, dvalid)] if validation is not None else []) if leader else []
     )
     callbacks.append(cache)
     if remaining:
@@ -246,6 +311,8 @@ def fit(train: Dataset, validation: Dataset | None, params: dict[str, Any], chec
         booster = start_model
     assert booster is not None
     meta["num_round"] = booster.num_boosted_rounds()
+    if cluster is not None:
+        meta["hosts"] = cluster.world_size
     model = Model(booster=booster, meta=meta)
     if remaining:
         model.cached_predictions.update(cache.predictions)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline_common import aws
-from pipeline_common.data_version import is_folder_marker
+from pipeline_common.data_version import CHANNELS, is_folder_marker
 from pipeline_common.errors import BadInputError
 from pipeline_common.settings import DataTriggerSettings
 
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 TRIGGER = "data-upload"
 MAX_VARIABLE_VALUE = 1000
 MAX_TOKEN = 128
-CHANNELS = ("train", "validation")
 CLAIM_SECONDS = 300  # under the queue's visibility timeout (6 x 60 s + 60 s): a redelivery finds it expired
 STARTED_SECONDS = 7 * 24 * 3600  # how long a started version is remembered (the dedup window)
 KEY_PREFIX = "data-trigger#"

@@ -24,7 +24,9 @@ from typing import Any
 from pipeline_common import aws
 from pipeline_common.errors import BadInputError
 
-CHANNELS = ("train", "validation")
+# The data channels a job may get: train (required), validation and test (each when objects exist under
+# `<prefix><channel>/`). The container's final metrics come from test when it is there.
+CHANNELS = ("train", "validation", "test")
 HASH_LENGTH = 12
 # The checksum a content id is taken from when S3 holds more than one kind: the strongest first. A composite
 # (multipart) checksum carries its part count ("...-3"), so it only ever matches the same upload layout.
@@ -123,7 +125,7 @@ def current_objects(pages: Iterable[dict[str, Any]]) -> list[DataObject]:
 
 
 def resolve(bucket: str, prefix: str) -> DataVersion:
-    """List `<prefix>train/` and `<prefix>validation/` and pin every current object's version.
+    """List `<prefix><channel>/` for each of CHANNELS and pin every current object's version.
 
     ListObjectVersions needs s3:ListBucketVersions. Without it, fall back to ListObjectsV2 plus one
     HeadObject per object (s3:ListBucket + s3:GetObject), which also returns each current version id.

@@ -43,3 +43,16 @@ def once_per_event(
     except IdempotencyPersistenceLayerError as error:
         logger.warning("idempotency table unavailable (%s); applying the event without it", error)
         return process()
+
+
+def once_per_invocation_of_event(
+    event: dict[str, Any],
+    table_name: str,
+    context: Any,
+    event_id: str,
+    process: Callable[[str], dict[str, Any]],
+) -> dict[str, Any]:
+    """`process(invocation_id)` once per event id. Lambda's retries of one asynchronous invocation keep its
+    request id, so the id lets an email lease tell its own invocation's retry from another invocation."""
+    invocation_id = str(getattr(context, "aws_request_id", "") or event_id)
+    return once_per_event(event, table_name, context, lambda: process(invocation_id))

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline_common import aws, model_package
+from pipeline_common.metrics import headline
 
 MAX_SUBJECT = 99
 # Below this many characters a shortened job name stops being recognisable.
@@ -248,6 +249,25 @@ def _metric_lines(metrics: Mapping[str, Any] | None) -> list[str]:
     return [f"  {name:<{width}}  {float(value):.6g}" for name, value in sorted(metrics.items())]
 
 
+def _model_lines(record: Mapping[str, Any]) -> list[str]:
+    """The headline metric (test, else validation, else train: the least optimistic the run has) and what
+    the container inferred about the model (`model_meta`: task, objective, classes), when known."""
+    lines: list[str] = []
+    found = headline(record.get("metrics"))
+    if found:
+        lines.append(f"Final metric:  {found[0]} = {found[1]:.6g}")
+    meta = record.get("model_meta") or {}
+    if meta.get("task"):
+        objective = f", objective {meta['objective']}" if meta.get("objective") else ""
+        lines.append(f"Task:          {meta['task']}{objective}")
+    classes = meta.get("classes")
+    if classes:
+        count = int(meta.get("num_classes") or len(classes))
+        shown = ", ".join(str(c) for c in classes)
+        lines.append(f"Classes:       {count}: {shown}" + (" …" if count > len(classes) else ""))
+    return lines
+
+
 def body(region: str, pipeline: str, record: Mapping[str, Any]) -> str:
     status = str(record.get("status", "Unknown"))
     lines = [
@@ -286,6 +306,7 @@ def body(region: str, pipeline: str, record: Mapping[str, Any]) -> str:
         lines.append(f"Spot:          {spot}")
     if record.get("model_artifact"):
         lines.append(f"Model:         {record['model_artifact']}")
+    lines += _model_lines(record)
     lines += [
         "",
         "Metrics of the best job:" if _is_tuning(record) else "Metrics:",

@@ -60,6 +60,16 @@ def job_id_of(event: Any) -> str | None:
     return job_id if isinstance(job_id, str) and job_id else None
 
 
+def require_job_id(event: Any, function: str) -> str:
+    """The job id of a CodePipeline job event. Anything else has no job to report a failure to, so the
+    invocation fails loudly instead: BadInputError, logged with the event's keys."""
+    job_id = job_id_of(event)
+    if job_id is None:
+        logger.error("not a CodePipeline job event", extra={"event_keys": sorted(event or {})})
+        raise BadInputError(f"{function} expects a CodePipeline job event (CodePipeline.job.id is missing)")
+    return job_id
+
+
 def user_parameters_of(job_event: Any) -> Any:
     """The decoded UserParameters of a Powertools CodePipelineJobEvent, or UnreadableParameters."""
     try:

@@ -70,6 +70,15 @@ def _hyperparameter_value(value: Any) -> str:
     raise ConfigurationError(f"TRAINING_CONFIG.hyperparameters values must be strings, got {value!r}")
 
 
+def _metric_names(names: Any) -> tuple[str, ...]:
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigurationError(
+            "TRAINING_CONFIG.metric_names must be the model's metric names (a non-empty list; the stack "
+            f"reads them from the model's model.json), got {names!r}"
+        )
+    return tuple(names)
+
+
 RANGE_LISTS = ("IntegerParameterRanges", "ContinuousParameterRanges", "CategoricalParameterRanges")
 
 
@@ -166,6 +175,10 @@ class TrainingConfig:
     keep_alive_seconds: int = 0  # SageMaker warm pool (ResourceConfig.KeepAlivePeriodInSeconds); 0 is none
     cache: bool = True  # reuse a Completed run with the same inputs (pipeline_common.training_cache)
     tuning: TuningSettings | None = None
+    # The model's metric names (its model.json, read by the stack at synth): the MetricDefinitions are
+    # every channel x these. Required: a job without definitions would report no metrics to gate on.
+    metric_names: tuple[str, ...] = ()
+    data_distribution: str = "FullyReplicated"  # the train channel's S3DataDistributionType
 
     @classmethod
     def from_json(cls, text: str) -> TrainingConfig:
@@ -186,6 +199,8 @@ class TrainingConfig:
             "keep_alive_seconds",
             "cache",
             "tuning",
+            "metric_names",
+            "data_distribution",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -228,7 +243,17 @@ class TrainingConfig:
             keep_alive_seconds=_as_int(raw.get("keep_alive_seconds", 0), "keep_alive_seconds", 0, 3600),
             cache=_as_bool(raw.get("cache", True), "cache"),
             tuning=TuningSettings.from_raw(raw.get("tuning")),
+            metric_names=_metric_names(raw.get("metric_names")),
+            data_distribution=_distribution(raw.get("data_distribution", "FullyReplicated")),
         )
+
+
+def _distribution(value: Any) -> str:
+    if value not in ("FullyReplicated", "ShardedByS3Key"):
+        raise ConfigurationError(
+            f"TRAINING_CONFIG.data_distribution must be FullyReplicated or ShardedByS3Key, got {value!r}"
+        )
+    return str(value)
 
 
 def _job_name_prefix() -> str:

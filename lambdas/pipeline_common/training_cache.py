@@ -52,6 +52,13 @@ def key_inputs(image_digest: str, data: DataVersion, config: TrainingConfig) -> 
         "instance_type": config.instance_type,
         "instance_count": config.instance_count,
         "tuning": config.tuning.as_record() if config.tuning else None,
+        # Only when not the default, so the keys of earlier runs stay valid: each host's share of the data
+        # (and so the merged sketches and the model) depends on it.
+        **(
+            {"data_distribution": config.data_distribution}
+            if config.data_distribution != "FullyReplicated"
+            else {}
+        ),
     }
 
 
@@ -91,6 +98,7 @@ REUSED_FIELDS = (
     "kind",
     "model_artifact",
     "metrics",
+    "model_meta",
     "best_training_job",
     "objective_metric",
     "objective_value",

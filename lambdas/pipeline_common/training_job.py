@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline_common.data_version import MANIFEST_NAME, DataVersion
+from pipeline_common.data_version import CHANNELS, MANIFEST_NAME, DataVersion
 from pipeline_common.metrics import metric_definitions
 from pipeline_common.settings import StartTrainingSettings
 
@@ -134,14 +134,14 @@ def model_artifact_uri(settings: StartTrainingSettings, name: str) -> str:
     return f"{output_path(settings).rstrip('/')}/{name}/output/model.tar.gz"
 
 
-def _channel(name: str, uri: str) -> dict[str, Any]:
+def _channel(name: str, uri: str, distribution: str = "FullyReplicated") -> dict[str, Any]:
     return {
         "ChannelName": name,
         "DataSource": {
             "S3DataSource": {
                 "S3DataType": "S3Prefix",
                 "S3Uri": uri,
-                "S3DataDistributionType": "FullyReplicated",
+                "S3DataDistributionType": distribution,
             }
         },
         "InputMode": "File",
@@ -162,11 +162,19 @@ def tags(params: JobParameters, data: DataVersion, tuning_job: str = "") -> list
     return [{"Key": key, "Value": tag_value(value)} for key, value in values.items() if value]
 
 
-def _channels(data: DataVersion) -> list[dict[str, Any]]:
-    channels = [_channel("train", s3_uri(data.bucket, f"{data.prefix}train/"))]
-    if data.has_channel("validation"):
-        channels.append(_channel("validation", s3_uri(data.bucket, f"{data.prefix}validation/")))
-    return channels
+def _channels(data: DataVersion, distribution: str = "FullyReplicated") -> list[dict[str, Any]]:
+    """train always, with the configured distribution (an empty one fails in the container with a
+    sentence); the others FullyReplicated (every host evaluates them), and only when objects exist under
+    them: SageMaker fails a job whose channel has no objects."""
+    return [
+        _channel(
+            channel,
+            s3_uri(data.bucket, f"{data.prefix}{channel}/"),
+            distribution if channel == "train" else "FullyReplicated",
+        )
+        for channel in CHANNELS
+        if channel == "train" or data.has_channel(channel)
+    ]
 
 
 def _resource_config(settings: StartTrainingSettings) -> dict[str, Any]:
@@ -181,11 +189,11 @@ def _resource_config(settings: StartTrainingSettings) -> dict[str, Any]:
     return resources
 
 
-def _algorithm(params: JobParameters) -> dict[str, Any]:
+def _algorithm(settings: StartTrainingSettings, params: JobParameters) -> dict[str, Any]:
     return {
         "TrainingImage": params.image_uri,
         "TrainingInputMode": "File",
-        "MetricDefinitions": metric_definitions(),
+        "MetricDefinitions": metric_definitions(settings.training.metric_names),
     }
 
 
@@ -197,9 +205,9 @@ def create_request(
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": config.max_runtime_seconds}
     request: dict[str, Any] = {
         "TrainingJobName": name,
-        "AlgorithmSpecification": _algorithm(params),
+        "AlgorithmSpecification": _algorithm(settings, params),
         "RoleArn": settings.sagemaker_role_arn,
-        "InputDataConfig": _channels(data),
+        "InputDataConfig": _channels(data, config.data_distribution),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
         "ResourceConfig": _resource_config(settings),
         "StoppingCondition": stopping,
@@ -230,9 +238,9 @@ def tuning_request(
         "StaticHyperParameters": {
             k: v for k, v in config.hyperparameters.items() if k not in tuning.tuned_names
         },
-        "AlgorithmSpecification": _algorithm(params),
+        "AlgorithmSpecification": _algorithm(settings, params),
         "RoleArn": settings.sagemaker_role_arn,
-        "InputDataConfig": _channels(data),
+        "InputDataConfig": _channels(data, config.data_distribution),
         "OutputDataConfig": {"S3OutputPath": output_path(settings), "KmsKeyId": settings.kms_key_arn},
         "ResourceConfig": _resource_config(settings),
         "StoppingCondition": stopping,

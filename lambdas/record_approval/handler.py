@@ -14,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger, correlation_paths
 from pipeline_common.errors import BadInputError
-from pipeline_common.idempotency import once_per_event
+from pipeline_common.idempotency import once_per_invocation_of_event
 from pipeline_common.settings import RecordApprovalSettings
 
 from record_approval import approval
@@ -37,17 +37,6 @@ def _process(
     return result
 
 
-def _process_once(
-    event: dict[str, Any], change: approval.PackageChange, settings: RecordApprovalSettings, context: Any
-) -> dict[str, Any]:
-    # Lambda's retries of one asynchronous invocation keep its request id: the email lease knows its own
-    # invocation by it.
-    invocation_id = str(getattr(context, "aws_request_id", "") or change.event_id)
-    return once_per_event(
-        event, settings.idempotency_table_name, context, lambda: _process(change, settings, invocation_id)
-    )
-
-
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = RecordApprovalSettings.from_env()
@@ -56,4 +45,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     except BadInputError as error:
         logger.error("malformed model package event, nothing written: %s", error, extra={"event": event})
         raise
-    return _process_once(dict(event), change, settings, context)
+    return once_per_invocation_of_event(
+        dict(event),
+        settings.idempotency_table_name,
+        context,
+        change.event_id,
+        lambda invocation_id: _process(change, settings, invocation_id),
+    )

@@ -13,6 +13,7 @@ from typing import Any
 from aws_lambda_powertools.logging import Logger, correlation_paths
 from pipeline_common.deployments import DeploySettings
 from pipeline_common.errors import BadInputError
+from pipeline_common.idempotency import once_per_invocation_of_event
 
 from record_deployment import recording
 
@@ -22,10 +23,14 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "record-dep
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = DeploySettings.from_env()
-    # Lambda's retries of one asynchronous invocation keep its request id: the email lease knows its own.
-    invocation = str(getattr(context, "aws_request_id", "") or event.get("id") or "")
     try:
-        result = recording.handle_event(settings, event, invocation)
+        result = once_per_invocation_of_event(
+            event,
+            "",  # no Powertools layer: the audit's conditional writes and the email lease keep it right
+            context,
+            str(event.get("id") or ""),
+            lambda invocation: recording.handle_event(settings, event, invocation),
+        )
     except BadInputError as error:
         logger.error("malformed event, nothing written: %s", error, extra={"event": event})
         raise

@@ -16,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools.logging import Logger, correlation_paths
 from aws_lambda_powertools.utilities.data_classes.event_bridge_event import EventBridgeEvent
 from pipeline_common.errors import BadInputError
-from pipeline_common.idempotency import once_per_event
+from pipeline_common.idempotency import once_per_invocation_of_event
 from pipeline_common.settings import RecordStatusSettings
 
 from record_status import recording
@@ -39,17 +39,6 @@ def _process(
     return result
 
 
-def _process_once(
-    event: dict[str, Any], change: recording.StateChange, settings: RecordStatusSettings, context: Any
-) -> dict[str, Any]:
-    # Lambda's retries of one asynchronous invocation keep its request id: the email lease knows its own
-    # invocation by it.
-    invocation_id = str(getattr(context, "aws_request_id", "") or change.event_id)
-    return once_per_event(
-        event, settings.idempotency_table_name, context, lambda: _process(change, settings, invocation_id)
-    )
-
-
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = RecordStatusSettings.from_env()
@@ -66,4 +55,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not change.job_name.startswith(settings.job_name_prefix):
         logger.info("ignoring job %s: not named %s*", change.job_name, settings.job_name_prefix)
         return {"job_name": change.job_name, "status": change.status, "outcome": "not-ours", "emailed": False}
-    return _process_once(dict(event), change, settings, context)
+    return once_per_invocation_of_event(
+        dict(event),
+        settings.idempotency_table_name,
+        context,
+        change.event_id,
+        lambda invocation_id: _process(change, settings, invocation_id),
+    )

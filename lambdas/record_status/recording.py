@@ -3,7 +3,8 @@
 Two kinds of event: *SageMaker Training Job State Change* and *SageMaker HyperParameter Tuning Job State
 Change*. Parse and validate the event (a malformed one raises BadInputError before anything is written); on
 a terminal status, read what the event does not carry from SageMaker: DescribeTrainingJob for a training job
-(final metrics, billable and training time, spot, the failure reason, the model), and for a tuning job
+(final metrics, billable and training time, spot, the failure reason, the model; for a Completed job, the
+task, objective and classes from its output.tar.gz, see `pipeline_common.model_meta`), and for a tuning job
 DescribeHyperParameterTuningJob (the best training job and its objective value, the trial counts), the best
 job's description (model, metrics) and every trial's (billable and training time, summed); apply it all to
 the audit record with a conditional update; and send the email for a real transition under a lease (see
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pipeline_common import audit, aws, notify, training_job
+from pipeline_common import audit, aws, model_meta, notify, training_job
 from pipeline_common.errors import BadInputError
 from pipeline_common.settings import RecordStatusSettings
 
@@ -280,6 +281,10 @@ def with_description(change: StateChange) -> StateChange:
             f"the event says {change.status}"
         )
     parent = change.tuning_job or trial_of(change.job_name, {}, description.get("TuningJobArn"))
+    if change.status == "Completed" and not parent:
+        # Task, objective and classes: text the final metrics cannot carry (pipeline_common.model_meta).
+        # Not for a trial: its tuning job's record reads its best trial's.
+        described = audit.clean({**described, "model_meta": model_meta.read(described.get("model_artifact"))})
     if parent and change.tuning_job is None:
         return StateChange(
             change.event_id,
@@ -320,6 +325,7 @@ def with_tuning_description(change: StateChange) -> StateChange:
         )
         if change.status == "Completed":
             fields["model_artifact"] = best_fields.get("model_artifact")
+            fields["model_meta"] = model_meta.read(best_fields.get("model_artifact"))
     billable = training = 0
     for trial in _trials(sagemaker, change.job_name):
         trial_description = sagemaker.describe_training_job(TrainingJobName=trial)

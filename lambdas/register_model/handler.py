@@ -12,8 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.utilities.data_classes.code_pipeline_job_event import CodePipelineJobEvent
-from pipeline_common.errors import BadInputError
-from pipeline_common.pipeline_action import job_id_of, user_parameters_of
+from pipeline_common.pipeline_action import require_job_id, user_parameters_of
 
 from register_model import registration
 
@@ -22,12 +21,7 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "register-m
 
 @logger.inject_lambda_context(correlation_id_path='"CodePipeline.job".id')
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    job_id = job_id_of(event)
-    if job_id is None:
-        logger.error("not a CodePipeline job event", extra={"event_keys": sorted(event or {})})
-        raise BadInputError(
-            "register-model expects a CodePipeline job event (CodePipeline.job.id is missing)"
-        )
+    job_id = require_job_id(event, "register-model")
     result = registration.handle(job_id, user_parameters_of(CodePipelineJobEvent(event)))
     logger.info(result.message, extra={"outcome": result.outcome, "job_name": result.job_name})
     return result.as_dict()

@@ -14,7 +14,10 @@ any call possibly applied while its caller sees an error:
   returns the same package instead of a second one.
 - **Only a model the gate passed is registered**: the record must say the gate Passed.
 - **The "awaiting approval" email is sent at least once, and never after a decision**: it goes out under
-  the record's email lease, only while the record's approval status is still PendingManualApproval.
+  the record's email lease, only while the record's approval status is still PendingManualApproval and the
+  package, described by the same invocation, still awaits a decision (a decision whose event has not
+  reached record-approval yet is one). Only a decision made in the instant between that description and
+  the email can precede it: no service call spans SageMaker and SNS.
 - **A transient error never fails the action**; it stays open and the next invocation repeats the
   (idempotent) steps. **Each CodePipeline job takes one result.**
 """
@@ -149,7 +152,13 @@ def register(settings: RegisterSettings, params: dict[str, str]) -> ActionResult
             "approval_status": package.get("ModelApprovalStatus"),
         },
     )
-    if record.get("approval_status") == model_package.PENDING:
+    # The registry's status too, not only the record's: a person may have decided since an earlier
+    # invocation recorded the package as pending, and that decision's event may not have reached
+    # record-approval yet. It is a decision all the same, and no "awaiting approval" email follows one.
+    if (
+        record.get("approval_status") == model_package.PENDING
+        and package.get("ModelApprovalStatus") == model_package.PENDING
+    ):
         email_registration(settings, name)
     version = str(record.get("model_package_version") or package.get("ModelPackageVersion"))
     return ActionResult(

@@ -12,8 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.utilities.data_classes.code_pipeline_job_event import CodePipelineJobEvent
-from pipeline_common.errors import BadInputError
-from pipeline_common.pipeline_action import job_id_of, user_parameters_of
+from pipeline_common.pipeline_action import require_job_id, user_parameters_of
 
 from start_training import training
 
@@ -22,15 +21,7 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "start-trai
 
 @logger.inject_lambda_context(correlation_id_path='"CodePipeline.job".id')
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    job_id = job_id_of(event)
-    if job_id is None:
-        # Nothing to report a failure to: fail the invocation loudly instead.
-        logger.error(
-            "not a CodePipeline job event: no CodePipeline.job.id", extra={"event_keys": sorted(event or {})}
-        )
-        raise BadInputError(
-            "start-training expects a CodePipeline job event (CodePipeline.job.id is missing)"
-        )
+    job_id = require_job_id(event, "start-training")
     job_event = CodePipelineJobEvent(event)
     result = training.handle(job_id, job_event.data.continuation_token, user_parameters_of(job_event))
     logger.info(result.message, extra={"outcome": result.outcome, "job_name": result.job_name})

@@ -170,7 +170,8 @@ def cache_hit_record(
     plan: training_cache.Plan,
 ) -> dict[str, Any]:
     """This execution's record when it reuses an earlier run: terminal at once (no job, no events), its own
-    commit, data versions and trigger, and the reused run's model, metrics and name (`cache_hit_of`)."""
+    commit, data versions and trigger, and the reused run's model, metrics, model meta and name
+    (`cache_hit_of`)."""
     reused = dict(plan.reuse or {})
     now = audit.now_iso()
     record = first_record(
@@ -184,6 +185,7 @@ def cache_hit_record(
         cache_hit_of=reused.get("job_name"),
         model_artifact=reused.get("model_artifact"),
         metrics=reused.get("metrics"),
+        model_meta=reused.get("model_meta"),
         best_training_job=reused.get("best_training_job"),
         objective_metric=reused.get("objective_metric"),
         objective_value=reused.get("objective_value"),

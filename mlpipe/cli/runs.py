@@ -30,6 +30,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from pipeline_common import model_package
 from pipeline_common.audit import STATUSES, from_item
+from pipeline_common.metrics import headline
 from pipeline_common.notify import duration_seconds, format_duration
 
 from mlpipe.cli.lineage import lineage, render
@@ -142,13 +143,13 @@ def _query_index(
 
 
 def headline_metric(metrics: dict[str, Any] | None) -> str:
-    """The first validation metric, else the first train metric: enough to compare runs at a glance."""
+    """The first metric of the least optimistic channel (test, else validation, else train): enough to
+    compare runs at a glance."""
     if not metrics:
         return "-"
-    for prefix in ("validation:", "train:"):
-        names = sorted(name for name in metrics if name.startswith(prefix))
-        if names:
-            return f"{names[0]}={float(metrics[names[0]]):.4g}"
+    found = headline(metrics)
+    if found:
+        return f"{found[0]}={found[1]:.4g}"
     name = sorted(metrics)[0]
     return f"{name}={metrics[name]}"
 

@@ -28,7 +28,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="mlpipe-local-run", description=__doc__.splitlines()[0])
     parser.add_argument("--env", help="environment name (cdk context env_name; default: the one in cdk.json)")
     parser.add_argument(
-        "--data", type=Path, default=SAMPLE_DATA, help="folder with train/ and optional validation/"
+        "--data", type=Path, default=SAMPLE_DATA, help="folder with train/ and optional validation/ and test/"
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a model folder inside this checkout to build the image with (cdk context model_dir; default: "
+        "the configured one, container/user_model), e.g. examples/linear_model",
     )
     parser.add_argument(
         "--hyperparameters",
@@ -52,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="run a hyperparameter tuning job of N trials instead of one training job: the `tuning` of "
         "cdk.json / cdk.local.json if set, else an example search space (max_depth, eta); trials run one "
         "after another with the real image, hyperparameters drawn at random",
+    )
+    parser.add_argument(
+        "--instance-count",
+        type=int,
+        metavar="N",
+        help="train on N hosts (training_instance_count): N containers algo-1..algo-N on a private container "
+        "network, one XGBoost model across them",
     )
     parser.add_argument(
         "--retrain",
@@ -101,6 +114,16 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if not (args.data / "train").is_dir():
         parser.error(f"--data {args.data}: expected a folder with a train/ subfolder")
     context = list(args.context)
+    if args.model is not None:
+        if any(item.partition("=")[0] == "model_dir" for item in context):
+            parser.error("--model and --context model_dir=... both set the model folder: use one")
+        context.append(f"model_dir={model_dir_argument(parser, args.model)}")
+    if args.instance_count is not None:
+        if not 1 <= args.instance_count <= 100:
+            parser.error("--instance-count takes a number of hosts from 1 to 100")
+        if any(item.partition("=")[0] == "training_instance_count" for item in context):
+            parser.error("--instance-count and --context training_instance_count=... both set it: use one")
+        context.append(f"training_instance_count={args.instance_count}")
     if args.tune is not None:
         if args.tune < 1:
             parser.error("--tune takes a number of trials, at least 1")
@@ -121,6 +144,16 @@ def parse_args(argv: list[str] | None = None) -> Options:
         retrain=args.retrain,
         deploy=args.deploy,
     )
+
+
+def model_dir_argument(parser: argparse.ArgumentParser, folder: Path) -> str:
+    """`--model` as the `model_dir` context value: relative to the checkout, which CodeBuild builds from."""
+    try:
+        return folder.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        parser.error(
+            f"--model {folder}: expected a folder inside this checkout ({ROOT}), as CodeBuild builds it"
+        )
 
 
 def tuning_with_trials(trials: int) -> dict[str, Any]:

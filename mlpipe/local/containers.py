@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mlpipe.local.net import free_port
 from mlpipe.project import CONTAINER_DIR, SETUP_CONTAINER_TOOL
+from stacks.model import build_context_args
 
 DEFAULT_BASE_IMAGE = "public.ecr.aws/docker/library/python:3.11-slim"
 
@@ -67,11 +68,18 @@ def _run(args: list[str], timeout: float = 120, check: bool = True) -> subproces
     return result
 
 
-def build_image(tag: str, context: Path = CONTAINER_DIR, base_image: str | None = None) -> str:
-    """Build `context` (its Dockerfile) as `tag`; returns the image id. Never pulls on podman (local base)."""
+def build_image(
+    tag: str, context: Path = CONTAINER_DIR, base_image: str | None = None, model_dir: Path | None = None
+) -> str:
+    """Build `context` (its Dockerfile) as `tag`; returns the image id. Never pulls on podman (local base).
+
+    `model_dir` replaces the Dockerfile's `model` stage with that folder, with the same arguments the
+    CodeBuild buildspec passes (`stacks.model.build_context_args`)."""
     args = ["build", "-t", tag]
     if base_image:
         args += ["--build-arg", f"BASE_IMAGE={base_image}"]
+    if model_dir is not None:
+        args += build_context_args(str(model_dir))
     if engine() == "podman":
         args += ["--pull=never", "--layers"]
     args.append(str(context))
@@ -91,22 +99,64 @@ def image_size_bytes(image: str) -> int:
     return int(_run(["image", "inspect", "--format", "{{.Size}}", image]).stdout.strip())
 
 
-def start_training_container(image: str, opt_ml: Path, name: str, log_file: Path) -> subprocess.Popen:
+def start_training_container(
+    image: str,
+    opt_ml: Path,
+    name: str,
+    log_file: Path,
+    *,
+    network: str | None = None,
+    hostname: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """`<engine> run --name <name> --network none -v <opt_ml>:/opt/ml <image> train`, logs to log_file.
 
     The caller polls the process, then reads opt_ml/model and opt_ml/output/failure. The container runs as
     root (SageMaker's /opt/ml is root-owned) and writes its files world-readable (umask 022, model 0644).
+    One host of a multi-host job: `network` (a private network from `create_network`) and `hostname`
+    (`algo-1`, ...: the name the other hosts resolve, as in SageMaker) replace `--network none`.
     """
     ensure_ready()
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    where = ["--network", "none"]
+    if network is not None:
+        where = ["--network", network, "--hostname", hostname or name, "--network-alias", hostname or name]
+    variables = [arg for key, value in (env or {}).items() for arg in ("-e", f"{key}={value}")]
     with log_file.open("wb") as log:
         return subprocess.Popen(
-            [engine(), "run", "--init", "--name", name, "--network", "none",
+            [engine(), "run", "--init", "--name", name, *where, *variables,
              "-v", f"{opt_ml.resolve()}:/opt/ml", image, "train"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
+
+
+def create_network(name: str) -> None:
+    """A private bridge network for one multi-host job: the hosts resolve each other by name (the engine's
+    DNS), and `--internal` keeps them off every other network, as `--network none` does for one host."""
+    ensure_ready()
+    remove_network(name)  # a network left by an interrupted run
+    _run(["network", "create", "--internal", name])
+
+
+def remove_network(name: str) -> None:
+    result = _run(
+        ["network", "rm", "-f", name] if engine() == "podman" else ["network", "rm", name], check=False
+    )
+    said = (result.stderr + result.stdout).lower()
+    if result.returncode != 0 and "no such network" not in said and "not found" not in said:
+        raise ContainerToolError(f"removing network {name} failed: {_tail(result.stderr)}")
+
+
+def list_networks(prefix: str = "") -> list[str]:
+    names = _run(["network", "ls", "--format", "{{.Name}}"]).stdout.split()
+    return [n for n in names if n.startswith(prefix)]
+
+
+def kill_container(name: str, signal: str = "KILL") -> None:
+    """Send `signal` to the container's processes (SIGKILL: what a spot reclaim or the OOM killer does)."""
+    _run(["kill", "--signal", signal, name], check=False)
 
 
 def remove_container(name: str) -> None:

@@ -13,6 +13,13 @@ published sample (tests/fixtures/aws_samples): times as strings of epoch millise
 no final metrics or billable time, and a FailureReason only when the job Failed.
 
 Hyperparameter tuning jobs are `mlpipe.local.tuning`: their trials are this class's training jobs.
+
+A job with `InstanceCount` N > 1 runs N containers, as SageMaker (and the SageMaker SDK's local mode) does:
+hosts `algo-1`..`algo-N` on a private container network of their own (which replaces `--network none`), each
+with its own /opt/ml tree and `resourceconfig.json`. The train channel's files go to every host
+(FullyReplicated) or, with ShardedByS3Key, by key to one host each (sorted keys, round-robin); other channels
+to every host. The job ends when every host has; it Failed if any host failed, with the first host's failure
+reason (the leader names the host that caused a distributed failure), else the failed host's.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import copy
 import functools
 import json
 import logging
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -49,8 +57,16 @@ logger = logging.getLogger(__name__)
 # SageMaker truncates FailureReason to 1,024 characters.
 MAX_FAILURE_REASON = 1024
 
-StartContainer = Callable[[str, Path, str, Path], subprocess.Popen]
-"""(image, opt_ml_dir, container_name, log_file) -> a running `train` container process."""
+StartContainer = Callable[..., subprocess.Popen]
+"""(image, opt_ml_dir, container_name, log_file) -> a running `train` container process; for a host of a
+multi-host job also the keywords network, hostname and env (mlpipe.local.containers.start_training_container)."""
+NetworkControl = Callable[[str], None]
+"""network name -> None: create (or remove) a private container network."""
+# A multi-host job's hosts share this machine's cores: OpenMP's spinning waits would starve the other hosts.
+SHARED_CORES_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# After one host of a multi-host job failed, how long the others get to end on their own (the leader
+# writes the reason that names the failed host) before their containers are stopped, as SageMaker does.
+HOST_FAILURE_GRACE_SECONDS = 30
 StopContainer = Callable[[str], None]
 StateChangeListener = Callable[[dict[str, Any]], None]
 S3ForRole = Callable[[str], Any]
@@ -136,6 +152,10 @@ class LocalTrainingJob:
     # What SageMaker billed, when a harness restores a finished spot job (locally there is no spot market:
     # a job run here is billed for all its training time).
     billable_seconds: int | None = None
+    # Hosts algo-2..N of a multi-host job (algo-1 is this job's own opt_ml, container and log).
+    extra_hosts: list[LocalHost] = field(default_factory=list)
+    network: str | None = None
+    first_failure: float | None = None  # monotonic time a host first exited non-zero
 
     @property
     def name(self) -> str:
@@ -149,6 +169,24 @@ class LocalTrainingJob:
     def layout(self) -> OptMl:
         """The /opt/ml tree as the container's own contract code names it (one definition of it)."""
         return OptMl(self.opt_ml)
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "train.log"
+
+
+@dataclass
+class LocalHost:
+    """One more host of a multi-host job: its own /opt/ml, container and log."""
+
+    name: str
+    workdir: Path
+    container_name: str
+    process: subprocess.Popen | None = None
+
+    @property
+    def opt_ml(self) -> Path:
+        return self.workdir / "opt_ml"
 
     @property
     def log_file(self) -> Path:
@@ -171,7 +209,11 @@ class LocalSageMaker:
         account: str = ACCOUNT,
         note: Callable[[str], None] | None = None,
         store: StateStore | None = None,
+        create_network: NetworkControl | None = None,
+        remove_network: NetworkControl | None = None,
     ) -> None:
+        self._create_network = create_network
+        self._remove_network = remove_network
         self._s3_as_role = s3_as_role
         self._workdir = workdir
         self._start_container = start_container
@@ -263,12 +305,7 @@ class LocalSageMaker:
             self._prepare(job)
             self._transition(job, "InProgress", "Training", "Training image download completed")
             job.started = datetime.now(UTC)
-            job.process = self._start_container(
-                request["AlgorithmSpecification"]["TrainingImage"],
-                job.opt_ml,
-                job.container_name,
-                job.log_file,
-            )
+            self._start_hosts(job)
         except Exception as error:  # any set-up failure is the job's failure, as in SageMaker
             self._finish(job, "Failed", f"ClientError: {error}")
         return {"TrainingJobArn": job.arn}
@@ -307,9 +344,7 @@ class LocalSageMaker:
         job = self._job(TrainingJobName, "StopTrainingJob")
         if job.status == "InProgress":
             self._transition(job, "Stopping", "Stopping", "Stopping the training job")
-            self._stop_container(job.container_name)
-            if job.process is not None:
-                job.process.wait(timeout=60)
+            self._stop_hosts(job)
             self._finish(job, "Stopped", None)
         return {}
 
@@ -335,9 +370,7 @@ class LocalSageMaker:
         """Remove every job's container, running or ended (safe to call more than once)."""
         for job in list(self._jobs.values()):
             if job.process is not None:
-                self._stop_container(job.container_name)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    job.process.wait(timeout=30)
+                self._stop_hosts(job)
 
     # -- internals -------------------------------------------------------------------------------------
     def _job(self, name: str, operation: str) -> LocalTrainingJob:
@@ -362,8 +395,9 @@ class LocalSageMaker:
             for channel in request.get("InputDataConfig", [])
         }
         layout.inputdataconfig.write_text(json.dumps(input_config))
+        hosts = _host_names(request)
         layout.resourceconfig.write_text(
-            json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"})
+            json.dumps({"current_host": hosts[0], "hosts": hosts, "network_interface_name": "eth0"})
         )
         self._transition(job, "InProgress", "Downloading", "Downloading input data")
         s3 = self._s3_as_role(request["RoleArn"])
@@ -371,10 +405,12 @@ class LocalSageMaker:
             self._download_channel(s3, channel, layout.channel(channel["ChannelName"]))
         for writable in (layout.model_dir, layout.output_dir, layout.output_data_dir, layout.checkpoint_dir):
             writable.mkdir(parents=True, exist_ok=True)
+        self._lay_out_other_hosts(job, hosts)
         # SageMaker hands the container a writable /opt/ml. The container's root may be another host uid
         # (rootless engines map it), so the host folders are made writable by any uid.
-        for path in [job.opt_ml, *job.opt_ml.rglob("*")]:
-            path.chmod(0o777 if path.is_dir() else 0o666)
+        for root in [job.opt_ml, *(host.opt_ml for host in job.extra_hosts)]:
+            for path in [root, *root.rglob("*")]:
+                path.chmod(0o777 if path.is_dir() else 0o666)
 
     def _download_channel(self, s3: Any, channel: dict[str, Any], target: Path) -> None:
         uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
@@ -392,45 +428,144 @@ class LocalSageMaker:
     def _poll(self, job: LocalTrainingJob) -> None:
         if job.status not in ("InProgress", "Stopping") or job.process is None:
             return
-        exit_code = job.process.poll()
-        if exit_code is None:
+        codes = [p.poll() for p in (job.process, *(h.process for h in job.extra_hosts)) if p is not None]
+        if any(code is None for code in codes):
             limit = job.request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
             if limit and job.started and (datetime.now(UTC) - job.started).total_seconds() > limit:
-                self._stop_container(job.container_name)
-                job.process.wait(timeout=60)
+                self._stop_hosts(job)
                 self._finish(job, "Stopped", "Training job reached its MaxRuntimeInSeconds and was stopped.")
-            return
+                return
+            if not any(code not in (None, 0) for code in codes):
+                return
+            # A host failed: the others get a grace to end on their own, then SageMaker stops them.
+            job.first_failure = job.first_failure or time.monotonic()
+            if time.monotonic() - job.first_failure < HOST_FAILURE_GRACE_SECONDS:
+                return
         job.metrics = self._scrape_metrics(job)
-        # SageMaker releases the instance when the job ends: nothing of an ended job keeps running here either.
-        self._stop_container(job.container_name)
-        if exit_code == 0:
+        # SageMaker releases the instances when the job ends: nothing of an ended job keeps running here either.
+        # The outcome is `codes` as read above, before the stop: a host still running when another failed is
+        # stopped (None), not failed, and a stopped container's own code (137) is not the job's.
+        self._stop_hosts(job)
+        self._upload_output_data(job)
+        if all(code == 0 for code in codes):
             self._transition(job, "InProgress", "Uploading", "Uploading generated training model")
             job.model_artifact = self._upload_model(job)
             self._finish(job, "Completed", None)
         else:
-            self._finish(job, "Failed", self._failure_reason(job, exit_code))
+            self._finish(job, "Failed", self._failure_reason(job, codes))
 
     def _scrape_metrics(self, job: LocalTrainingJob) -> dict[str, float]:
         """Apply the job's own MetricDefinitions to its logs, as SageMaker does."""
         logs = job.log_file.read_text(errors="replace") if job.log_file.exists() else ""
         return apply_definitions(job.request["AlgorithmSpecification"].get("MetricDefinitions", []), logs)
 
-    def _failure_reason(self, job: LocalTrainingJob, exit_code: int) -> str:
-        failure_file = job.layout.failure_file
-        reason = failure_file.read_text(errors="replace").strip() if failure_file.exists() else ""
+    def _failure_reason(self, job: LocalTrainingJob, codes: list[int | None]) -> str:
+        """algo-1's failure file (the leader names the host that caused a distributed failure), else the
+        first failed host's, else the first failed host's exit code."""
+        opt_mls = [job.opt_ml, *(host.opt_ml for host in job.extra_hosts)]
+        names = _host_names(job.request)
+        reason = ""
+        for opt_ml, code in zip(opt_mls, codes, strict=False):
+            failure_file = OptMl(opt_ml).failure_file
+            if code not in (0, None) and failure_file.exists():
+                reason = failure_file.read_text(errors="replace").strip()
+                if reason:
+                    break
         if not reason:
-            reason = f"AlgorithmError: the training container exited with code {exit_code}"
+            failed = next((i for i, code in enumerate(codes) if code not in (0, None)), 0)
+            where = f" of host {names[failed]}" if len(names) > 1 else ""
+            reason = f"AlgorithmError: the training container{where} exited with code {codes[failed]}"
         elif not reason.startswith("AlgorithmError"):
             reason = f"AlgorithmError: {reason}"
         return reason[:MAX_FAILURE_REASON]
 
+    # -- several hosts -----------------------------------------------------------------------------------
+    def _lay_out_other_hosts(self, job: LocalTrainingJob, hosts: list[str]) -> None:
+        """algo-2..N: a copy of algo-1's /opt/ml with its own resourceconfig.json; a ShardedByS3Key channel's
+        files split by key across the hosts (algo-1 keeps its share)."""
+        if len(hosts) == 1:
+            return
+        for name in hosts[1:]:
+            host = LocalHost(name, job.workdir / name, f"{job.container_name}-{name}")
+            shutil.copytree(job.opt_ml, host.opt_ml)
+            OptMl(host.opt_ml).resourceconfig.write_text(
+                json.dumps({"current_host": name, "hosts": hosts, "network_interface_name": "eth0"})
+            )
+            job.extra_hosts.append(host)
+        for channel in job.request.get("InputDataConfig", []):
+            if channel["DataSource"]["S3DataSource"].get("S3DataDistributionType") != "ShardedByS3Key":
+                continue
+            name = channel["ChannelName"]
+            roots = [job.layout.channel(name), *(OptMl(h.opt_ml).channel(name) for h in job.extra_hosts)]
+            keys = sorted(p.relative_to(roots[0]) for p in roots[0].rglob("*") if p.is_file())
+            for index, key in enumerate(keys):
+                for rank, root in enumerate(roots):
+                    if rank != index % len(roots):
+                        (root / key).unlink()
+
+    def _start_hosts(self, job: LocalTrainingJob) -> None:
+        image = job.request["AlgorithmSpecification"]["TrainingImage"]
+        if not job.extra_hosts:
+            job.process = self._start_container(image, job.opt_ml, job.container_name, job.log_file)
+            return
+        if self._create_network is None:
+            raise RuntimeError(
+                f"InstanceCount {len(job.extra_hosts) + 1} needs a container network, and this local "
+                "SageMaker has none"
+            )
+        job.network = f"{job.container_name}-net"
+        self._create_network(job.network)
+        hosts = [
+            (job.opt_ml, job.container_name, job.log_file, "algo-1"),
+            *((h.opt_ml, h.container_name, h.log_file, h.name) for h in job.extra_hosts),
+        ]
+        for opt_ml, container, log_file, hostname in hosts:
+            process = self._start_container(
+                image,
+                opt_ml,
+                container,
+                log_file,
+                network=job.network,
+                hostname=hostname,
+                env=SHARED_CORES_ENV,
+            )
+            if hostname == "algo-1":
+                job.process = process
+            else:
+                next(h for h in job.extra_hosts if h.name == hostname).process = process
+
+    def _stop_hosts(self, job: LocalTrainingJob) -> None:
+        """Remove every host's container (running or ended), then the job's network."""
+        for container, process in [
+            (job.container_name, job.process),
+            *((h.container_name, h.process) for h in job.extra_hosts),
+        ]:
+            if process is None:
+                continue
+            self._stop_container(container)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+        if job.network is not None and self._remove_network is not None:
+            self._remove_network(job.network)
+            job.network = None
+
     def _upload_model(self, job: LocalTrainingJob) -> str:
+        return self._upload_archive(job, job.layout.model_dir, "model.tar.gz")
+
+    def _upload_output_data(self, job: LocalTrainingJob) -> None:
+        """/opt/ml/output/data as `<S3OutputPath>/<job>/output/output.tar.gz`, as SageMaker uploads it when
+        the container wrote something there (the contract's model-meta.json)."""
+        data = job.layout.output_data_dir
+        if data.is_dir() and any(data.iterdir()):
+            self._upload_archive(job, data, "output.tar.gz")
+
+    def _upload_archive(self, job: LocalTrainingJob, folder: Path, name: str) -> str:
         output_path = job.request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         bucket, _, prefix = output_path.removeprefix("s3://").partition("/")
-        key = "/".join(part for part in (prefix, job.name, "output", "model.tar.gz") if part)
-        archive = job.workdir / "model.tar.gz"
+        key = "/".join(part for part in (prefix, job.name, "output", name) if part)
+        archive = job.workdir / name
         with tarfile.open(archive, "w:gz") as tar:
-            for path in sorted(job.layout.model_dir.iterdir()):
+            for path in sorted(folder.iterdir()):
                 tar.add(path, arcname=path.name)
         self._s3_as_role(job.request["RoleArn"]).upload_file(str(archive), bucket, key)
         return f"s3://{bucket}/{key}"
@@ -519,6 +654,11 @@ class LocalSageMaker:
             "resources": [job.arn],
             "detail": detail,
         }
+
+
+def _host_names(request: dict[str, Any]) -> list[str]:
+    """SageMaker's host names for the job's instances: algo-1 .. algo-N."""
+    return [f"algo-{i + 1}" for i in range(int(request["ResourceConfig"].get("InstanceCount", 1)))]
 
 
 def _as_event_value(value: Any) -> Any:

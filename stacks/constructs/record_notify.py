@@ -10,6 +10,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
+from pipeline_common.model_meta import OUTPUT_ARCHIVE
 
 from stacks import functions
 from stacks.config import PipelineConfig
@@ -28,6 +29,11 @@ RECORD_STATUS_CONCURRENCY = 10
 
 class RecordAndNotify(Construct):
     """Applies each training job state change to the audit record and emails real transitions."""
+
+    @staticmethod
+    def output_archives(config: PipelineConfig) -> str:
+        """`<model prefix><job prefix>*/output/output.tar.gz`: SageMaker's key for each job's output data."""
+        return f"{config.model_prefix}{config.job_name_prefix}*/output/{OUTPUT_ARCHIVE}"
 
     def __init__(
         self,
@@ -103,12 +109,22 @@ class RecordAndNotify(Construct):
                     ],
                     resources=[tuning_job_arn],
                 ),
+                # A Completed job's output.tar.gz (its model-meta.json: task, objective, classes), only
+                # that object of this pipeline's jobs (pipeline_common.model_meta says why this file).
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[data.artifacts_bucket.arn_for_objects(self.output_archives(config))],
+                ),
                 *use_key(data.key),
             ],
             wildcards=[
                 (
                     rf"Resource::{re.escape(training_job_arn)}",
                     f"training-job/{config.job_name_prefix}* (this pipeline's jobs)",
+                ),
+                (
+                    rf"Resource::.+/{re.escape(self.output_archives(config))}",
+                    "the output.tar.gz (model-meta.json) of this pipeline's jobs",
                 ),
                 (
                     rf"Resource::{re.escape(tuning_job_arn)}",

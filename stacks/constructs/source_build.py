@@ -16,6 +16,7 @@ from stacks.buildspec import buildspec
 from stacks.config import PipelineConfig
 from stacks.constructs.logs import log_group
 from stacks.data_resources import DataResources
+from stacks.model import MODEL_DIR_VARIABLE
 from stacks.nag import (
     ANY_RESOURCE,
     ARTIFACT_GRANT_ACTIONS,
@@ -114,6 +115,9 @@ class SourceAndBuild(Construct):
                 "CACHE_REPOSITORY_URI": codebuild.BuildEnvironmentVariable(
                     value=data.cache_repository.repository_uri
                 ),
+                # The model folder the image is built with (config `model_dir`); the local Build stage reads
+                # it back from the synthesized template.
+                MODEL_DIR_VARIABLE: codebuild.BuildEnvironmentVariable(value=config.model_dir),
             },
         )
         data.repository.grant_pull_push(project)

@@ -113,8 +113,11 @@ def test_missing_or_ambiguous_table_is_a_clear_error(
     assert runs.main([*url, "--table", "audit-prod", "--json"]) == 0
 
 
-def test_headline_metric_prefers_validation() -> None:
+def test_headline_metric_prefers_test_then_validation() -> None:
     assert runs.headline_metric({"train:rmse": 1, "validation:rmse": 0.123456}) == "validation:rmse=0.1235"
+    assert (
+        runs.headline_metric({"train:rmse": 1, "validation:rmse": 0.1, "test:rmse": 0.2}) == "test:rmse=0.2"
+    )
     assert runs.headline_metric(None) == "-"
 
 

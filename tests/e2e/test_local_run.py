@@ -263,6 +263,19 @@ def test_approve_then_a_worse_model_fails_the_gate_against_the_approved_package(
     ]
 
 
+def test_a_two_host_run_trains_one_model_across_both(happy_run: tuple, emulator: str, tmp_path: Path) -> None:
+    """Issue 11 part 1: `--instance-count 2` runs two containers (algo-1, algo-2) on a private network that
+    train one model together; its validation metric is within 2% of the one-host run's on the same data."""
+    result = local_run(emulator, tmp_path, "--instance-count", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = run_files(tmp_path)["record"]
+    assert record["status"] == "Completed" and record["instance_count"] == 2
+    assert not record.get("cache_hit_of"), "the instance count is part of the cache key"
+    one_host = happy_run[1]["record"]["metrics"]["validation:rmse"]
+    assert abs(record["metrics"]["validation:rmse"] - one_host) <= 0.02 * one_host
+    assert leftover_containers() == []
+
+
 def test_nothing_is_left_running(happy_run: tuple, failed_run: tuple, tmp_path: Path) -> None:
     assert leftover_containers() == []
     # A run that starts its own emulator stops it again: no process it started outlives it.

@@ -132,6 +132,7 @@ def test_objects_outside_the_prefix_and_folder_markers_are_ignored(
         sqs_record(json.dumps(s3_object_created(BUCKET, f"{PREFIX}train/empty.csv", size=0))),
         sqs_record(json.dumps(s3_object_created("another-bucket", f"{PREFIX}train/x.csv"))),
         valid_record(f"{PREFIX}validation/v.csv", "abc123"),
+        valid_record(f"{PREFIX}test/t.csv", "def456"),
     ]
     with caplog.at_level("INFO"):
         response = lambdas.trigger(sqs_event(records))
@@ -139,7 +140,7 @@ def test_objects_outside_the_prefix_and_folder_markers_are_ignored(
     (execution,) = starts(lambdas)
     assert execution.variables == {
         "TRIGGER": "data-upload",
-        "DATA_CHANGE": "1 object: datasets/validation/v.csv@abc123",
+        "DATA_CHANGE": "2 objects: datasets/test/t.csv@def456, datasets/validation/v.csv@abc123",
     }
     ignored = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ignoring")]
     assert len(ignored) == 5

@@ -12,6 +12,7 @@ from pipeline_common import aws, model_package
 from mlpipe.local.faults import FaultInjector, FaultPlan, SandboxCrash
 from stacks.functions import EVALUATE_MODEL, REGISTER_MODEL
 from tests.lambda_fixtures import Lambdas, PipelineRun
+from tests.lambdas.builders import user_parameters
 
 FIRST = {"validation:rmse": 0.29, "train:rmse": 0.12}
 WORSE = {"validation:rmse": 0.31, "train:rmse": 0.10}
@@ -167,3 +168,41 @@ def test_the_package_spec_comes_from_the_environment(lambdas: Lambdas) -> None:
         == f"codepipeline:TrainingPipeline-test/{run.execution_id}"
     )
     assert package["ModelPackageDescription"].startswith(f"training job {run.job_name} (commit ")
+
+
+def test_no_awaiting_approval_email_for_a_package_decided_before_the_retry(lambdas: Lambdas) -> None:
+    """Register recorded the package (still pending) and its sandbox died before the email; a person decided
+    before Lambda's retry, and the decision's event has not reached record-approval yet (EventBridge may be
+    late). The retry sees the decision in the registry: no "awaiting approval" email after it."""
+    execution = lambdas.codepipeline.start_execution("StartPipelineExecution", "test")
+    lambdas.training.metrics = dict(FIRST)
+    origin = user_parameters(execution)
+    train = lambdas.run_action(origin, execution)
+    name = train.output_variables["TRAINING_JOB_NAME"]
+    evaluate = lambdas.run_action(
+        {"training_job_name": name, "pipeline_execution_id": execution}, execution, spec=EVALUATE_MODEL
+    )
+    parameters = {k: v for k, v in origin.items() if k != "trigger"}
+    parameters.update(
+        training_job_name=name,
+        model_artifact=train.output_variables["MODEL_ARTIFACT"],
+        evaluation_uri=evaluate.output_variables["EVALUATION_URI"],
+    )
+    event = lambdas.codepipeline.new_job(execution, REGISTER_MODEL.construct_id, parameters)
+    # The first UpdateItem of Register records the package; the sandbox dies right after it.
+    injector = FaultInjector(FaultPlan(by_operation={"dynamodb.UpdateItem": ["crash_after"]}))
+    with aws.client_hooks(injector.install), pytest.raises(SandboxCrash):
+        lambdas.invoke(REGISTER_MODEL, event, request_id="same-invocation")
+    record = lambdas.record_of(name)
+    assert record["approval_status"] == model_package.PENDING and "emails_sent" not in record
+    lambdas.sagemaker_as(lambdas.approver()).update_model_package(
+        ModelPackageArn=record["model_package_arn"], ModelApprovalStatus=model_package.APPROVED
+    )
+    lambdas.emulated.read_inbox(lambdas.inbox)  # Train's email
+    lambdas.invoke(REGISTER_MODEL, event, request_id="same-invocation")  # Lambda's retry, same event
+    result = lambdas.codepipeline.result(event["CodePipeline.job"]["id"])
+    assert result is not None and result.succeeded
+    assert [e["attributes"]["event"] for e in lambdas.emulated.read_inbox(lambdas.inbox)] == []
+    lambdas.deliver_package_events()  # the late event: the decision is recorded and emailed
+    assert lambdas.record_of(name)["approval_status"] == model_package.APPROVED
+    assert [e["attributes"]["event"] for e in lambdas.emulated.read_inbox(lambdas.inbox)] == ["approval"]

@@ -4,6 +4,9 @@ transition, also when a call fails or the sandbox dies between two calls."""
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 import uuid
 from typing import Any
 
@@ -341,3 +344,106 @@ def test_an_on_demand_job_has_no_spot_line(lambdas: Lambdas) -> None:
     assert record is not None and "spot_savings" not in record
     (email,) = lambdas.emulated.read_inbox(lambdas.inbox)
     assert "Spot:" not in email["body"]
+
+
+# -- issue 10: the task, objective and classes reach the record and the email ---------------------------------
+MODEL_META = {
+    "format": 1,
+    "task": "classification",
+    "task_source": "target",
+    "task_reason": "3 distinct string labels",
+    "target": "species",
+    "classes": ["setosa", "versicolor", "virginica"],
+    "feature_names": ["a", "b"],
+    "model_name": "xgboost",
+    "model": {"framework": "xgboost", "objective": "multi:softprob", "num_round": 12},
+    "final_metrics_channel": "test",
+}
+
+
+def output_archive(members: dict[str, bytes]) -> bytes:
+    """An output.tar.gz as SageMaker uploads /opt/ml/output/data."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            archive.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+def test_a_completed_job_records_and_emails_its_task_objective_and_classes(lambdas: Lambdas) -> None:
+    name = new_name()
+    first_record(lambdas, name)
+    lambdas.finished_job(name)
+    archive = output_archive({"model-meta.json": json.dumps(MODEL_META).encode()})
+    lambdas.emulated.put_objects(lambdas.model_bucket, {f"models/{name}/output/output.tar.gz": archive})
+    assert lambdas.record(state_change_event(name, "Completed", 900))["emailed"]
+
+    record = lambdas.emulated.get_record(lambdas.table, name)
+    assert record is not None
+    assert record["model_meta"] == {
+        "task": "classification",
+        "task_source": "target",
+        "objective": "multi:softprob",
+        "model_name": "xgboost",
+        "final_metrics_channel": "test",
+        "classes": ["setosa", "versicolor", "virginica"],
+        "num_classes": 3,
+    }
+    (email,) = lambdas.emulated.read_inbox(lambdas.inbox)
+    assert "Task:          classification, objective multi:softprob" in email["body"]
+    assert "Classes:       3: setosa, versicolor, virginica" in email["body"]
+    assert "Final metric:  validation:rmse = 0.4213" in email["body"]  # no test: metrics in METRICS
+
+
+@pytest.mark.parametrize(
+    "archive",
+    [None, b"not a gzip archive", output_archive({"other.txt": b"x"})],
+    ids=["no-output-archive", "unreadable", "without-model-meta"],
+)
+def test_a_job_without_a_readable_model_meta_is_still_recorded_and_emailed(
+    archive: bytes | None, lambdas: Lambdas
+) -> None:
+    name = new_name()
+    first_record(lambdas, name)
+    lambdas.finished_job(name)
+    if archive is not None:
+        lambdas.emulated.put_objects(lambdas.model_bucket, {f"models/{name}/output/output.tar.gz": archive})
+    assert lambdas.record(state_change_event(name, "Completed", 900))["emailed"]
+    record = lambdas.emulated.get_record(lambdas.table, name)
+    assert record is not None and record["status"] == "Completed" and "model_meta" not in record
+    (email,) = lambdas.emulated.read_inbox(lambdas.inbox)
+    assert "Task:" not in email["body"]
+
+
+def test_a_throttled_output_read_is_retried_and_the_record_gets_the_meta(lambdas: Lambdas) -> None:
+    name = new_name()
+    first_record(lambdas, name)
+    lambdas.finished_job(name)
+    archive = output_archive({"model-meta.json": json.dumps(MODEL_META).encode()})
+    lambdas.emulated.put_objects(lambdas.model_bucket, {f"models/{name}/output/output.tar.gz": archive})
+    event = state_change_event(name, "Completed", 900)
+    plan = FaultPlan(by_operation={"s3.GetObject": ["throttle"] * ALL_ATTEMPTS})
+    with aws.client_hooks(FaultInjector(plan).install), pytest.raises(Exception) as error:
+        lambdas.record(event)
+    assert aws.is_transient(error.value), error.value  # raised: Lambda retries the event
+    assert lambdas.emulated.read_inbox(lambdas.inbox) == [], "nothing sent before the meta is read"
+    assert lambdas.record(event)["emailed"]  # Lambda's retry
+    record = lambdas.emulated.get_record(lambdas.table, name)
+    assert record is not None and record["model_meta"]["task"] == "classification"
+
+
+def test_model_meta_is_bounded_and_named_as_the_container_names_it() -> None:
+    from pipeline_common import model_meta
+    from sagemaker_contract.meta import META_FILE
+
+    assert model_meta.META_FILE == META_FILE
+    labels = [f"class-{i}-" + "x" * 100 for i in range(80)]
+    summary = model_meta.summary({**MODEL_META, "classes": labels})
+    assert summary["num_classes"] == 80 and len(summary["classes"]) == model_meta.MAX_CLASSES
+    assert all(len(label) == model_meta.MAX_LABEL for label in summary["classes"])
+    assert model_meta.output_archive_uri("s3://b/models/j/output/model.tar.gz") == (
+        "s3://b/models/j/output/output.tar.gz"
+    )
+    assert model_meta.output_archive_uri("s3://b/elsewhere/model.bin") is None

@@ -16,7 +16,7 @@ from pipeline_common import audit, aws, data_version
 
 from mlpipe.local.faults import FaultInjector, FaultPlan, SandboxCrash
 from stacks.functions import START_TRAINING
-from tests.lambda_fixtures import ALL_ATTEMPTS, METRICS, Lambdas, VirtualBackoff
+from tests.lambda_fixtures import ALL_ATTEMPTS, METRIC_NAMES, METRICS, Lambdas, VirtualBackoff
 from tests.lambdas.builders import (
     COMMIT,
     IMAGE_DIGEST,
@@ -57,7 +57,9 @@ def test_happy_path_first_call_continuations_and_completion(lambdas: Lambdas) ->
         "Name": "validation:rmse",
         "Regex": r"METRIC validation:rmse=(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)",
     } in algorithm["MetricDefinitions"]
-    assert len(algorithm["MetricDefinitions"]) == 12
+    # Every channel x the model's metric names (the default model's model.json, through TRAINING_CONFIG).
+    assert len(algorithm["MetricDefinitions"]) == 3 * len(METRIC_NAMES) == 18
+    assert {"test:rmse", "validation:auc", "train:r2"} <= {d["Name"] for d in algorithm["MetricDefinitions"]}
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
     assert channels == {
         channel: {
@@ -310,6 +312,28 @@ def test_no_training_data_fails_before_creating_a_job_or_a_manifest(lambdas: Lam
     assert lambdas.training.started == []
     listing = lambdas.emulated.client("s3").list_objects_v2(Bucket=lambdas.model_bucket, Prefix="models/")
     assert listing.get("KeyCount", 0) == 0, "uploading data and retrying must be able to pin it"
+
+
+def test_a_test_channel_is_given_to_the_job_only_when_it_has_objects(lambdas: Lambdas) -> None:
+    execution, name, parameters = new_execution(lambdas)
+    one_job(lambdas, execution, parameters)
+    assert [c["ChannelName"] for c in lambdas.sagemaker._jobs[name].request["InputDataConfig"]] == [
+        "train",
+        "validation",
+    ]
+    lambdas.emulated.put_objects(
+        lambdas.data_bucket, {"datasets/test/": b"", "datasets/test/holdout.csv": b"y,x1\n7,8\n"}
+    )
+    execution, name, parameters = new_execution(lambdas)
+    one_job(lambdas, execution, parameters)
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+        for c in lambdas.sagemaker._jobs[name].request["InputDataConfig"]
+    }
+    assert list(channels) == ["train", "validation", "test"]
+    assert channels["test"] == f"s3://{lambdas.data_bucket}/datasets/test/"
+    record = lambdas.emulated.get_record(lambdas.table, name)
+    assert record is not None and "datasets/test/holdout.csv" in record["data_versions"]
 
 
 @pytest.mark.parametrize("trigger", ["", "#{variables.TRIGGER}", None])

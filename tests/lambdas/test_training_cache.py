@@ -94,6 +94,11 @@ def _instance_count(lambdas: Lambdas) -> dict[str, Any]:
     return {}
 
 
+def _data_distribution(lambdas: Lambdas) -> dict[str, Any]:
+    set_config(lambdas, data_distribution="ShardedByS3Key")
+    return {}
+
+
 def _image_digest(lambdas: Lambdas) -> dict[str, Any]:
     return {"image_digest": "sha256:" + "e" * 64}
 
@@ -104,6 +109,7 @@ CHANGES: dict[str, Callable[[Lambdas], dict[str, Any]]] = {
     "a hyperparameter": _hyperparameter,
     "the instance type": _instance_type,
     "the instance count": _instance_count,
+    "the data distribution": _data_distribution,
     "the image digest": _image_digest,
 }
 

@@ -31,7 +31,7 @@ START_ENV = {
     "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
     "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/mlpipe-sagemaker",
     "JOB_NAME_PREFIX": "mlpipe-test-",
-    "TRAINING_CONFIG": json.dumps({"instance_type": "ml.m5.large"}),
+    "TRAINING_CONFIG": json.dumps({"instance_type": "ml.m5.large", "metric_names": ["rmse", "r2"]}),
 }
 
 
@@ -45,16 +45,42 @@ def start_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 # -- metrics ------------------------------------------------------------------------------------------------
 
 
+MODEL_METRICS = ("rmse", "mae", "r2", "logloss", "accuracy", "auc")
+
+
 def test_metric_definitions_cover_every_channel_and_name_within_sagemaker_limits() -> None:
-    definitions = metrics.metric_definitions()
-    assert len(definitions) == 12
+    definitions = metrics.metric_definitions(MODEL_METRICS)
+    assert len(definitions) == 18
     assert {d["Name"] for d in definitions} == {
-        f"{c}:{n}"
-        for c in ("train", "validation")
-        for n in ("rmse", "mae", "r2", "logloss", "accuracy", "auc")
+        f"{c}:{n}" for c in ("train", "validation", "test") for n in MODEL_METRICS
     }
     assert all(len(d["Name"]) <= 255 and len(d["Regex"]) <= 500 for d in definitions)
     assert all(re.compile(d["Regex"]).groups == 1 for d in definitions)
+    with pytest.raises(ValueError, match="SageMaker takes 1 to 40"):
+        metrics.metric_definitions([f"m{i}" for i in range(14)])
+    with pytest.raises(ValueError, match="SageMaker takes 1 to 40"):
+        metrics.metric_definitions([])
+
+
+def test_metric_channels_are_the_containers() -> None:
+    from sagemaker_contract.training import FINAL_CHANNEL_ORDER, METRIC_CHANNELS
+
+    assert metrics.CHANNELS == METRIC_CHANNELS
+    assert metrics.HEADLINE_CHANNEL_ORDER == FINAL_CHANNEL_ORDER
+
+
+@pytest.mark.parametrize(
+    ("recorded", "expected"),
+    [
+        ({"train:rmse": 0.1, "validation:rmse": 0.3, "test:rmse": 0.4, "test:mae": 0.2}, ("test:mae", 0.2)),
+        ({"train:rmse": 0.1, "validation:r2": 0.8}, ("validation:r2", 0.8)),
+        ({"train:rmse": 0.1}, ("train:rmse", 0.1)),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_the_headline_metric_prefers_test_then_validation_then_train(recorded, expected) -> None:
+    assert metrics.headline(recorded) == expected
 
 
 @pytest.mark.parametrize(
@@ -68,13 +94,17 @@ def test_metric_definitions_cover_every_channel_and_name_within_sagemaker_limits
     ],
 )
 def test_metric_regexes_read_the_container_lines(line: str, name: str, value: float) -> None:
-    found = metrics.scrape(line)
+    found = metrics.scrape(line, MODEL_METRICS)
     assert found == {name: pytest.approx(value)}
 
 
 def test_metric_regexes_do_not_cross_names_or_channels() -> None:
     log = "METRIC train:rmse=1.0\nMETRIC validation:rmse=2.0\nMETRIC train:rmse=0.5\nMETRIC validation:accuracy=0.9\n"
-    assert metrics.scrape(log) == {"train:rmse": 0.5, "validation:rmse": 2.0, "validation:accuracy": 0.9}
+    assert metrics.scrape(log, MODEL_METRICS) == {
+        "train:rmse": 0.5,
+        "validation:rmse": 2.0,
+        "validation:accuracy": 0.9,
+    }
 
 
 # -- notify -------------------------------------------------------------------------------------------------
@@ -243,6 +273,13 @@ def test_record_status_settings_name_the_missing_variable(monkeypatch: pytest.Mo
             "max_wait_seconds",
         ),
         ('{"instance_type": "ml.m5.large", "hyperparameters": {"a": [1]}}', "hyperparameters"),
+        ('{"instance_type": "ml.m5.large"}', "metric_names must be the model's metric names"),
+        ('{"instance_type": "ml.m5.large", "metric_names": []}', "metric_names"),
+        ('{"instance_type": "ml.m5.large", "metric_names": "rmse"}', "metric_names"),
+        (
+            '{"instance_type": "ml.m5.large", "metric_names": ["rmse"], "data_distribution": "Sharded"}',
+            "FullyReplicated or ShardedByS3Key",
+        ),
     ],
 )
 def test_training_config_is_validated(config: str, message: str) -> None:
@@ -255,6 +292,7 @@ def test_training_config_defaults_and_conversions() -> None:
         json.dumps(
             {
                 "instance_type": "ml.m5.large",
+                "metric_names": list(MODEL_METRICS),
                 "use_spot": "true",
                 "max_runtime_seconds": 600,
                 "hyperparameters": {"n": 5, "b": True},
@@ -276,7 +314,7 @@ def test_job_names_are_deterministic_valid_and_bounded() -> None:
 
 
 def _request(monkeypatch: pytest.MonkeyPatch, config: dict[str, Any]) -> dict[str, Any]:
-    monkeypatch.setenv("TRAINING_CONFIG", json.dumps(config))
+    monkeypatch.setenv("TRAINING_CONFIG", json.dumps({"metric_names": list(MODEL_METRICS), **config}))
     settings = StartTrainingSettings.from_env()
     params = training_job.JobParameters(
         "img:1", "sha256:1", "c" * 40, "feature/x#1", "o/r", "exec-1", "manual"
@@ -319,6 +357,37 @@ def test_spot_training_gets_max_wait_and_a_checkpoint_uri(
     assert {"Key": "branch", "Value": "feature/x_1"} in request["Tags"]  # tag values are sanitised
 
 
+def test_the_train_channel_takes_the_configured_distribution_and_validation_stays_replicated(
+    start_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = _request(
+        monkeypatch,
+        {"instance_type": "ml.m5.large", "instance_count": 3, "data_distribution": "ShardedByS3Key"},
+    )
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
+    assert channels["train"]["S3DataDistributionType"] == "ShardedByS3Key"
+    assert request["ResourceConfig"]["InstanceCount"] == 3
+    default = _request(monkeypatch, {"instance_type": "ml.m5.large"})
+    assert (
+        default["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataDistributionType"]
+        == "FullyReplicated"
+    )
+    both = DataVersion(
+        "bucket",
+        "datasets/",
+        (
+            DataObject("datasets/train/a.csv", "v1", "e", 3),
+            DataObject("datasets/validation/b.csv", "v1", "e", 3),
+        ),
+    )
+    sharded = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]
+        for c in training_job._channels(both, "ShardedByS3Key")
+    }
+    assert sharded["train"]["S3DataDistributionType"] == "ShardedByS3Key"
+    assert sharded["validation"]["S3DataDistributionType"] == "FullyReplicated"  # every host evaluates it
+
+
 def test_instances_with_local_storage_get_no_volume_key(
     start_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -352,7 +421,12 @@ def _cache_inputs(**changes: Any) -> tuple[str, DataVersion, TrainingConfig]:
         DataObject("datasets/train/a.csv", "v1", "e1", 3, "SHA256:aaa="),
         DataObject("datasets/validation/b.csv", "v2", "e2", 3, "SHA256:bbb="),
     )
-    config = {"instance_type": "ml.m5.large", "hyperparameters": {"eta": "0.2"}, **changes.pop("config", {})}
+    config = {
+        "instance_type": "ml.m5.large",
+        "metric_names": list(MODEL_METRICS),
+        "hyperparameters": {"eta": "0.2"},
+        **changes.pop("config", {}),
+    }
     data = DataVersion("bucket", "datasets/", changes.pop("objects", objects))
     return changes.pop("digest", "sha256:" + "d" * 64), data, TrainingConfig.from_json(json.dumps(config))
 
@@ -412,7 +486,11 @@ def test_the_tuning_and_warm_pool_requests_are_valid_for_the_sagemaker_api(
     start_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = botocore.session.get_session().get_service_model("sagemaker")
-    config = {"instance_type": "ml.m5.large", "hyperparameters": {"max_depth": "6", "eta": "0.2"}}
+    config = {
+        "instance_type": "ml.m5.large",
+        "metric_names": list(MODEL_METRICS),
+        "hyperparameters": {"max_depth": "6", "eta": "0.2"},
+    }
     monkeypatch.setenv("TRAINING_CONFIG", json.dumps({**config, "tuning": TUNING, "use_spot": True}))
     settings = StartTrainingSettings.from_env()
     params = training_job.JobParameters("img:1", "sha256:1", "c" * 40, "main", "o/r", "exec-1", "push")

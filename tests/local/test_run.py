@@ -140,3 +140,16 @@ def test_tune_and_retrain_options(tmp_path: Path) -> None:
         cli.parse_args(["--data", str(tmp_path), "--tune", "2", "--context", 'tuning={"max_jobs": 2}'])
     with pytest.raises(SystemExit):
         cli.parse_args(["--data", str(tmp_path), "--tune", "0"])
+
+
+def test_instance_count_becomes_the_configured_instance_count(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    assert cli.parse_args(["--data", str(tmp_path), "--instance-count", "3"]).context == (
+        "training_instance_count=3",
+    )
+    for bad in (
+        ["--instance-count", "0"],
+        ["--instance-count", "2", "--context", "training_instance_count=3"],
+    ):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--data", str(tmp_path), *bad])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -449,3 +450,90 @@ def test_tuning_requests_are_checked_like_the_service(s3: Buckets, tmp_path: Pat
         sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="nope")
     assert missing.value.response["Error"]["Code"] == "ResourceNotFound"
     sagemaker.tuning.wait("tune-5")
+
+
+# -- several hosts ---------------------------------------------------------------------------------------------
+FAKE_HOST = """
+import json, pathlib, sys
+opt_ml = pathlib.Path(sys.argv[1])
+resources = json.loads((opt_ml / "input/config/resourceconfig.json").read_text())
+files = sorted(p.name for p in (opt_ml / "input/data/train").iterdir())
+print(json.dumps({"host": resources["current_host"], "hosts": resources["hosts"], "files": files,
+                  "hostname": sys.argv[3], "network": sys.argv[4]}))
+if sys.argv[2] == "fail" and resources["current_host"] == "algo-2":
+    (opt_ml / "output/failure").write_text("The target column 'y' has 1 missing value(s).")
+    sys.exit(1)
+if resources["current_host"] == "algo-1":
+    (opt_ml / "model/model.txt").write_text("one model")
+    print("METRIC validation:rmse=0.5")
+"""
+
+
+def fake_hosts(behaviour: str, started: list[dict[str, Any]]) -> Any:
+    def start(
+        image: str, opt_ml: Path, name: str, log_file: Path, network: str = "", hostname: str = "",
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen:  # fmt: skip
+        started.append({"name": name, "network": network, "hostname": hostname, "env": env})
+        log = log_file.open("w")
+        return subprocess.Popen(
+            [sys.executable, "-c", FAKE_HOST, str(opt_ml), behaviour, hostname, network],
+            stdout=log,
+            stderr=log,
+        )
+
+    return start
+
+
+@pytest.mark.parametrize("behaviour", ["ok", "fail"])
+def test_instance_count_runs_one_container_per_host_on_a_private_network(
+    s3: Buckets, tmp_path: Path, behaviour: str
+) -> None:
+    for k in range(2, 5):
+        s3.client.put_object(Bucket=s3.data, Key=f"datasets/train/part-{k}.csv", Body=b"y,x\n1,2\n")
+    started: list[dict[str, Any]] = []
+    networks: list[tuple[str, str]] = []
+    removed: list[str] = []
+    sagemaker = LocalSageMaker(
+        s3_as_role=lambda role_arn: s3.client,
+        workdir=tmp_path,
+        start_container=fake_hosts(behaviour, started),
+        stop_container=removed.append,
+        on_state_change=[].append,
+        region="us-east-1",
+        create_network=lambda name: networks.append(("create", name)),
+        remove_network=lambda name: networks.append(("remove", name)),
+    )
+    request = training_request("multi", s3)
+    request["ResourceConfig"]["InstanceCount"] = 3
+    request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataDistributionType"] = "ShardedByS3Key"
+    sagemaker.create_training_job(**request)
+    description = sagemaker.wait("multi", poll_seconds=0.05)
+
+    job = sagemaker.job("multi")
+    logs = [job.log_file, *(host.log_file for host in job.extra_hosts)]
+    seen = [json.loads(path.read_text().splitlines()[0]) for path in logs]
+    assert [s["host"] for s in seen] == ["algo-1", "algo-2", "algo-3"]
+    assert all(s["hosts"] == ["algo-1", "algo-2", "algo-3"] and s["hostname"] == s["host"] for s in seen)
+    # ShardedByS3Key: sorted keys, round-robin, every file on exactly one host
+    assert [s["files"] for s in seen] == [["part-2.csv", "part.csv"], ["part-3.csv"], ["part-4.csv"]]
+    network = started[0]["network"]
+    assert network and all(s["network"] == network for s in started)
+    assert all(s["env"] == {"OMP_WAIT_POLICY": "PASSIVE"} for s in started)  # the hosts share the cores
+    assert networks == [("create", network), ("remove", network)] and len(removed) == 3
+    if behaviour == "ok":
+        assert description["TrainingJobStatus"] == "Completed"
+        assert description["ResourceConfig"]["InstanceCount"] == 3
+    else:
+        assert description["TrainingJobStatus"] == "Failed"
+        assert description["FailureReason"] == "AlgorithmError: The target column 'y' has 1 missing value(s)."
+
+
+def test_several_hosts_without_a_container_network_fail_the_job(s3: Buckets, tmp_path: Path) -> None:
+    sagemaker = make_sagemaker(s3, tmp_path, "ok", [])
+    request = training_request("multi", s3)
+    request["ResourceConfig"]["InstanceCount"] = 2
+    sagemaker.create_training_job(**request)
+    description = sagemaker.describe_training_job(TrainingJobName="multi")
+    assert description["TrainingJobStatus"] == "Failed"
+    assert "InstanceCount 2 needs a container network" in description["FailureReason"]

@@ -45,3 +45,13 @@ def test_an_object_uploaded_without_a_sha256_is_uploaded_again_once(emulated: An
     (first,) = upload_data(s3, tmp_path, bucket, "datasets/")
     (second,) = upload_data(s3, tmp_path, bucket, "datasets/")
     assert not first.kept and second.kept and second.version_id == first.version_id
+
+
+def test_a_test_folder_is_uploaded_when_present(emulated: Any, tmp_path: Path) -> None:
+    bucket = emulated.data_bucket(versioned=True)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    (tmp_path / "train" / "a.csv").write_text("y,x\n1,2\n")
+    (tmp_path / "test" / "t.csv").write_text("y,x\n5,6\n")
+    keys = {u.key for u in upload_data(emulated.client("s3"), tmp_path, bucket, "datasets/")}
+    assert keys == {"datasets/train/a.csv", "datasets/test/t.csv"}

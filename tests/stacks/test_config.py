@@ -47,6 +47,8 @@ def test_cli_string_forms_are_parsed() -> None:
         log_retention_days="14",
     )
     assert cfg.training.instance_count == 2
+    assert cfg.training.data_distribution == "FullyReplicated"  # the default
+    assert config(training_data_distribution="shardedbys3key").training.data_distribution == "ShardedByS3Key"
     assert cfg.training.use_spot is True
     assert cfg.training.max_wait_seconds == 7200
     assert cfg.notification_emails == ("a@example.com", "b@example.org")
@@ -136,10 +138,26 @@ def test_registry_keys_parse_their_string_forms_and_default() -> None:
 def test_the_gate_metric_check_reads_the_jobs_metric_definitions() -> None:
     from pipeline_common.metrics import metric_definitions
 
-    from stacks.config import training_metric_names
+    cfg = config()
+    names = cfg.training.metric_names
+    assert cfg.training.metric_definition_names == tuple(d["Name"] for d in metric_definitions(names))
+    assert cfg.registry.quality_gate.metric in cfg.training.metric_definition_names
 
-    assert training_metric_names() == tuple(d["Name"] for d in metric_definitions())
-    assert config().registry.quality_gate.metric in training_metric_names()
+
+def test_metric_names_come_from_the_configured_models_manifest() -> None:
+    """One source: the model's model.json, read at synth, into TRAINING_CONFIG (start-training's
+    MetricDefinitions), the quality gate check and the tuning objective check."""
+    default = config(model_dir=_MISSING)
+    manifest = json.loads((ROOT / "container/user_model/model.json").read_text())["metrics"]
+    assert default.model_dir == "container/user_model"
+    assert default.training.metric_names == tuple(manifest)
+    assert json.loads(default.training.to_json())["metric_names"] == manifest
+    assert "test:rmse" in default.training.metric_definition_names
+    example = config(model_dir="examples/linear_model", tuning=TUNING)
+    assert example.model_dir == "examples/linear_model"
+    example_manifest = json.loads((ROOT / "examples/linear_model/model.json").read_text())["metrics"]
+    assert example.training.metric_names == tuple(example_manifest)
+    assert config(model_dir="./examples/linear_model/").model_dir == "examples/linear_model"
 
 
 def test_defaults_apply_to_optional_keys() -> None:
@@ -193,6 +211,11 @@ BAD = [
     ({"training_instance_type": "m5.large"}, "training_instance_type", "ml.m5.large"),
     ({"training_instance_count": 0}, "training_instance_count", "integer from 1"),
     ({"training_instance_count": "two"}, "training_instance_count", "integer from 1"),
+    (
+        {"training_data_distribution": "Sharded"},
+        "training_data_distribution",
+        "FullyReplicated, ShardedByS3Key",
+    ),
     ({"training_volume_size_gb": -5}, "training_volume_size_gb", "integer from 1"),
     ({"training_max_runtime_seconds": 500_000}, "training_max_runtime_seconds", "82800"),
     # CodePipeline fails a Lambda invoke action after 24 h: a job the action waits for must end before.
@@ -291,6 +314,20 @@ BAD = [
     ),
     # 100 trials, 2 at a time, 1 h each: 50 h, but CodePipeline fails the Train action after 24 h.
     ({"tuning": {**TUNING, "max_jobs": 100}}, "tuning.max_jobs", "at most 46 trials at 2 in parallel"),
+    ({"model_dir": "/opt/model"}, "model_dir", "relative to its root"),
+    ({"model_dir": "../elsewhere"}, "model_dir", "inside the repository"),
+    (
+        {"model_dir": "examples/no_such_model"},
+        "model_dir",
+        "model.json manifest (none in examples/no_such_model)",
+    ),
+    ({"model_dir": "container"}, "model_dir", "model.json"),
+    ({"model_dir": 3}, "model_dir", "a model folder inside the repository"),
+    (
+        {"model_dir": "examples/linear_model", "quality_gate": {**GATE, "metric": "test:f1"}},
+        "quality_gate.metric",
+        "test:rmse",
+    ),
     # Tuning job names are at most 32 characters: the prefix must leave room for 12 hex digits.
     ({"tuning": TUNING, "env_name": "staging-eu-west"}, "env_name", "at most 18 characters with tuning"),
 ]
@@ -317,3 +354,39 @@ def test_build_app_merges_the_local_file_under_explicit_overrides(tmp_path: Path
     stacks = {child.node.id: child for child in app.node.children}
     assert {"TrainingData-staging", "TrainingPipeline-staging"} <= set(stacks)
     assert stacks["TrainingPipeline-staging"].config.github_owner == "cli-org"  # type: ignore[attr-defined]
+
+
+def _model_folder(root: Path, metrics: Any) -> str:
+    folder = root / "models" / "m"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.json").write_text(json.dumps({"name": "m", "metrics": metrics}))
+    return "models/m"
+
+
+@pytest.mark.parametrize(
+    ("metrics", "words"),
+    [
+        ([f"m{i}" for i in range(14)], "at most 13 metric names in model.json"),
+        (["rmse", "rmse"], "without repeats"),
+        (["val rmse"], "without spaces, ':' or '='"),
+        (["a=b"], "without spaces, ':' or '='"),
+        ([], 'needs "metrics"'),
+    ],
+)
+def test_a_models_manifest_that_sagemaker_cannot_take_fails_synth_with_a_sentence(
+    tmp_path: Path, metrics: Any, words: str
+) -> None:
+    from stacks.model import ModelDirError, metric_names
+
+    with pytest.raises(ModelDirError) as error:
+        metric_names(_model_folder(tmp_path, metrics), root=tmp_path)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_thirteen_metric_names_are_the_most_sagemaker_takes(tmp_path: Path) -> None:
+    from pipeline_common.metrics import MAX_METRIC_DEFINITIONS, metric_definitions
+
+    from stacks.model import metric_names
+
+    names = metric_names(_model_folder(tmp_path, [f"m{i}" for i in range(13)]), root=tmp_path)
+    assert len(metric_definitions(names)) == 39 <= MAX_METRIC_DEFINITIONS

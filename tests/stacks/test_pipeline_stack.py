@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
 
 from tests.stacks.conftest import Synthesized, one_of, resources_of
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PREFIX = "mlpipe-dev-"
 TRAINING_JOBS = f"arn:aws:sagemaker:us-east-1:111111111111:training-job/{PREFIX}*"
@@ -176,6 +179,24 @@ def test_buildspec_uses_registry_cache_and_exports_image_variables(project: dict
     assert "imageDetails[0].imageDigest" in script
 
 
+def test_the_build_uses_the_configured_model_folder_as_the_local_build_does(
+    project: dict[str, Any], synthesized: Synthesized
+) -> None:
+    """config `model_dir` -> the project's MODEL_DIR -> `--build-context "model=$MODEL_DIR"` in the buildspec;
+    the local Build stage reads the same variable from the template and passes the same arguments."""
+    from mlpipe.local.deployment import StackTemplate
+    from mlpipe.local.stages.build import model_dir_of
+    from stacks.model import build_context_args
+
+    variables = {v["Name"]: v.get("Value") for v in project["Environment"]["EnvironmentVariables"]}
+    assert variables["MODEL_DIR"] == "container/user_model"
+    flag, value = build_context_args("$MODEL_DIR")
+    (build,) = [line for line in build_script(project).split("docker buildx build")[1:]]
+    assert f'{flag} "{value}"' in build and value == "model=$MODEL_DIR"
+    template = StackTemplate("TrainingPipeline-test", synthesized.pipeline_json)
+    assert model_dir_of(template) == "container/user_model"
+
+
 def build_script(project: dict[str, Any]) -> str:
     return "\n".join(json.loads(project["Source"]["BuildSpec"])["phases"]["build"]["commands"])
 
@@ -321,6 +342,8 @@ def test_training_config_variable(synthesized: Synthesized) -> None:
         "keep_alive_seconds": 0,
         "cache": True,
         "tuning": None,
+        "metric_names": json.loads((ROOT / "container/user_model/model.json").read_text())["metrics"],
+        "data_distribution": "FullyReplicated",
     }
     assert "SageMakerExecutionRole" in variables["SAGEMAKER_ROLE_ARN"]["Fn::GetAtt"][0]
 
@@ -679,3 +702,20 @@ def test_sagemaker_role_may_encrypt_training_output_with_the_key(synthesized: Sy
         "RecordApprovalRole",
     ):
         assert not [s for s in statements(synthesized, role) if "kms:Encrypt" in as_list(s["Action"])], role
+
+
+def test_record_status_reads_only_the_output_archives_of_this_pipelines_jobs(
+    synthesized: Synthesized,
+) -> None:
+    """model-meta.json travels in each job's output.tar.gz (pipeline_common.model_meta): record-status may
+    read exactly those objects, and write nothing in any bucket."""
+    s3_statements = [
+        s
+        for s in statements(synthesized, "RecordStatusRole")
+        if any(a.startswith("s3:") for a in as_list(s["Action"]))
+    ]
+    (statement,) = s3_statements
+    assert as_list(statement["Action"]) == ["s3:GetObject"]
+    resource = json.dumps(statement["Resource"])
+    assert resource.endswith(f'"/models/{PREFIX}*/output/output.tar.gz"]]}}'), resource
+    assert "ArtifactsBucket" in resource

@@ -51,6 +51,8 @@ def run(state: RunState) -> None:
         region=state.region,
         note=note,
         store=S3JsonStore(cloud.client("s3"), STATE_BUCKET, "training-jobs.json"),
+        create_network=containers.create_network,
+        remove_network=containers.remove_network,
     )
     state.cleanup.callback(state.sagemaker.stop_all)
     state.registry = LocalModelRegistry(

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline_common.data_version import CHANNELS
+
 from mlpipe.local.console import StageFailed, note
 from mlpipe.local.state import RunState
 from stacks.functions import START_TRAINING
-
-CHANNELS = ("train", "validation")
 
 
 @dataclass(frozen=True)
