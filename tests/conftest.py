@@ -193,8 +193,8 @@ def tuning_deployment(local_cloud: Any, synthesized_tuning: Synthesized) -> Any:
 @pytest.fixture(scope="session")
 def local_cloud(synthesized: Synthesized) -> Iterator[Any]:
     """The session's local AWS: moto in this process with IAM enforced, the gateway, and the synthesized
-    templates' roles (the tests make their own buckets and tables, with names of their own). No test may
-    use moto's `mock_aws`, which would reset the backends this shares."""
+    templates' roles (data, pipeline and deploy stacks; the tests make their own buckets and tables).
+    No test may use moto's `mock_aws`, which would reset the backends this shares."""
     from mlpipe.local.cloud import LocalCloud
     from mlpipe.local.deployment import LocalDeployment, StackTemplate
 
@@ -203,7 +203,8 @@ def local_cloud(synthesized: Synthesized) -> Iterator[Any]:
             StackTemplate("TrainingData-dev", synthesized.data_json),
             StackTemplate("TrainingPipeline-dev", synthesized.pipeline_json),
         )
-        cloud.deploy(LocalDeployment(*templates, REGION), only=IAM_TYPES)
+        deploy = StackTemplate("ModelDeploy-dev", synthesized.deploy_json or {})
+        cloud.deploy(LocalDeployment(*templates, REGION, deploy), only=IAM_TYPES)
         yield cloud
 
 

@@ -105,7 +105,10 @@ class LocalEndpoints:
         return operation in self.OPERATIONS
 
     def required_actions(self, operation: str, params: dict[str, Any]) -> list[str]:
-        return ["sagemaker:AddTags"] if operation.startswith("Create") and params.get("Tags") else []
+        needed = ["sagemaker:AddTags"] if operation.startswith("Create") and params.get("Tags") else []
+        if operation == "CreateModel" and params.get("ExecutionRoleArn"):
+            needed.append("iam:PassRole")  # SageMaker assumes the role the caller hands it
+        return needed
 
     def call(self, operation: str, params: dict[str, Any], principal: str = "") -> dict[str, Any]:
         validate_request(operation, params)
@@ -438,6 +441,7 @@ class LocalAlarmHistory:
     """CloudWatch's DescribeAlarmHistory for the rollback alarms, from what LocalEndpoints recorded."""
 
     signing_name = "monitoring"
+    iam_prefix = "cloudwatch"  # botocore signs CloudWatch's requests as `monitoring`; IAM says cloudwatch:
 
     def __init__(self, endpoints: LocalEndpoints) -> None:
         self.endpoints = endpoints
@@ -454,7 +458,9 @@ class LocalAlarmHistory:
 
         model = botocore.session.get_session().get_service_model("cloudwatch")
         validate_parameters(params, model.operation_model(operation).input_shape)
-        since = params.get("StartDate") or datetime(1970, 1, 1, tzinfo=UTC)
+        since = params.get("StartDate") or 0
+        if isinstance(since, int | float):  # the JSON protocol's timestamps are epoch seconds
+            since = datetime.fromtimestamp(since, UTC)
         return {"AlarmHistoryItems": self.endpoints.alarm_history_items(params["AlarmName"], since)}
 
 

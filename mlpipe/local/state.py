@@ -61,6 +61,7 @@ class RunState:
     sagemaker: Any = None  # LocalSageMaker
     registry: Any = None  # LocalModelRegistry
     codepipeline: Any = None  # LocalCodePipeline
+    deploy_pipeline: Any = None  # LocalCodePipeline of the deploy stack's pipeline, with --deploy
     bus: Any = None  # LocalEventBus: the templates' EventBridge rules
     events: list[dict[str, Any]] = field(default_factory=list)  # state-change events not yet delivered
     fault_plan: Any = None  # FaultPlan of --faults, shared by the stages that run handlers

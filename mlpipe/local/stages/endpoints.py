@@ -1,12 +1,16 @@
 """Deploy (`--deploy`): the approved package to a staging endpoint, its golden test through the local API,
-and production behind the guardrail, with the deploy stack's handlers and settings.
+and production behind the guardrail, with the deploy stack's handlers, settings and roles.
 
-The settings come from the synthesized `ModelDeploy-<env>` template (DEPLOY_CONFIG, names), so local and
-cloud cannot drift; what has no local counterpart (the REST API's URL, the endpoints' role) is the local
-one. The handlers run in this process with the local SageMaker hosting stand-in (`LocalEndpoints`, the real
-image's `serve` per endpoint config), the local API in front of each endpoint, and the emulator's audit
-table, topic and buckets. Unlike the training handlers, they run with the harness's identity: the deploy
-stack's roles are not created in the emulator yet, so IAM is checked statically only (tests/stacks).
+The deploy stack (`ModelDeploy-<env>`) is deployed into the emulator by the Emulator stage: its functions'
+environments come from its template, and each handler runs as Lambda runs it, under its own role's
+temporary credentials with IAM enforced (moto for DynamoDB, SNS and S3; the gateway for the stand-ins):
+start-deploy from the approval through the stack's rule (or here, if the approval was delivered before),
+deploy-model and golden-test as the deploy pipeline's Lambda invoke actions, record-deployment from the
+endpoint and transform state changes through the stack's rule. SageMaker hosting is `LocalEndpoints` (the
+real image's `serve` per endpoint config), with the CloudWatch alarm history and Application Auto Scaling
+stand-ins; the local API in front of each endpoint verifies SigV4 against the secrets IAM issued and
+allows callers whose policies allow `execute-api:Invoke`, as API Gateway's IAM authorization does. What
+has no local counterpart (the REST API's URL) is the local one.
 
 The golden set (rows of the validation channel and the predictions for them) is recorded here from the
 packaged model, as packaging would record it, and stored next to the model (`golden.json`).
@@ -14,68 +18,28 @@ packaged model, as packaging would record it, and stored next to the model (`gol
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
-from collections.abc import Iterator
+from datetime import UTC, datetime
 
-from deploy_model import deploying
-from golden_test import testing
-from pipeline_common import aws, endpoints
+from pipeline_common import endpoints
 from pipeline_common.model_package import APPROVED
-from pipeline_common.pipeline_action import CONTINUE, SUCCEEDED
 from start_deploy import starting
 
 from mlpipe.local import containers
 from mlpipe.local.api import LocalInferenceApi
-from mlpipe.local.codepipeline import LocalCodePipeline
 from mlpipe.local.console import StageFailed, note
-from mlpipe.local.deployment import StackTemplate
-from mlpipe.local.endpoints import LocalAlarmHistory, LocalAutoscaling, LocalEndpoints, StandInClient
+from mlpipe.local.emulator import ACCOUNT
+from mlpipe.local.endpoints import LocalAlarmHistory, LocalAutoscaling, LocalEndpoints
 from mlpipe.local.serving import LocalServing
-from mlpipe.local.stages.actions import show_new_emails
+from mlpipe.local.stages.actions import handler_faults, invoke_async, run_action, show_new_emails
 from mlpipe.local.stages.approval import show_lineage
 from mlpipe.local.stages.record import read_record
 from mlpipe.local.stages.serve import download_model, feature_rows
 from mlpipe.local.state import RunState
-from stacks.functions import DEPLOY_MODEL, GOLDEN_TEST
+from stacks.functions import DEPLOY_MODEL, GOLDEN_TEST, START_DEPLOY
 
-LOCAL_ENDPOINT_ROLE = "arn:aws:iam::123456789012:role/local-endpoint-execution-role"
-MAX_ACTIONS = 200  # continuations of one deploy action before the stage gives up
-
-
-def function_environment(state: RunState, handler: str) -> dict[str, str]:
-    """A deploy stack function's environment from the synthesized template, resolved against the emulator
-    (what only exists in AWS, e.g. the REST API's URL, is left out: the caller sets the local one)."""
-    data, _ = state.need("templates")
-    env = data.name.removeprefix("TrainingData-")
-    template = StackTemplate.load(state.work / "cdk.out", f"ModelDeploy-{env}")
-    (function,) = [
-        r["Properties"]
-        for r in template.body["Resources"].values()
-        if r["Type"] == "AWS::Lambda::Function" and r["Properties"]["Handler"] == handler
-    ]
-    resolved: dict[str, str] = {}
-    for name, value in function["Environment"]["Variables"].items():
-        with contextlib.suppress(Exception):
-            resolved[name] = str(state.deployment.resolve(template, value))
-    resolved["ENDPOINT_ROLE_ARN"] = LOCAL_ENDPOINT_ROLE
-    return resolved
-
-
-@contextlib.contextmanager
-def environment(variables: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+EXECUTE_API_INVOKE = "execute-api:Invoke"
 
 
 def record_golden_set(state: RunState, bucket: str, model_prefix: str, rows: int) -> str:
@@ -110,15 +74,14 @@ def run(state: RunState) -> None:
     if not state.options.deploy:
         note("skipped: run with --deploy (and --approve) to deploy the approved package")
         return
-    cloud, arn = state.need("cloud"), state.need("package_arn")
+    cloud, arn, deployment = state.need("cloud"), state.need("package_arn"), state.need("deployment")
     if state.record.get("approval_status") != APPROVED:
         raise StageFailed(
             "--deploy deploys approved packages only: the package is not Approved (use --approve)"
         )
-    variables = function_environment(state, DEPLOY_MODEL.handler)
-    golden_variables = function_environment(state, GOLDEN_TEST.handler)
-    config = json.loads(variables["DEPLOY_CONFIG"])
-    model_prefix, bucket = golden_variables["MODEL_PREFIX"], golden_variables["MODEL_BUCKET"]
+    deploy_model, golden_test = (deployment.function(spec.handler) for spec in (DEPLOY_MODEL, GOLDEN_TEST))
+    config = json.loads(deploy_model.environment["DEPLOY_CONFIG"])
+    bucket, model_prefix = golden_test.environment["MODEL_BUCKET"], golden_test.environment["MODEL_PREFIX"]
     golden = record_golden_set(state, bucket, model_prefix, int(config["golden_test"]["rows"]))
     note(f"golden set recorded from the packaged model: {golden}")
 
@@ -142,59 +105,48 @@ def run(state: RunState) -> None:
     local = LocalEndpoints(
         state.region, serving=serving, alarm_check=alarm_check, on_event=state.events.append
     )
-    caller = cloud.user("local-api-caller", ("execute-api:Invoke",))
+    for stand_in in (local, LocalAlarmHistory(local), LocalAutoscaling()):
+        cloud.add_service(stand_in)
+    caller = cloud.user("local-api-caller", (EXECUTE_API_INVOKE,))  # for callers outside the run
     urls = {}
     for stage in endpoints.STAGES:
-        name = endpoints.endpoint_name(variables["PROJECT_NAME"], variables["ENV_NAME"], stage)
+        name = endpoints.endpoint_name(
+            deploy_model.environment["PROJECT_NAME"], deploy_model.environment["ENV_NAME"], stage
+        )
         apis[name] = LocalInferenceApi(
             name,
             backends=serving.backend,
             weights=lambda name=name: serving.weights(name),
-            secret_of={caller.access_key_id: caller.secret_access_key}.get,
-            may_invoke=lambda key: key == caller.access_key_id,
+            secret_of=cloud.secret_of,
+            may_invoke=lambda key: cloud.permissions.allows(key, EXECUTE_API_INVOKE),
             region=state.region,
         )
         urls[stage] = state.cleanup.enter_context(apis[name].running())
-    golden_variables["STAGING_API_URL"] = urls[endpoints.STAGING]
-    pipeline = LocalCodePipeline(variables["DEPLOY_PIPELINE_NAME"], {"PACKAGE_ARN": "none"})
-    clients = {
-        "sagemaker": StandInClient("sagemaker", registry, local),
-        "codepipeline": StandInClient("codepipeline", pipeline),
-        "cloudwatch": StandInClient("cloudwatch", LocalAlarmHistory(local)),
-        "application-autoscaling": StandInClient("application-autoscaling", LocalAutoscaling()),
-        **{service: state.client(service) for service in ("s3", "dynamodb", "sns")},
-    }
-    with aws.use_clients(clients), environment(variables):
-        started = time.perf_counter()
-        event = {
-            "id": f"local-approval-{arn}",
-            "detail-type": starting.DETAIL_TYPE,
-            "detail": {
-                "ModelPackageArn": arn,
-                "ModelPackageGroupName": variables["MODEL_PACKAGE_GROUP_NAME"],
-                "ModelApprovalStatus": APPROVED,
-            },
-        }
-        execution = starting.start(
-            starting.parse_event(event),
-            variables["MODEL_PACKAGE_GROUP_NAME"],
-            variables["DEPLOY_PIPELINE_NAME"],
-            bucket,
-            endpoints.DEPLOY_REQUEST_KEY,
-        )["execution_id"]
-        _action(pipeline, execution, "staging", arn)
+    pipeline = state.need("deploy_pipeline")
+    started = time.perf_counter()
+    with handler_faults(state):
+        execution = _execution_of(state, arn)
+        _deploy(state, execution, endpoints.STAGING, arn)
         note(
             f"staging answers at {urls[endpoints.STAGING]} ({time.perf_counter() - started:.1f} s after the approval)"
         )
-        with environment({**golden_variables, **caller.environment()}):
-            job = pipeline.new_job(execution, "GoldenTest", {"package_arn": arn})["CodePipeline.job"]
-            result = testing.handle(job["id"], {"package_arn": arn})
-        note(result.message)
-        if result.outcome != SUCCEEDED:
-            raise StageFailed(result.message)
+        result = run_action(
+            state,
+            golden_test,
+            {"package_arn": arn},
+            {**golden_test.environment, "STAGING_API_URL": urls[endpoints.STAGING]},
+            pipeline=pipeline,
+            execution_id=execution,
+        )
+        if not result.succeeded:
+            raise StageFailed(f"golden test: {result.failure_message}")
+        reported = result.output_variables
+        note(
+            f"golden test passed: {reported['ROWS']} rows, p99 {reported['P99_MS']} ms, through the staging API"
+        )
         if config["production_manual_approval"]:
             note("production promotion approved by --approve (in AWS: the pipeline's manual approval action)")
-        _action(pipeline, execution, "production", arn)
+        _deploy(state, execution, endpoints.PRODUCTION, arn)
         note(f"production answers at {urls[endpoints.PRODUCTION]}")
     state.record = read_record(state, state.trained_job())
     for key in sorted(k for k in state.record if k.startswith(("deployment:", "golden_test:"))):
@@ -205,15 +157,46 @@ def run(state: RunState) -> None:
     (state.work / "endpoints.json").write_text(json.dumps({"apis": urls, "caller": caller.arn}, indent=2))
 
 
-def _action(pipeline: LocalCodePipeline, execution: str, stage: str, arn: str) -> None:
+def _execution_of(state: RunState, arn: str) -> str:
+    """The deploy pipeline's execution for the package: the one start-deploy started when the approval was
+    delivered through the deploy stack's rule, else start-deploy is invoked now with that approval (an
+    approval decided before this run, say), as EventBridge would deliver it."""
+    pipeline, deployment = state.need("deploy_pipeline"), state.need("deployment")
+
+    def started() -> str | None:
+        found = [e.id for e in pipeline.executions.values() if e.variables.get("PACKAGE_ARN") == arn]
+        return found[-1] if found else None
+
+    if started() is None:
+        event = {
+            "version": "0",
+            "id": f"local-approval-{arn}",
+            "detail-type": starting.DETAIL_TYPE,
+            "source": "aws.sagemaker",
+            "account": ACCOUNT,
+            "region": state.region,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "resources": [arn],
+            "detail": {
+                "ModelPackageArn": arn,
+                "ModelPackageGroupName": deployment.function(START_DEPLOY.handler).environment[
+                    "MODEL_PACKAGE_GROUP_NAME"
+                ],
+                "ModelApprovalStatus": APPROVED,
+            },
+        }
+        invoke_async(state.need("cloud"), deployment.function(START_DEPLOY.handler), event)
+    execution = started()
+    if execution is None:
+        raise StageFailed(f"start-deploy started no deploy pipeline execution for {arn}")
+    return execution
+
+
+def _deploy(state: RunState, execution: str, stage: str, arn: str) -> None:
+    function = state.need("deployment").function(DEPLOY_MODEL.handler)
     parameters = {"stage": stage, "package_arn": arn, "pipeline_execution_id": execution}
-    for _ in range(MAX_ACTIONS):
-        job = pipeline.new_job(execution, "DeployModel", parameters)["CodePipeline.job"]
-        result = deploying.handle(job["id"], parameters, job["data"].get("continuationToken"))
-        if result.outcome == CONTINUE:
-            continue
-        if result.outcome != SUCCEEDED:
-            raise StageFailed(f"deploy to {stage}: {result.message}")
-        note(result.message)
-        return
-    raise StageFailed(f"deploy to {stage} did not finish after {MAX_ACTIONS} actions")
+    result = run_action(
+        state, function, parameters, pipeline=state.need("deploy_pipeline"), execution_id=execution
+    )
+    if not result.succeeded:
+        raise StageFailed(f"deploy to {stage}: {result.failure_message}")
