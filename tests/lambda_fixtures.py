@@ -610,7 +610,9 @@ class DeployLambdas:
 
     def package(self, job: str, approve: bool = True) -> str:
         """A registered package of `job`, its audit record and its golden set (for the `SumModel`)."""
-        from pipeline_common import audit, endpoints
+        from pipeline_common import audit
+
+        from tests.lambdas.builders import golden_archive
 
         self.emulated.client("dynamodb").put_item(
             TableName=self.table,
@@ -624,9 +626,7 @@ class DeployLambdas:
         )
         rows = ["1.0,2.0", "3.0,4.0", "5.0,6.0"]
         golden = {"content_type": "text/csv", "rows": rows, "predictions": [3.0, 7.0, 11.0]}
-        self.emulated.put_objects(
-            self.bucket, {endpoints.golden_key("models/", job): json.dumps(golden).encode()}
-        )
+        self.emulated.put_objects(self.bucket, {f"models/{job}/output/output.tar.gz": golden_archive(golden)})
         arn = self.registry.call(
             "CreateModelPackage",
             {

@@ -1,8 +1,11 @@
 """What golden-test does for one CodePipeline job: the staging model, called for real through its API.
 
-The golden set is stored with the model: `<model prefix><training job>/golden.json`,
-`{"content_type": "text/csv", "rows": ["<features>", ...], "predictions": [<number>, ...]}`: rows of the
-validation channel without the target, and the predictions the model gave for them when it was packaged.
+The golden set travels with the training job: its container writes `golden.json` to
+`/opt/ml/output/data/` (`sagemaker_contract.golden`), which SageMaker uploads as the job's
+`output/output.tar.gz` next to the `model.tar.gz` the package's inference spec names; this reads it from
+there: `{"content_type": "text/csv", "rows": ["<features>", ...], "predictions": [<number>, ...]}`, rows of
+the validation channel without the target and the trained model's answers to them, as `serve` gave them.
+A package whose job wrote none (no validation channel) fails the test with that reason.
 Each row is one signed POST to the staging API (`STAGING_API_URL`, SigV4 for `execute-api` with this
 function's own role, as any IAM client calls it). It passes when every call answers 200 with one
 prediction per row, each within `tolerance` of the recorded one (absolute, or relative to it when it is
@@ -26,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline_common import audit, aws, deployments, endpoints, notify, pipeline_action
+from pipeline_common import audit, aws, deployments, endpoints, model_meta, notify, pipeline_action
 from pipeline_common.errors import BadInputError
 from pipeline_common.pipeline_action import FAILED, SUCCEEDED, ActionResult
 
@@ -177,14 +180,35 @@ def record_and_email(
     deployments.email_once(settings, package.job_name, f"{attribute}:{outcome}", email, token)
 
 
+def read_golden_set(package: deployments.Package) -> str:
+    """golden.json from the output.tar.gz beside the package's model.tar.gz (see the module doc)."""
+    uri = model_meta.output_archive_uri(package.model_data_url)
+    if uri is None:
+        raise BadInputError(
+            f"v{package.version}'s model {package.model_data_url!r} is not a training job's model.tar.gz: "
+            f"no {model_meta.OUTPUT_ARCHIVE} beside it holds a golden set"
+        )
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as error:
+        if aws.error_code(error) in model_meta.NOT_THERE:
+            raise BadInputError(f"no golden set: {uri} does not exist") from error
+        raise
+    golden = model_meta.read_json_member(body, endpoints.GOLDEN_NAME)
+    if golden is None:
+        raise BadInputError(
+            f"no golden set: {uri} holds no {endpoints.GOLDEN_NAME} (the job had no validation channel?)"
+        )
+    return json.dumps(golden)
+
+
 def handle(job_id: str, raw_parameters: Any, call: Any = None) -> ActionResult:
     try:
         settings = deployments.DeploySettings.from_env()
         params = pipeline_action.parameters(raw_parameters, ("package_arn",), ("pipeline_execution_id",))
         package = deployments.Package.describe(params["package_arn"], settings.model_package_group)
-        key = endpoints.golden_key(settings.model_prefix, package.job_name)
-        body = aws.client("s3").get_object(Bucket=settings.model_bucket, Key=key)["Body"].read().decode()
-        golden = GoldenSet.parse(body)
+        golden = GoldenSet.parse(read_golden_set(package))
         config = settings.deploy["golden_test"]
         call = call or functools.partial(signed_post, settings.staging_api_url)
         result = evaluate(

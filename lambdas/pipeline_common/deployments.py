@@ -84,6 +84,7 @@ class Package:
     version: int
     job_name: str
     status: str
+    model_data_url: str = ""  # the training job's model.tar.gz, as the package's inference spec names it
 
     @classmethod
     def describe(cls, arn: str, group: str) -> Package:
@@ -99,8 +100,13 @@ class Package:
         )
         if not job:
             raise BadInputError(f"{arn} names no training job (CustomerMetadataProperties or description)")
+        containers = (described.get("InferenceSpecification") or {}).get("Containers") or [{}]
         return cls(
-            arn, int(described["ModelPackageVersion"]), str(job), str(described["ModelApprovalStatus"])
+            arn,
+            int(described["ModelPackageVersion"]),
+            str(job),
+            str(described["ModelApprovalStatus"]),
+            str(containers[0].get("ModelDataUrl") or ""),
         )
 
 

@@ -34,7 +34,8 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 MAX_SERVERLESS_PAYLOAD_BYTES = 4 * 1024 * 1024
 
 DEPLOY_REQUEST_KEY = "deploy-requests/request.json"  # the deploy pipeline's S3 source object
-GOLDEN_NAME = "golden.json"  # next to the model: <model prefix><job>/golden.json
+# The golden set: a member of the training job's output.tar.gz (sagemaker_contract.golden.GOLDEN_FILE).
+GOLDEN_NAME = "golden.json"
 
 
 def endpoint_name(project: str, env: str, stage: str) -> str:
@@ -67,7 +68,3 @@ def transform_job_name(project: str, env: str, version: int, token: str) -> str:
     """At most 63 characters; `token` (the pipeline execution) makes one job per production deploy."""
     digest = hashlib.sha256(token.encode()).hexdigest()[:12]
     return f"{project}-{env}-transform-v{version}-{digest}"[:63]
-
-
-def golden_key(model_prefix: str, job_name: str) -> str:
-    return f"{model_prefix}{job_name}/{GOLDEN_NAME}"

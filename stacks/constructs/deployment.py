@@ -33,6 +33,7 @@ from stacks.config import PipelineConfig
 from stacks.constructs.inference_api import InferenceApi
 from stacks.constructs.pipeline_function import FunctionDefaults, PipelineFunction
 from stacks.constructs.policies import depend_on_policy_only, read_model_packages, use_key
+from stacks.constructs.record_notify import RecordAndNotify
 from stacks.constructs.serving import SAGEMAKER, Serving
 from stacks.data_resources import DataResources
 from stacks.nag import (
@@ -287,9 +288,12 @@ class Deployment(Construct):
                 "DEPLOY_CONFIG": config.deploy.to_json(),
             },
             statements=[
+                # The golden set: golden.json in the training job's output.tar.gz (sagemaker_contract.golden).
                 iam.PolicyStatement(
                     actions=["s3:GetObject"],
-                    resources=[data.artifacts_bucket.arn_for_objects(f"{config.model_prefix}*/golden.json")],
+                    resources=[
+                        data.artifacts_bucket.arn_for_objects(RecordAndNotify.output_archives(config))
+                    ],
                 ),
                 # The staging API with the caller's own SigV4, as a client would call it.
                 iam.PolicyStatement(actions=["execute-api:Invoke"], resources=[staging_api.invoke_arn()]),
@@ -300,8 +304,8 @@ class Deployment(Construct):
             ],
             wildcards=[
                 (
-                    rf"Resource::.+/{re.escape(config.model_prefix)}\*/golden\.json",
-                    "each job's golden set next to its model",
+                    rf"Resource::.+/{re.escape(RecordAndNotify.output_archives(config))}",
+                    "the output.tar.gz (golden.json) of this pipeline's jobs",
                 ),
                 model_packages_finding(group),
                 (ANY_RESOURCE, "codepipeline:PutJob*Result (no resource-level permissions)"),

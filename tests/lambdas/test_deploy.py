@@ -28,7 +28,7 @@ from mlpipe.local.endpoints import LocalAlarmHistory, LocalAutoscaling, LocalEnd
 from mlpipe.local.lambda_runtime import LambdaContext
 from mlpipe.local.model_registry import LocalModelRegistry
 from tests.conftest import REGION, Emulated, unique_name
-from tests.lambdas.builders import model_package_event
+from tests.lambdas.builders import golden_archive, model_package_event, output_archive
 
 PROJECT, ENV = "mlpipe", "test"
 STAGING, PRODUCTION = (
@@ -327,9 +327,7 @@ GOLDEN = {
 
 def _golden(deploy: Deploy, job: str) -> str:
     arn = deploy.package(job)
-    deploy.emulated.put_objects(
-        deploy.bucket, {endpoints.golden_key("models/", job): json.dumps(GOLDEN).encode()}
-    )
+    deploy.emulated.put_objects(deploy.bucket, {f"models/{job}/output/output.tar.gz": golden_archive(GOLDEN)})
     return arn
 
 
@@ -385,6 +383,26 @@ def test_golden_test_fails_with_its_reason_record_and_email(
         deploy.codepipeline.result(deploy.codepipeline.jobs and list(deploy.codepipeline.jobs)[-1]).succeeded
         is False
     )
+
+
+@pytest.mark.parametrize(
+    ("archive", "reason"),
+    [
+        (False, "does not exist"),  # no output.tar.gz beside the model
+        (True, "holds no golden.json"),  # the job wrote none (no validation channel): an archive without it
+    ],
+)
+def test_golden_test_without_the_jobs_golden_set_fails_naming_it(
+    deploy: Deploy, archive: bool, reason: str
+) -> None:
+    arn = deploy.package("mlpipe-test-job-1")
+    if archive:
+        deploy.emulated.put_objects(
+            deploy.bucket,
+            {"models/mlpipe-test-job-1/output/output.tar.gz": output_archive({"model-meta.json": b"{}"})},
+        )
+    result = _run_golden(deploy, arn, _answers({}))
+    assert result.outcome == FAILED and "no golden set" in result.message and reason in result.message
 
 
 # -- record-deployment -------------------------------------------------------------------------------------------

@@ -276,6 +276,16 @@ def test_golden_test_may_call_only_the_staging_api(deploy: dict[str, Any]) -> No
     assert "StagingApi" in text and "ProductionApi" not in text and "/v1/POST/invocations" in text
 
 
+def test_golden_test_reads_only_the_jobs_output_archives(deploy: dict[str, Any]) -> None:
+    """The golden set is golden.json in each training job's output.tar.gz: golden-test may read that key
+    pattern of the artifacts bucket, and no other object."""
+    reads = [s for s in statements(deploy, "GoldenTestRole") if "s3:GetObject" in as_list(s["Action"])]
+    (statement,) = reads
+    assert as_list(statement["Action"]) == ["s3:GetObject"]
+    text = json.dumps(statement["Resource"])
+    assert "/models/mlpipe-dev-*/output/output.tar.gz" in text and "golden.json" not in text
+
+
 DEPLOY_ENV = {
     "start_deploy.handler.lambda_handler": {"REQUEST_BUCKET", "REQUEST_KEY"},
     "deploy_model.handler.lambda_handler": {

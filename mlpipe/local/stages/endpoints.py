@@ -12,8 +12,8 @@ stand-ins; the local API in front of each endpoint verifies SigV4 against the se
 allows callers whose policies allow `execute-api:Invoke`, as API Gateway's IAM authorization does. What
 has no local counterpart (the REST API's URL) is the local one.
 
-The golden set (rows of the validation channel and the predictions for them) is recorded here from the
-packaged model, as packaging would record it, and stored next to the model (`golden.json`).
+The golden set (rows of the validation channel and the model's answers to them) is the one the training
+job wrote (`golden.json` in its output.tar.gz, `sagemaker_contract.golden`), exactly as in AWS.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pipeline_common import endpoints
 from pipeline_common.model_package import APPROVED
 from start_deploy import starting
 
-from mlpipe.local import containers
 from mlpipe.local.api import LocalInferenceApi
 from mlpipe.local.console import StageFailed, note
 from mlpipe.local.emulator import ACCOUNT
@@ -35,39 +34,10 @@ from mlpipe.local.serving import LocalServing
 from mlpipe.local.stages.actions import handler_faults, invoke_async, run_action, show_new_emails
 from mlpipe.local.stages.approval import show_lineage
 from mlpipe.local.stages.record import read_record
-from mlpipe.local.stages.serve import download_model, feature_rows
 from mlpipe.local.state import RunState
 from stacks.functions import DEPLOY_MODEL, GOLDEN_TEST, START_DEPLOY
 
 EXECUTE_API_INVOKE = "execute-api:Invoke"
-
-
-def record_golden_set(state: RunState, bucket: str, model_prefix: str, rows: int) -> str:
-    """golden.json next to the model: validation rows and the packaged model's predictions for them."""
-    validation = sorted((state.options.data / "validation").glob("*.csv"))
-    features = feature_rows(validation[0], rows) if validation else []
-    if not features:
-        raise StageFailed("no validation rows for the golden set")
-    model_dir = state.work / "golden" / "model"
-    if not model_dir.exists():
-        download_model(state.client("s3"), state.need("model_artifact"), model_dir)
-    predictions = []
-    with containers.serve(state.need("image").tag, model_dir) as base:
-        for row in features:
-            status, answer, _, _ = _post(base, f"{row}\n".encode())
-            if status != 200:
-                raise StageFailed(f"the packaged model answered {status} for a golden row: {answer[:200]!r}")
-            predictions.append(float(answer.decode().split()[0].split(",")[0]))
-    key = endpoints.golden_key(model_prefix, state.trained_job())
-    body = {"content_type": "text/csv", "rows": features, "predictions": predictions}
-    state.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(body).encode())
-    return f"s3://{bucket}/{key}"
-
-
-def _post(base: str, body: bytes) -> tuple[int, bytes, str, float]:
-    from mlpipe.local.api import _post as post
-
-    return post(base, body, "text/csv", "text/csv")
 
 
 def run(state: RunState) -> None:
@@ -81,9 +51,6 @@ def run(state: RunState) -> None:
         )
     deploy_model, golden_test = (deployment.function(spec.handler) for spec in (DEPLOY_MODEL, GOLDEN_TEST))
     config = json.loads(deploy_model.environment["DEPLOY_CONFIG"])
-    bucket, model_prefix = golden_test.environment["MODEL_BUCKET"], golden_test.environment["MODEL_PREFIX"]
-    golden = record_golden_set(state, bucket, model_prefix, int(config["golden_test"]["rows"]))
-    note(f"golden set recorded from the packaged model: {golden}")
 
     registry = state.need("registry")
     local: LocalEndpoints
