@@ -18,7 +18,9 @@ Guarantees (asynchronous invocations delivered at least once, any AWS call faili
 caller sees an error, a crash between any two calls):
 - at most one model, one endpoint config and one endpoint per name (a second create finds the first);
 - an UpdateEndpoint is requested only while the endpoint is InService on another config, and a retry that
-  finds its own update in progress waits for it instead of updating again. Known gap: the fact that the
+  finds its own update in progress waits for it instead of updating again (also botocore's own retry of an
+  UpdateEndpoint SageMaker applied while the answer was lost: "Cannot update in-progress endpoint" is
+  that update, waited for, not a failure). Known gap: the fact that the
   update was requested lives in the continuation token; if an invocation dies after UpdateEndpoint and
   before reporting its token, and SageMaker then rolls that update back, the next invocation sees "InService
   on another config" and requests the update again (a second canary of the same bad model, rolled back by
@@ -43,6 +45,7 @@ from pipeline_common.pipeline_action import CONTINUE, FAILED, SUCCEEDED, ActionR
 logger = logging.getLogger(__name__)
 
 WAITING = ("Creating", "Updating", "SystemUpdating", "RollingBack")
+IN_PROGRESS = "Cannot update in-progress endpoint"  # SageMaker's ValidationException for a second update
 ALREADY_EXISTS = "Cannot create already existing"
 
 
@@ -342,7 +345,16 @@ def step(
         request["DeploymentConfig"] = deployment_config(settings, t.endpoint)
     _deregister_autoscaling(t)
     state["update_requested"] = datetime.now(UTC).isoformat()
-    sagemaker.update_endpoint(**request)
+    try:
+        sagemaker.update_endpoint(**request)
+    except Exception as error:
+        # SageMaker applied the update but its answer was lost, and botocore's retry met the update in
+        # progress: it is ours (the endpoint was InService on another config a moment ago), so wait for it.
+        if aws.error_code(error) != "ValidationException" or IN_PROGRESS not in str(error):
+            raise
+        logger.warning(
+            "%s: our UpdateEndpoint is already in progress (%s); waiting for it", t.endpoint, error
+        )
     return ActionResult(
         CONTINUE, t.endpoint, f"updating {t.endpoint} from {current} to {t.config}", token=_token(state)
     )

@@ -98,7 +98,8 @@ class LocalEndpoints:
         self.endpoints: dict[str, Endpoint] = {}
         self.alarm_history: list[tuple[datetime, str]] = []
         self.routes: list[tuple[str, dict[str, float]]] = []  # every traffic split, in order
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []  # every request
+        self.accepted: list[tuple[str, dict[str, Any]]] = []  # the requests applied (not refused)
         self._lock = threading.RLock()
 
     def implements(self, operation: str) -> bool:
@@ -114,7 +115,9 @@ class LocalEndpoints:
         validate_request(operation, params)
         with self._lock:
             self.calls.append((operation, params))
-            return getattr(self, self.OPERATIONS[operation])(params, operation)  # type: ignore[no-any-return]
+            answer: dict[str, Any] = getattr(self, self.OPERATIONS[operation])(params, operation)
+            self.accepted.append((operation, params))
+            return answer
 
     def _arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind}/{name.lower()}"
