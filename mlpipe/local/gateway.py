@@ -26,7 +26,6 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import ClientError, ParamValidationError
 
 from mlpipe.local.net import free_port
+from mlpipe.local.store import json_default
 
 _CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request")
 _XML_ACCESS_DENIED = re.compile(rb"<Code>AccessDenied</Code>\s*<Message>(?P<message>[^<]*)</Message>")
@@ -110,12 +110,6 @@ class CallRecord:
     service: str
     operation: str
     status: int
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.timestamp()  # the JSON protocols' timestamp format
-    raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
 class InProcessMoto:
@@ -263,7 +257,7 @@ class Gateway:
             return _json_error(
                 status, str(details.get("Code", "ValidationException")), str(details.get("Message", ""))
             )
-        payload = json.dumps(result, default=_json_default).encode()
+        payload = json.dumps(result, default=json_default).encode()
         return 200, {"Content-Type": JSON_CONTENT_TYPE}, payload
 
     def _forward(

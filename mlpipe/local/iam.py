@@ -26,6 +26,7 @@ import boto3
 # tests' session and an in-process local run share moto's backends) never replace each other's key.
 HARNESS_USER_PREFIX = "mlpipe-local-harness-"
 SESSION_SECONDS = 12 * 3600
+USER_POLICY = "allowed"  # the inline policy of a local IAM user (the harness's allows "*")
 # A person who decides on registered models: read and update the group's packages, read the audit trail.
 APPROVER_ACTIONS = (
     "sagemaker:DescribeModelPackage",
@@ -105,13 +106,9 @@ def harness_credentials(endpoint_url: str, region: str) -> Credentials:
     set_enforcement(endpoint_url, False)
     try:
         iam = _bootstrap_iam(endpoint_url, region)
-        name = HARNESS_USER_PREFIX + secrets.token_hex(4)
-        arn = iam.create_user(UserName=name)["User"]["Arn"]
-        iam.put_user_policy(UserName=name, PolicyName="full-access", PolicyDocument=_policy(["*"]))
-        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return user_credentials(iam, HARNESS_USER_PREFIX + secrets.token_hex(4), ["*"])
     finally:
         set_enforcement(endpoint_url, True)
-    return Credentials(key["AccessKeyId"], key["SecretAccessKey"], arn=arn)
 
 
 def user_credentials(iam: Any, name: str, actions: list[str]) -> Credentials:
@@ -124,7 +121,7 @@ def user_credentials(iam: Any, name: str, actions: list[str]) -> Credentials:
         arn = iam.get_user(UserName=name)["User"]["Arn"]
         for key in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
             iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
-    iam.put_user_policy(UserName=name, PolicyName="allowed", PolicyDocument=_policy(actions))
+    iam.put_user_policy(UserName=name, PolicyName=USER_POLICY, PolicyDocument=_policy(actions))
     key = iam.create_access_key(UserName=name)["AccessKey"]
     return Credentials(key["AccessKeyId"], key["SecretAccessKey"], arn=arn)
 
@@ -137,7 +134,7 @@ def retire_harness(endpoint_url: str, region: str, harness: Credentials, enforce
         iam = _bootstrap_iam(endpoint_url, region)
         name = harness.arn.rsplit("/", 1)[-1]
         iam.delete_access_key(UserName=name, AccessKeyId=harness.access_key_id)
-        iam.delete_user_policy(UserName=name, PolicyName="full-access")
+        iam.delete_user_policy(UserName=name, PolicyName=USER_POLICY)
         iam.delete_user(UserName=name)
     finally:
         set_enforcement(endpoint_url, enforce_after)

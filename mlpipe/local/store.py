@@ -20,15 +20,16 @@ class StateStore(Protocol):
     def save(self, state: dict[str, Any]) -> None: ...
 
 
-def json_safe(value: Any) -> Any:
-    """`value` with datetimes as epoch seconds, the JSON protocols' timestamp format."""
+def json_default(value: Any) -> Any:
+    """`json.dumps`'s `default`: datetimes as epoch seconds, the JSON protocols' timestamp format."""
     if isinstance(value, datetime):
         return value.timestamp()
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as the JSON protocols send it (datetimes as epoch seconds), for keeping past the process."""
+    return json.loads(json.dumps(value, default=json_default))
 
 
 @dataclass

@@ -97,3 +97,24 @@ def run_train(
         return TrainResult(code, captured.out, captured.err, opt_ml)
 
     return run
+
+
+# -- what a failed training run must look like (the contract and the default model alike) -----------
+
+
+def assert_failed(result: TrainResult, *fragments: str) -> str:
+    assert result.exit_code != 0
+    assert result.failure, "no failure file"
+    reason = result.failure
+    assert "\n" not in reason.strip(), "the failure reason must be one paragraph"
+    assert "Traceback" not in reason
+    for fragment in fragments:
+        assert fragment.lower() in reason.lower(), reason
+    assert result.model_files == [], f"partial model left behind: {result.model_files}"
+    return reason
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

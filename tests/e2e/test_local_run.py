@@ -306,6 +306,9 @@ def test_ctrl_c_during_training_cleans_up(happy_run: tuple, tmp_path: Path) -> N
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "COLUMNS": "160", RUN_MARK: mark},
+        # As from a terminal: a suite started in the background (`make test &`) inherits SIGINT ignored,
+        # and Python then installs no KeyboardInterrupt handler at all.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     seen = []

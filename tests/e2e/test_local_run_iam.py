@@ -1,6 +1,10 @@
 """IAM is enforced in the local run (issue 9 C): with one statement removed from a function's synthesized
 role, the run fails with AccessDenied naming the missing action, as the same template would fail in AWS.
-In-process, with the real stages; the templates are synthesized once for the module."""
+In-process, with the real stages; the templates are synthesized once for the module.
+
+Each run uses an emulator of its own (a moto server process): moto in this process is the test session's
+(`local_cloud`), and a run deploying the same roles there, one statement short, would leave the session's
+roles short of it too."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pytest
 
 from mlpipe.local import containers
 from mlpipe.local.deployment import StackTemplate
+from mlpipe.local.emulator import MotoServer
 from mlpipe.local.run import STAGES, Stage, run
 from mlpipe.local.stages import synth
 from mlpipe.local.state import Options, RunState
@@ -68,7 +73,11 @@ def test_a_missing_statement_fails_the_run_with_access_denied_naming_the_action(
     stages = tuple(
         Stage(stage.name, synth_without_the_statement) if stage.name == "Synth" else stage for stage in STAGES
     )
-    assert run(Options(data=SAMPLE_DATA, output=tmp_path, poll_seconds=0.2), stages) == 1
+    with MotoServer() as emulator:
+        options = Options(
+            data=SAMPLE_DATA, output=tmp_path, poll_seconds=0.2, endpoint_url=emulator.endpoint_url
+        )
+        assert run(options, stages) == 1
     out = capsys.readouterr().out
     assert "✗ Train" in out and "AccessDenied" in out and f"not authorized to perform: {action}" in out
     assert containers.list_containers("local-train-") == [], "a job started before the denial is stopped"

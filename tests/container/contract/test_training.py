@@ -12,27 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.container.conftest import METRIC_RE, SAMPLE, TrainResult, make_opt_ml
+from tests.container.conftest import METRIC_RE, SAMPLE, TrainResult, assert_failed, make_opt_ml, write
 
 Run = Callable[[Path], TrainResult]
-
-
-def assert_failed(result: TrainResult, *fragments: str) -> str:
-    assert result.exit_code != 0
-    assert result.failure, "no failure file"
-    reason = result.failure
-    assert "\n" not in reason.strip(), "the failure reason must be one paragraph"
-    assert "Traceback" not in reason
-    for fragment in fragments:
-        assert fragment.lower() in reason.lower(), reason
-    assert result.model_files == [], f"partial model left behind: {result.model_files}"
-    return reason
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def metric(stdout: str, channel: str, name: str) -> float:

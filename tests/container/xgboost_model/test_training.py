@@ -10,27 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.container.conftest import METRIC_RE, TrainResult, make_opt_ml
+from tests.container.conftest import METRIC_RE, TrainResult, assert_failed, make_opt_ml, write
 
 Run = Callable[[Path], TrainResult]
-
-
-def assert_failed(result: TrainResult, *fragments: str) -> str:
-    assert result.exit_code != 0
-    assert result.failure, "no failure file"
-    reason = result.failure
-    assert "\n" not in reason.strip(), "the failure reason must be one paragraph"
-    assert "Traceback" not in reason
-    for fragment in fragments:
-        assert fragment.lower() in reason.lower(), reason
-    assert result.model_files == [], f"partial model left behind: {result.model_files}"
-    return reason
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def test_train_success_writes_model_and_metric_lines(tmp_path: Path, run_train: Run) -> None:
