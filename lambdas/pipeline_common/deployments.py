@@ -51,7 +51,6 @@ class DeploySettings:
     kms_key_arn: str = ""
     capture_uri: str = ""
     model_bucket: str = ""
-    model_prefix: str = ""
     data_bucket: str = ""
     staging_api_url: str = ""
 
@@ -70,7 +69,6 @@ class DeploySettings:
             kms_key_arn=os.environ.get("KMS_KEY_ARN", ""),
             capture_uri=os.environ.get("CAPTURE_URI", ""),
             model_bucket=os.environ.get("MODEL_BUCKET", ""),
-            model_prefix=os.environ.get("MODEL_PREFIX", ""),
             data_bucket=os.environ.get("DATA_BUCKET", ""),
             staging_api_url=os.environ.get("STAGING_API_URL", ""),
         )

@@ -282,8 +282,6 @@ class Deployment(Construct):
             dead_letter="a golden-test invocation",
             environment={
                 **common_env,
-                "MODEL_BUCKET": data.artifacts_bucket.bucket_name,
-                "MODEL_PREFIX": config.model_prefix,
                 "STAGING_API_URL": staging_api.url,
                 "DEPLOY_CONFIG": config.deploy.to_json(),
             },

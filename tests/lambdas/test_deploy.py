@@ -172,7 +172,6 @@ def deploy(emulated: Emulated, monkeypatch: pytest.MonkeyPatch) -> Iterator[Depl
         "KMS_KEY_ARN": "arn:aws:kms:us-east-1:111111111111:key/00000000-0000-4000-8000-000000000000",
         "CAPTURE_URI": f"s3://{bucket}/data-capture/",
         "MODEL_BUCKET": bucket,
-        "MODEL_PREFIX": "models/",
         "STAGING_API_URL": "https://local.invalid/v1/invocations",
     }.items():
         monkeypatch.setenv(name, value)

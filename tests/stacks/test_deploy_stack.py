@@ -297,8 +297,6 @@ DEPLOY_ENV = {
         "MODEL_BUCKET",
     },
     "golden_test.handler.lambda_handler": {
-        "MODEL_BUCKET",
-        "MODEL_PREFIX",
         "STAGING_API_URL",
         "DEPLOY_CONFIG",
     },
