@@ -71,11 +71,11 @@ runs: setup  ## List audit records (ARGS="--endpoint-url http://127.0.0.1:PORT -
 emulator: setup  ## Start an emulator that outlives single runs (pass its URL to local-run/runs as --endpoint-url).
 	$(VENV)/bin/mlpipe-emulator $(ARGS)
 
-deploy: setup  ## Deploy both stacks to the AWS account in your credentials.
+deploy: setup  ## Deploy the three stacks to the AWS account in your credentials.
 	$(CDK) deploy --all $(ARGS)
 
-destroy: setup  ## Tear down the pipeline stack only; the data stack (buckets, table, key) is retained.
-	$(CDK) destroy TrainingPipeline-$(ENV) $(ARGS)
+destroy: setup  ## Tear down the pipeline and deploy stacks; the data stack (buckets, table, key) is retained.
+	$(CDK) destroy ModelDeploy-$(ENV) TrainingPipeline-$(ENV) $(ARGS)
 
 bench: setup container-tool  ## Benchmarks: Lambda cold imports, serving, training, multi-host training, the local run.
 	$(PY) bench/lambda_imports.py

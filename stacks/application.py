@@ -11,6 +11,7 @@ from aws_cdk import App, Environment, Tags
 from stacks.config import CONFIG_KEYS, PROJECT_ROOT, PipelineConfig, layered_values, read_json_context
 from stacks.data_resources import DataResources
 from stacks.data_stack import DataStack
+from stacks.deploy_stack import DeployStack
 from stacks.nag import add_nag_checks
 from stacks.pipeline_stack import PipelineStack
 
@@ -43,24 +44,33 @@ def build_app(
         description=f"{config.pipeline_name}: stateful resources (retained)",
         termination_protection=False,
     )
+    resources = DataResources(
+        key=data.key,
+        data_bucket=data.data_bucket,
+        artifacts_bucket=data.artifacts_bucket,
+        audit_table=data.audit_table,
+        topic=data.topic,
+        repository=data.repository,
+        cache_repository=data.cache_repository,
+        model_package_group_arn=data.model_package_group.attr_model_package_group_arn,
+    )
     pipeline = PipelineStack(
         app,
         config.pipeline_stack_name,
         config=config,
-        data=DataResources(
-            key=data.key,
-            data_bucket=data.data_bucket,
-            artifacts_bucket=data.artifacts_bucket,
-            audit_table=data.audit_table,
-            topic=data.topic,
-            repository=data.repository,
-            cache_repository=data.cache_repository,
-            model_package_group_arn=data.model_package_group.attr_model_package_group_arn,
-        ),
+        data=resources,
         env=env,
         description=f"{config.pipeline_name}: build-and-train pipeline (stateless)",
     )
-    for stack in (data, pipeline):
+    deploy = DeployStack(
+        app,
+        config.deploy_stack_name,
+        config=config,
+        data=resources,
+        env=env,
+        description=f"{config.pipeline_name}: deploy pipeline, endpoints' role and APIs (stateless)",
+    )
+    for stack in (data, pipeline, deploy):
         Tags.of(stack).add("project", config.project_name)
         Tags.of(stack).add("environment", config.env_name)
     add_nag_checks(app, config.compliance_packs)

@@ -24,6 +24,10 @@ REASONS = {
         "Calls only AWS APIs and reaches no resource inside a VPC; a VPC would add NAT gateways or "
         "endpoints without protecting anything."
     ),
+    "CKV_AWS_120": (
+        "Every request is a new prediction for its own rows: a cache would answer one caller with another's "
+        "result."
+    ),
     "CKV_AWS_173": (
         "The environment holds names, ARNs and settings, never secrets; Lambda encrypts it at rest with an "
         "AWS managed key."

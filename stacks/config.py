@@ -118,6 +118,26 @@ DEFAULTS: dict[str, Any] = {
     },
     "auto_approve": False,
     "inference_instance_types": ["ml.m5.large"],
+    # The deploy half (stacks/deploy_stack.py); each is parsed by `_deploy` below.
+    "staging_endpoint": {
+        "instance_type": "ml.m5.large",
+        "instance_count": 1,
+        "min_capacity": 1,
+        "max_capacity": 2,
+    },
+    "production_endpoint": {
+        "instance_type": "ml.m5.large",
+        "instance_count": 2,
+        "min_capacity": 2,
+        "max_capacity": 4,
+    },
+    "data_capture": True,
+    "golden_test": {"rows": 20, "p99_ms": 1000, "tolerance": 1e-4},
+    "production_manual_approval": True,
+    "guardrail": {"type": "canary", "size_percent": 50, "wait_seconds": 600},
+    "api_auth": "iam",
+    "api_throttle": {"rate_per_second": 50, "burst": 100},
+    "batch_transform": None,
 }
 CONFIG_KEYS = (*REQUIRED_KEYS, *DEFAULTS)
 DATA_DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
@@ -387,6 +407,20 @@ class PipelineConfig:
     compliance_packs: tuple[
         str, ...
     ] = ()  # extra cdk-nag packs run on every synth (names in COMPLIANCE_PACKS)
+    deploy: DeployConfig | None = None  # the deploy half; from_mapping always sets it
+
+    @property
+    def deploy_stack_name(self) -> str:
+        return f"ModelDeploy-{self.env_name}"
+
+    @property
+    def deploy_pipeline_name(self) -> str:
+        return f"{self.project_name}-{self.env_name}-deploy"
+
+    def endpoint_name(self, stage: str) -> str:
+        """The endpoint of one stage (staging, production): fixed, so the API, the alarms and IAM can name it
+        before the first deploy creates it."""
+        return f"{self.project_name}-{self.env_name}-{stage}"
 
     @property
     def job_name_prefix(self) -> str:
@@ -479,6 +513,7 @@ class PipelineConfig:
             ),
             model_dir=model_dir,
             compliance_packs=_compliance_packs(values, "compliance_packs"),
+            deploy=_deploy(values),
         )
 
 
@@ -730,3 +765,294 @@ def layered_values(
         if value is not None and (key not in committed or committed[key] != value):
             merged[key] = value
     return merged
+
+
+# -- the deploy half -------------------------------------------------------------------------------------
+STAGES = ("staging", "production")
+GUARDRAIL_TYPES = ("canary", "linear")
+API_AUTH = ("iam", "api_key")
+# Serverless Inference: MemorySizeInMB 1024-6144 in 1 GB steps, MaxConcurrency 1-200 (API reference).
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+MAX_SERVERLESS_CONCURRENCY = 200
+# Deployment guardrails (Developer Guide, "Blue/Green Deployments"): the canary at most half the fleet, a
+# linear step 10-50% of it, a baking wait (WaitIntervalInSeconds) of at most an hour.
+MAX_CANARY_PERCENT = 50
+LINEAR_STEP_PERCENT = (10, 50)
+MAX_WAIT_SECONDS = 3600
+MAX_INSTANCES = 100
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One stage's endpoint: real-time instances with target-tracking autoscaling, or serverless."""
+
+    instance_type: str | None = None
+    instance_count: int = 1
+    min_capacity: int = 1
+    max_capacity: int = 1
+    target_invocations_per_instance: int = 100  # SageMakerVariantInvocationsPerInstance per minute
+    serverless_memory_mb: int | None = None
+    serverless_max_concurrency: int | None = None
+
+    @property
+    def serverless(self) -> bool:
+        return self.serverless_memory_mb is not None
+
+
+@dataclass(frozen=True)
+class GoldenTest:
+    """The staging test: `rows` golden rows through the staging API, predictions within `tolerance`
+    (absolute, or relative to the recorded value when that is larger) of the recorded ones, p99 under
+    `p99_ms`."""
+
+    rows: int
+    p99_ms: float
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """Production's blue/green traffic shifting: a canary of `size_percent`, or linear steps of that size,
+    each baked for `wait_seconds`; the alarms roll back on any 5xx above `max_5xx` per minute or a p99
+    ModelLatency above `p99_latency_ms`."""
+
+    type: str
+    size_percent: int
+    wait_seconds: int
+    max_5xx: int = 0
+    p99_latency_ms: float = 1000.0
+
+
+@dataclass(frozen=True)
+class BatchTransform:
+    input_prefix: str
+    output_prefix: str
+    instance_type: str
+    instance_count: int = 1
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    staging: EndpointSpec
+    production: EndpointSpec
+    data_capture: bool
+    golden_test: GoldenTest
+    production_manual_approval: bool
+    guardrail: Guardrail
+    api_auth: str
+    throttle_rate: float
+    throttle_burst: int
+    batch_transform: BatchTransform | None
+
+    def to_json(self) -> str:
+        """The DEPLOY_CONFIG Lambda variable (README interface)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+def _object(values: Mapping[str, Any], key: str, known: set[str], example: str) -> dict[str, Any]:
+    raw = _maybe_json(values.get(key))
+    if not isinstance(raw, dict):
+        raise ConfigError(key, f"an object like {example}", raw, missing=raw is None)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(key, f"only the keys {', '.join(sorted(known))}", unknown[0])
+    return raw
+
+
+def _endpoint(values: Mapping[str, Any], stage: str) -> EndpointSpec:
+    key = f"{stage}_endpoint"
+    example = '{"instance_type": "ml.m5.large", "instance_count": 1, "min_capacity": 1, "max_capacity": 2}'
+    raw = _object(
+        values,
+        key,
+        {
+            "instance_type",
+            "instance_count",
+            "min_capacity",
+            "max_capacity",
+            "target_invocations_per_instance",
+            "serverless",
+        },
+        example + ' or {"serverless": {"memory_mb": 2048, "max_concurrency": 5}}',
+    )
+    if "serverless" in raw:
+        if stage == "production":
+            # Canary and linear shifting move traffic between instance fleets; serverless has none.
+            raise ConfigError(
+                f"{key}.serverless",
+                "real-time instances in production (the guardrail shifts traffic between fleets)",
+                raw["serverless"],
+            )
+        if set(raw) != {"serverless"}:
+            raise ConfigError(key, "serverless alone, or the real-time keys", sorted(raw))
+        serverless = raw["serverless"]
+        if not isinstance(serverless, dict) or set(serverless) - {"memory_mb", "max_concurrency"}:
+            raise ConfigError(
+                f"{key}.serverless", 'an object like {"memory_mb": 2048, "max_concurrency": 5}', serverless
+            )
+        memory = (
+            _int({"m": serverless.get("memory_mb")}, "m", 1024, 6144)
+            if serverless.get("memory_mb") is not None
+            else None
+        )
+        if memory not in SERVERLESS_MEMORY_MB:
+            raise ConfigError(
+                f"{key}.serverless.memory_mb",
+                f"one of {', '.join(map(str, SERVERLESS_MEMORY_MB))}",
+                serverless.get("memory_mb"),
+            )
+        concurrency = _int(
+            {f"{key}.serverless.max_concurrency": serverless.get("max_concurrency")},
+            f"{key}.serverless.max_concurrency",
+            1,
+            MAX_SERVERLESS_CONCURRENCY,
+        )
+        return EndpointSpec(serverless_memory_mb=memory, serverless_max_concurrency=concurrency)
+    instance_type = _string(
+        {f"{key}.instance_type": raw.get("instance_type")},
+        f"{key}.instance_type",
+        _INSTANCE_TYPE,
+        "a SageMaker instance type like ml.m5.large",
+    )
+    count = _int(
+        {f"{key}.instance_count": raw.get("instance_count", 1)}, f"{key}.instance_count", 1, MAX_INSTANCES
+    )
+    low = _int(
+        {f"{key}.min_capacity": raw.get("min_capacity", count)},
+        f"{key}.min_capacity",
+        1,
+        count,
+        "at most instance_count",
+    )
+    high = _int(
+        {f"{key}.max_capacity": raw.get("max_capacity", count)},
+        f"{key}.max_capacity",
+        count,
+        MAX_INSTANCES,
+        "at least instance_count",
+    )
+    target = _int(
+        {f"{key}.target_invocations_per_instance": raw.get("target_invocations_per_instance", 100)},
+        f"{key}.target_invocations_per_instance",
+        1,
+        100000,
+    )
+    return EndpointSpec(instance_type, count, low, high, target)
+
+
+def _golden_test(values: Mapping[str, Any]) -> GoldenTest:
+    key = "golden_test"
+    raw = _object(
+        values, key, {"rows", "p99_ms", "tolerance"}, '{"rows": 20, "p99_ms": 1000, "tolerance": 1e-4}'
+    )
+    return GoldenTest(
+        rows=_int({f"{key}.rows": raw.get("rows", 20)}, f"{key}.rows", 1, 1000),
+        p99_ms=_number(raw.get("p99_ms"), f"{key}.p99_ms", "milliseconds, more than 0", 0.001),
+        tolerance=_number(raw.get("tolerance", 0.0), f"{key}.tolerance", "a number >= 0", 0.0),
+    )
+
+
+def _guardrail(values: Mapping[str, Any], production: EndpointSpec) -> Guardrail:
+    key = "guardrail"
+    raw = _object(
+        values,
+        key,
+        {"type", "size_percent", "wait_seconds", "max_5xx", "p99_latency_ms"},
+        '{"type": "canary", "size_percent": 50, "wait_seconds": 600}',
+    )
+    kind = _choice(raw.get("type"), f"{key}.type", GUARDRAIL_TYPES)
+    low, high = (1, MAX_CANARY_PERCENT) if kind == "canary" else LINEAR_STEP_PERCENT
+    size = _int(
+        {f"{key}.size_percent": raw.get("size_percent")},
+        f"{key}.size_percent",
+        low,
+        high,
+        f"SageMaker's {kind} limits",
+    )
+    if production.instance_count * size < 100:
+        # The canary (or step) is a share of the fleet, rounded to instances: below one instance there is none.
+        raise ConfigError(
+            f"{key}.size_percent",
+            f"at least {-(-100 // production.instance_count)} with {production.instance_count} production instances (a canary of at least one instance)",
+            size,
+        )
+    return Guardrail(
+        type=kind,
+        size_percent=size,
+        wait_seconds=_int(
+            {f"{key}.wait_seconds": raw.get("wait_seconds", 600)}, f"{key}.wait_seconds", 0, MAX_WAIT_SECONDS
+        ),
+        max_5xx=_int({f"{key}.max_5xx": raw.get("max_5xx", 0)}, f"{key}.max_5xx", 0, 1000000),
+        p99_latency_ms=_number(
+            raw.get("p99_latency_ms", 1000), f"{key}.p99_latency_ms", "milliseconds, more than 0", 0.001
+        ),
+    )
+
+
+def _throttle(values: Mapping[str, Any]) -> tuple[float, int]:
+    key = "api_throttle"
+    raw = _object(values, key, {"rate_per_second", "burst"}, '{"rate_per_second": 50, "burst": 100}')
+    rate = _number(
+        raw.get("rate_per_second"), f"{key}.rate_per_second", "requests per second, more than 0", 0.001, 10000
+    )
+    burst = _int({f"{key}.burst": raw.get("burst")}, f"{key}.burst", 1, 5000)
+    return rate, burst
+
+
+def _batch_transform(values: Mapping[str, Any], data_prefix: str) -> BatchTransform | None:
+    key = "batch_transform"
+    if _is_off(_maybe_json(values.get(key))):
+        return None
+    raw = _object(
+        values,
+        key,
+        {"input_prefix", "output_prefix", "instance_type", "instance_count"},
+        '{"input_prefix": "batch/input/", "output_prefix": "batch/output/", "instance_type": "ml.m5.large"}',
+    )
+    expected = "an S3 key prefix ending with '/' and not starting with '/', like batch/input/"
+    input_prefix = _string(
+        {f"{key}.input_prefix": raw.get("input_prefix")}, f"{key}.input_prefix", _PREFIX, expected
+    )
+    output_prefix = _string(
+        {f"{key}.output_prefix": raw.get("output_prefix")}, f"{key}.output_prefix", _PREFIX, expected
+    )
+    if input_prefix.startswith(output_prefix) or output_prefix.startswith(input_prefix):
+        raise ConfigError(
+            f"{key}.output_prefix", "a prefix that neither contains nor is inside input_prefix", output_prefix
+        )
+    if input_prefix.startswith(data_prefix):
+        raise ConfigError(
+            f"{key}.input_prefix",
+            f"a prefix outside data_prefix ({data_prefix}): uploads there start training",
+            input_prefix,
+        )
+    return BatchTransform(
+        input_prefix=input_prefix,
+        output_prefix=output_prefix,
+        instance_type=_string(
+            {f"{key}.instance_type": raw.get("instance_type")},
+            f"{key}.instance_type",
+            _INSTANCE_TYPE,
+            "a SageMaker instance type like ml.m5.large",
+        ),
+        instance_count=_int(
+            {f"{key}.instance_count": raw.get("instance_count", 1)}, f"{key}.instance_count", 1, MAX_INSTANCES
+        ),
+    )
+
+
+def _deploy(values: Mapping[str, Any]) -> DeployConfig:
+    production = _endpoint(values, "production")
+    rate, burst = _throttle(values)
+    return DeployConfig(
+        staging=_endpoint(values, "staging"),
+        production=production,
+        data_capture=_bool(values, "data_capture"),
+        golden_test=_golden_test(values),
+        production_manual_approval=_bool(values, "production_manual_approval"),
+        guardrail=_guardrail(values, production),
+        api_auth=_choice(values.get("api_auth"), "api_auth", API_AUTH),
+        throttle_rate=rate,
+        throttle_burst=burst,
+        batch_transform=_batch_transform(values, str(values.get("data_prefix"))),
+    )

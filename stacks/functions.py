@@ -23,3 +23,11 @@ REGISTER_MODEL = FunctionSpec("RegisterModel", "register_model.handler.lambda_ha
 RECORD_APPROVAL = FunctionSpec("RecordApproval", "record_approval.handler.lambda_handler")
 
 ALL = (START_TRAINING, RECORD_STATUS, DATA_TRIGGER, EVALUATE_MODEL, REGISTER_MODEL, RECORD_APPROVAL)
+
+# The deploy stack's functions (ModelDeploy-<env>, stacks/deploy_stack.py).
+START_DEPLOY = FunctionSpec("StartDeploy", "start_deploy.handler.lambda_handler")
+DEPLOY_MODEL = FunctionSpec("DeployModel", "deploy_model.handler.lambda_handler")
+GOLDEN_TEST = FunctionSpec("GoldenTest", "golden_test.handler.lambda_handler")
+RECORD_DEPLOYMENT = FunctionSpec("RecordDeployment", "record_deployment.handler.lambda_handler")
+
+DEPLOY_ALL = (START_DEPLOY, DEPLOY_MODEL, GOLDEN_TEST, RECORD_DEPLOYMENT)

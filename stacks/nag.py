@@ -80,6 +80,10 @@ INLINE_POLICY_REASON = (
 )
 # The opt-in packs that contain each rule this project acknowledges (cdk-nag 3.0.2's pack definitions).
 RULE_PACKS: dict[str, tuple[str, ...]] = {
+    "APIGWAssociatedWithWAF": ("nist-800-53-r5", "pci-dss-3.2.1"),
+    "APIGWCacheEnabledAndEncrypted": _ALL_PACKS,
+    "APIGWExecutionLoggingEnabled": _ALL_PACKS,
+    "APIGWSSLEnabled": _ALL_PACKS,
     "CodeBuildProjectSourceRepoUrl": ("hipaa", "pci-dss-3.2.1"),
     "DynamoDBInBackupPlan": ("nist-800-53-r5", "hipaa"),
     "IAMNoInlinePolicy": _ALL_PACKS,

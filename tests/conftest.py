@@ -109,7 +109,9 @@ class Synthesized:
     pipeline: Any
     data_json: dict[str, Any]
     pipeline_json: dict[str, Any]
-    template_paths: tuple[str, str]  # data, pipeline: the files `cdk synth` would write to cdk.out
+    template_paths: tuple[str, ...]  # data, pipeline (, deploy): the files `cdk synth` would write to cdk.out
+    deploy: Any = None  # the deploy stack (ModelDeploy-<env>), for the app built from cdk.json
+    deploy_json: dict[str, Any] | None = None
 
 
 @pytest.fixture(scope="session")
@@ -123,9 +125,23 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesize
     assembly = app.synth()
     data_stack = assembly.get_stack_by_name("TrainingData-dev")
     pipeline_stack = assembly.get_stack_by_name("TrainingPipeline-dev")
-    data, pipeline = data_stack.template, pipeline_stack.template
-    paths = (data_stack.template_full_path, pipeline_stack.template_full_path)
-    yield Synthesized(app, Template.from_json(data), Template.from_json(pipeline), data, pipeline, paths)
+    deploy_stack = assembly.get_stack_by_name("ModelDeploy-dev")
+    data, pipeline, deploy = data_stack.template, pipeline_stack.template, deploy_stack.template
+    paths = (
+        data_stack.template_full_path,
+        pipeline_stack.template_full_path,
+        deploy_stack.template_full_path,
+    )
+    yield Synthesized(
+        app,
+        Template.from_json(data),
+        Template.from_json(pipeline),
+        data,
+        pipeline,
+        paths,
+        Template.from_json(deploy),
+        deploy,
+    )
 
 
 TUNING_ENV = "tune"
@@ -177,8 +193,8 @@ def tuning_deployment(local_cloud: Any, synthesized_tuning: Synthesized) -> Any:
 @pytest.fixture(scope="session")
 def local_cloud(synthesized: Synthesized) -> Iterator[Any]:
     """The session's local AWS: moto in this process with IAM enforced, the gateway, and the synthesized
-    templates' roles (the tests make their own buckets and tables, with names of their own). No test may
-    use moto's `mock_aws`, which would reset the backends this shares."""
+    templates' roles (data, pipeline and deploy stacks; the tests make their own buckets and tables).
+    No test may use moto's `mock_aws`, which would reset the backends this shares."""
     from mlpipe.local.cloud import LocalCloud
     from mlpipe.local.deployment import LocalDeployment, StackTemplate
 
@@ -187,7 +203,8 @@ def local_cloud(synthesized: Synthesized) -> Iterator[Any]:
             StackTemplate("TrainingData-dev", synthesized.data_json),
             StackTemplate("TrainingPipeline-dev", synthesized.pipeline_json),
         )
-        cloud.deploy(LocalDeployment(*templates, REGION), only=IAM_TYPES)
+        deploy = StackTemplate("ModelDeploy-dev", synthesized.deploy_json or {})
+        cloud.deploy(LocalDeployment(*templates, REGION, deploy), only=IAM_TYPES)
         yield cloud
 
 

@@ -536,3 +536,244 @@ def lambdas(
             group=group,
             package_events=package_events,
         )
+
+
+# -- the deploy half: start-deploy, deploy-model, golden-test, record-deployment ------------------------------
+DEPLOY_PIPELINE_NAME = "mlpipe-test-deploy"
+DEPLOY_PROJECT, DEPLOY_ENV = "mlpipe", "test"
+
+
+class SumModel:
+    """A model server with the container's /invocations contract: each CSV row's prediction is the sum of
+    its features (so a golden set can be written for it)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                rows = self.rfile.read(int(self.headers["Content-Length"])).decode().split()
+                body = "".join(f"{sum(map(float, r.split(',')))}\n" for r in rows).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/csv")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class DeployLambdas:
+    """The deploy stack's handlers, each invoked under its own role from the synthesized template (or a
+    function of another deployment, `functions`), with SageMaker hosting (`LocalEndpoints`), the registry,
+    the alarm history, Application Auto Scaling and the deploy pipeline as stand-ins behind the gateway,
+    and the staging API (`LocalInferenceApi`) in front of a `SumModel`."""
+
+    cloud: Any  # LocalCloud
+    emulated: Emulated
+    registry: LocalModelRegistry
+    endpoints: Any  # LocalEndpoints
+    codepipeline: LocalCodePipeline
+    group: str
+    table: str
+    topic_arn: str
+    inbox: str
+    bucket: str
+    staging_api: Any  # LocalInferenceApi
+    environments: dict[str, dict[str, str]]
+    events: list[dict[str, Any]] = field(default_factory=list)  # endpoint/transform state changes
+    bad_versions: dict[int, str] = field(default_factory=dict)  # version -> the alarm its canary fires
+    functions: dict[str, Any] = field(default_factory=dict)  # handler -> a function of another deployment
+
+    def function(self, spec: FunctionSpec) -> Any:
+        return self.functions.get(spec.handler) or self.cloud.deployment.function(spec.handler)
+
+    def invoke(self, spec: FunctionSpec, event: Any, request_id: str | None = None) -> Any:
+        from mlpipe.local.lambda_runtime import load_handler
+
+        context = LambdaContext(
+            function_name=spec.construct_id, aws_request_id=request_id or str(uuid.uuid4()), region=REGION
+        )
+        with self.cloud.as_function(self.function(spec), self.environments[spec.handler]):
+            return load_handler(spec.handler)(event, context)
+
+    def package(self, job: str, approve: bool = True) -> str:
+        """A registered package of `job`, its audit record and its golden set (for the `SumModel`)."""
+        from pipeline_common import audit
+
+        from tests.lambdas.builders import golden_archive
+
+        self.emulated.client("dynamodb").put_item(
+            TableName=self.table,
+            Item={
+                "job_name": {"S": job},
+                "status": {"S": "Completed"},
+                "commit_id": {"S": "abc1234"},
+                "created_at": {"S": audit.now_iso()},
+                "updated_at": {"S": audit.now_iso()},
+            },
+        )
+        rows = ["1.0,2.0", "3.0,4.0", "5.0,6.0"]
+        golden = {"content_type": "text/csv", "rows": rows, "predictions": [3.0, 7.0, 11.0]}
+        self.emulated.put_objects(self.bucket, {f"models/{job}/output/output.tar.gz": golden_archive(golden)})
+        arn = self.registry.call(
+            "CreateModelPackage",
+            {
+                "ModelPackageGroupName": self.group,
+                "ModelPackageDescription": f"training job {job}",
+                "CustomerMetadataProperties": {"training-job": job},
+                "ModelApprovalStatus": "PendingManualApproval",
+                "InferenceSpecification": {
+                    "Containers": [
+                        {
+                            "Image": "111111111111.dkr.ecr.us-east-1.amazonaws.com/repo@sha256:" + "a" * 64,
+                            "ModelDataUrl": f"s3://{self.bucket}/models/{job}/output/model.tar.gz",
+                        }
+                    ],
+                    "SupportedContentTypes": ["text/csv"],
+                    "SupportedResponseMIMETypes": ["text/csv"],
+                },
+            },
+        )["ModelPackageArn"]
+        if approve:
+            self.registry.call(
+                "UpdateModelPackage", {"ModelPackageArn": arn, "ModelApprovalStatus": "Approved"}
+            )
+        return str(arn)
+
+    def approval_event(self, arn: str, event_id: str | None = None) -> dict[str, Any]:
+        from tests.lambdas.builders import model_package_event
+
+        version = int(arn.rsplit("/", 1)[1])
+        event = model_package_event(self.group, version, "Approved", T0)
+        if event_id:
+            event["id"] = event_id
+        return event
+
+    def run_action(self, spec: FunctionSpec, execution: str, parameters: dict[str, str]) -> Any:
+        """One Lambda invoke action as CodePipeline runs it (a new job per continuation) until its result."""
+        for _ in range(100):
+            event = self.codepipeline.new_job(execution, spec.construct_id, parameters)
+            job_id = event["CodePipeline.job"]["id"]
+            self.invoke(spec, event)
+            self.deliver_events()
+            result = self.codepipeline.result(job_id)
+            if result is None or not result.succeeded or not result.continuation_token:
+                return result
+        raise AssertionError(f"{spec.construct_id} never ended its action")
+
+    def deliver_events(self) -> None:
+        from stacks.functions import RECORD_DEPLOYMENT
+
+        while self.events:
+            self.invoke(RECORD_DEPLOYMENT, self.events.pop(0))
+
+    def record(self, job: str) -> dict[str, Any]:
+        return self.emulated.get_record(self.table, job) or {}
+
+    def emails(self) -> list[dict[str, Any]]:
+        return self.emulated.read_inbox(self.inbox)
+
+
+@pytest.fixture
+def deploy_lambdas(local_cloud: Any, emulated: Emulated) -> Iterator[DeployLambdas]:
+    from pipeline_common import endpoints
+
+    from mlpipe.local.api import LocalInferenceApi
+    from mlpipe.local.endpoints import LocalAlarmHistory, LocalAutoscaling, LocalEndpoints
+    from stacks.functions import DEPLOY_MODEL, GOLDEN_TEST, RECORD_DEPLOYMENT, START_DEPLOY
+    from tests.lambdas.test_deploy import DEPLOY_CONFIG
+
+    group = unique_name("group")
+    topic_arn, inbox = emulated.topic_with_inbox()
+    table, bucket = emulated.audit_table(), emulated.data_bucket()
+    registry = LocalModelRegistry(REGION, on_state_change=lambda event: None)
+    registry.call("CreateModelPackageGroup", {"ModelPackageGroupName": group})
+    holder: dict[str, DeployLambdas] = {}
+    local = LocalEndpoints(
+        REGION,
+        alarm_check=lambda endpoint, config: holder["d"].bad_versions.get(
+            endpoints.version_of_config(config) or 0
+        ),
+        on_event=lambda event: holder["d"].events.append(event),
+    )
+    codepipeline = LocalCodePipeline(DEPLOY_PIPELINE_NAME, {"PACKAGE_ARN": "none"})
+    for stand_in in (registry, local, LocalAlarmHistory(local), LocalAutoscaling(), codepipeline):
+        local_cloud.add_service(stand_in)
+    model = SumModel()
+    staging = endpoints.endpoint_name(DEPLOY_PROJECT, DEPLOY_ENV, endpoints.STAGING)
+    api = LocalInferenceApi(
+        staging,
+        backends=lambda config: model.url,
+        weights=lambda: {"any": 1.0},
+        secret_of=local_cloud.secret_of,
+        may_invoke=lambda key: local_cloud.permissions.allows(key, "execute-api:Invoke"),
+        region=REGION,
+    )
+    deployment = local_cloud.deployment
+    endpoint_role = deployment.resource(deployment.deploy, "AWS::IAM::Role", "EndpointExecution").arn
+    common = {
+        "PROJECT_NAME": DEPLOY_PROJECT,
+        "ENV_NAME": DEPLOY_ENV,
+        "PIPELINE_NAME": DEPLOY_PIPELINE_NAME,
+        "AUDIT_TABLE_NAME": table,
+        "TOPIC_ARN": topic_arn,
+        "MODEL_PACKAGE_GROUP_NAME": group,
+    }
+    with api.running() as url, aws.client_hooks(local_cloud.gateway.install_direct_transport):
+        environments = {
+            START_DEPLOY.handler: {
+                **common,
+                "DEPLOY_PIPELINE_NAME": DEPLOY_PIPELINE_NAME,
+                "REQUEST_BUCKET": bucket,
+                "REQUEST_KEY": endpoints.DEPLOY_REQUEST_KEY,
+            },
+            DEPLOY_MODEL.handler: {
+                **common,
+                "DEPLOY_PIPELINE_NAME": DEPLOY_PIPELINE_NAME,
+                "DEPLOY_CONFIG": json.dumps(DEPLOY_CONFIG),
+                "ENDPOINT_ROLE_ARN": endpoint_role,
+                "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
+                "CAPTURE_URI": f"s3://{bucket}/data-capture/",
+                "DATA_BUCKET": bucket,
+                "MODEL_BUCKET": bucket,
+            },
+            GOLDEN_TEST.handler: {
+                **common,
+                "DEPLOY_PIPELINE_NAME": DEPLOY_PIPELINE_NAME,
+                "MODEL_BUCKET": bucket,
+                "MODEL_PREFIX": "models/",
+                "STAGING_API_URL": url,
+                "DEPLOY_CONFIG": json.dumps(DEPLOY_CONFIG),
+            },
+            RECORD_DEPLOYMENT.handler: dict(common),
+        }
+        holder["d"] = DeployLambdas(
+            cloud=local_cloud,
+            emulated=emulated,
+            registry=registry,
+            endpoints=local,
+            codepipeline=codepipeline,
+            group=group,
+            table=table,
+            topic_arn=topic_arn,
+            inbox=inbox,
+            bucket=bucket,
+            staging_api=api,
+            environments=environments,
+        )
+        try:
+            yield holder["d"]
+        finally:
+            model.close()

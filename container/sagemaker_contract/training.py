@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sagemaker_contract import cluster as clusters
-from sagemaker_contract import data, hyperparameters, memory, sharding, tasks
+from sagemaker_contract import data, golden, hyperparameters, memory, sharding, tasks
 from sagemaker_contract.cluster import PeerFailure
 from sagemaker_contract.errors import UserError
 from sagemaker_contract.interface import Dataset, ModelInterfaceError, ModelPlugin, load_model_plugin
@@ -315,6 +315,8 @@ def _train(
     save_model_atomically(plugin, model, meta, opt.model_dir)
     meta.write(opt.output_data_dir)
     print(meta.summary_line(), flush=True)
+    validation_dir = _channel_dir(opt, "validation", input_config, required=False)
+    log(golden.write(opt.output_data_dir, validation_dir, opt.model_dir, plugin, params["target"]))
     log(f"model saved to {opt.model_dir} in {time.perf_counter() - started:.1f} s total")
 
 

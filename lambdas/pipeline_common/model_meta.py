@@ -61,18 +61,23 @@ def summary(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v if isinstance(v, list | int) else str(v)[:200] for k, v in fields.items() if v is not None}
 
 
-def read_meta_from_archive(body: bytes) -> dict[str, Any] | None:
-    """model-meta.json from an output.tar.gz's bytes; None if the archive is unreadable or lacks it."""
+def read_json_member(body: bytes, name: str) -> dict[str, Any] | None:
+    """The JSON object `name` from an output.tar.gz's bytes; None if the archive is unreadable or lacks it."""
     try:
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
             for member in archive.getmembers():
-                if member.isfile() and member.name.lstrip("./") == META_FILE:
+                if member.isfile() and member.name.lstrip("./") == name:
                     handle = archive.extractfile(member)
-                    meta = json.loads(handle.read()) if handle else None
-                    return meta if isinstance(meta, dict) else None
+                    value = json.loads(handle.read()) if handle else None
+                    return value if isinstance(value, dict) else None
     except (tarfile.TarError, OSError, EOFError, ValueError) as error:
         logger.warning("the job's %s is not a readable archive: %s", OUTPUT_ARCHIVE, error)
     return None
+
+
+def read_meta_from_archive(body: bytes) -> dict[str, Any] | None:
+    """model-meta.json from an output.tar.gz's bytes; None if the archive is unreadable or lacks it."""
+    return read_json_member(body, META_FILE)
 
 
 def read(model_artifact: str | None) -> dict[str, Any] | None:

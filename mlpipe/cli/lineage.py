@@ -1,6 +1,7 @@
 """Where did this model come from? A run's lineage, from its one audit record.
 
-commit → image digest → data manifest → training job → metrics → gate → package → approval decisions.
+commit → image digest → data manifest → training job → metrics → gate → package → approval decisions →
+golden tests and deployments (each `deployment:<stage>:v<N>` entry, with a rollback's alarm).
 Everything is on the training job's record (the later stages add to it), so a lineage is one read once
 the record is found: by job name (GetItem), by package (DescribeModelPackage names its training job), or
 by commit (the `by-commit` index). Used by `mlpipe-runs lineage` and printed at the end of a local run.
@@ -50,6 +51,12 @@ def lineage(record: Mapping[str, Any]) -> dict[str, Any]:
         "evaluation": record.get("evaluation_uri"),
         "model_package": package,
         "approvals": list(record.get("approvals") or []),
+        "golden_tests": [dict(record[k], key=k) for k in sorted(record) if k.startswith("golden_test:")],
+        # Oldest first: the order the stages ran in, whichever stage or version.
+        "deployments": sorted(
+            (dict(record[k]) for k in record if k.startswith("deployment:")),
+            key=lambda entry: str(entry.get("started_at") or ""),
+        ),
         "pipeline": {
             "name": record.get("pipeline_name"),
             "execution_id": record.get("pipeline_execution_id"),
@@ -89,5 +96,20 @@ def render(chain: Mapping[str, Any]) -> str:
         lines.append(
             f"approval  {decision.get('status')} by {decision.get('decided_by')} at {decision.get('decided_at')}"
             f"{reason}{superseded}"
+        )
+    for test in chain.get("golden_tests", []):
+        outcome = "passed" if test.get("passed") else f"failed: {test.get('reason')}"
+        lines.append(
+            f"golden    {test['key'].split(':', 1)[1]} {outcome} ({test.get('rows')} rows, p99 {test.get('p99_ms')} ms)"
+        )
+    for entry in chain.get("deployments", []):
+        rollback = (
+            f", alarm {entry['alarm']} fired; back on {entry.get('previous_config')}"
+            if entry.get("alarm")
+            else ""
+        )
+        lines.append(
+            f"deploy    {entry.get('stage')} v{entry.get('model_package_version')} {entry.get('status')} "
+            f"on {entry.get('endpoint')} at {entry.get('ended_at') or entry.get('started_at')}{rollback}"
         )
     return "\n".join([lines[0], *(f"  ↳ {line}" for line in lines[1:])])

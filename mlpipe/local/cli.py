@@ -93,7 +93,16 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="wait this long for an approval made from another terminal through the run's gateway "
         "(the run prints the command)",
     )
+    parser.add_argument(
+        "--deploy",
+        action="store_true",
+        help="after approval: deploy the package to a local staging endpoint (the real image's serve behind a "
+        "local API like API Gateway's), run its golden test through that API, then deploy it to production "
+        "behind the guardrail (needs --approve)",
+    )
     args = parser.parse_args(argv)
+    if args.deploy and not args.approve:
+        parser.error("--deploy deploys the approved package: use it with --approve")
     if args.approval_wait < 0:
         parser.error("--approval-wait takes a number of seconds >= 0")
     overrides = {}
@@ -133,6 +142,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         approve=args.approve,
         approval_wait=args.approval_wait,
         retrain=args.retrain,
+        deploy=args.deploy,
     )
 
 

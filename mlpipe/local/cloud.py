@@ -38,6 +38,7 @@ class LocalCloud:
     permissions: Permissions
     deployment: LocalDeployment | None = None
     _roles: dict[str, Credentials] = field(default_factory=dict)
+    _users: dict[str, Credentials] = field(default_factory=dict)  # access key -> a user's credentials
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -110,7 +111,16 @@ class LocalCloud:
         """A named IAM user (a person: an approver, say) allowed `actions`, known to the gateway by its ARN."""
         credentials = user_credentials(self.client("iam"), name, list(actions))
         self.permissions.grant(credentials.access_key_id, credentials.arn, actions)
+        with self._lock:
+            self._users[credentials.access_key_id] = credentials
         return credentials
+
+    def secret_of(self, access_key: str) -> str | None:
+        """The secret of an access key this cloud issued (a role's session or a user), as IAM knows it: what
+        a service that verifies SigV4 itself (the local API, as API Gateway does) checks a signature with."""
+        with self._lock:
+            issued = [*self._roles.values(), *self._users.values()]
+        return next((c.secret_access_key for c in issued if c.access_key_id == access_key), None)
 
     def ad_hoc_role(self, actions: tuple[str, ...]) -> str:
         """A role allowed exactly `actions` (for "what if this permission were missing" checks)."""

@@ -74,7 +74,20 @@ class LocalCodePipeline:
         self.default_variables = dict(default_variables or {})
         self.executions: dict[str, Execution] = {}
         self.jobs: dict[str, PipelineJob] = {}
+        self.others: list[LocalCodePipeline] = []  # the account's other pipelines, answered through this one
         self._lock = threading.Lock()
+
+    def add_pipeline(self, other: LocalCodePipeline) -> None:
+        """Another pipeline of the same account (the deploy pipeline): its jobs' results and executions are
+        answered here too, as CodePipeline answers for every pipeline of an account."""
+        self.others.append(other)
+
+    def _owner(self, params: dict[str, Any]) -> LocalCodePipeline:
+        name = params.get("pipelineName", params.get("name"))
+        for other in self.others:
+            if params.get("jobId") in other.jobs or (name is not None and name == other.pipeline_name):
+                return other
+        return self
 
     # -- LocalService ----------------------------------------------------------------------------------
     def implements(self, operation: str) -> bool:
@@ -85,6 +98,9 @@ class LocalCodePipeline:
 
     def call(self, operation: str, params: dict[str, Any], principal: str = "") -> dict[str, Any]:
         validate_parameters(params, _MODEL.operation_model(operation).input_shape)
+        owner = self._owner(params)
+        if owner is not self:
+            return owner.call(operation, params, principal)
         handler = {
             "PutJobSuccessResult": self._put_job_success_result,
             "PutJobFailureResult": self._put_job_failure_result,

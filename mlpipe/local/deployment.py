@@ -92,11 +92,16 @@ def physical_name(stack: str, logical_id: str, max_length: int = 63) -> str:
 
 
 class LocalDeployment:
-    """The data and pipeline stacks, as far as a local run needs them, created in the emulator."""
+    """The data and pipeline stacks (and the deploy stack, if given), as far as a local run needs them,
+    created in the emulator."""
 
-    def __init__(self, data: StackTemplate, pipeline: StackTemplate, region: str) -> None:
+    def __init__(
+        self, data: StackTemplate, pipeline: StackTemplate, region: str, deploy: StackTemplate | None = None
+    ) -> None:
         self.data = data
         self.pipeline = pipeline
+        self.deploy = deploy
+        self.stacks = (data, pipeline) if deploy is None else (data, pipeline, deploy)
         self.region = region
         self.resources: dict[tuple[str, str], LocalResource] = {}
         self.functions: dict[str, LocalFunction] = {}
@@ -110,7 +115,7 @@ class LocalDeployment:
         only: tuple[str, ...] | None = None,
         registry_url: str | None = None,
     ) -> None:
-        """Create both stacks' buckets, tables, topics, queues, roles and role policies, and the model package
+        """Create the stacks' buckets, tables, topics, queues, roles and role policies, and the model package
         group (in the model registry stand-in at `registry_url`, if given); then resolve the Lambda
         environments. Roles keep their actions but allow them on any resource (`mlpipe.local.iam`).
 
@@ -130,21 +135,22 @@ class LocalDeployment:
         for resource_type, creator in creators.items():
             if only is not None and resource_type not in only:
                 continue
-            for stack in (self.data, self.pipeline):
+            for stack in self.stacks:
                 for logical_id, resource in stack.of_type(resource_type).items():
                     props = resource.get("Properties", {})
                     created = creator(clients, stack, logical_id, props)
                     if created is not None:
                         self.resources[(stack.name, logical_id)] = created
-        for logical_id, resource in self.pipeline.of_type("AWS::Lambda::Function").items():
-            props = resource.get("Properties", {})
-            variables = props.get("Environment", {}).get("Variables", {})
-            self.functions[props.get("Handler", logical_id)] = LocalFunction(
-                logical_id=logical_id,
-                handler=props.get("Handler", ""),
-                environment={k: str(self.resolve(self.pipeline, v)) for k, v in variables.items()},
-                role_arn=str(self.resolve(self.pipeline, props.get("Role", ""))),
-            )
+        for stack in self.stacks[1:]:
+            for logical_id, resource in stack.of_type("AWS::Lambda::Function").items():
+                props = resource.get("Properties", {})
+                variables = props.get("Environment", {}).get("Variables", {})
+                self.functions[props.get("Handler", logical_id)] = LocalFunction(
+                    logical_id=logical_id,
+                    handler=props.get("Handler", ""),
+                    environment={k: str(self.resolve(stack, v)) for k, v in variables.items()},
+                    role_arn=str(self.resolve(stack, props.get("Role", ""))),
+                )
 
     def _creators(self) -> dict[str, Callable[..., LocalResource | None]]:
         return {
@@ -300,7 +306,9 @@ class LocalDeployment:
 
     def function(self, handler: str) -> LocalFunction:
         if handler not in self.functions:
-            raise TemplateError(f"no Lambda with handler {handler} in {self.pipeline.name}")
+            raise TemplateError(
+                f"no Lambda with handler {handler} in {', '.join(s.name for s in self.stacks[1:])}"
+            )
         return self.functions[handler]
 
     # -- intrinsic functions ------------------------------------------------------------------------------
@@ -368,7 +376,7 @@ class LocalDeployment:
         return f"arn:aws:{service}:{self.region}:{ACCOUNT}:{physical_name(stack.name, logical_id)}"
 
     def _import(self, export_name: str) -> Any:
-        for stack in (self.data, self.pipeline):
+        for stack in self.stacks:
             for output in stack.body.get("Outputs", {}).values():
                 exported = output.get("Export", {}).get("Name")
                 if exported is not None and self.resolve(stack, exported) == export_name:

@@ -73,24 +73,25 @@ class LocalRule:
 
 
 class LocalEventBus:
-    """The pipeline stack's rules with Lambda targets, resolved against the local deployment."""
+    """The pipeline stack's rules with Lambda targets (and the deploy stack's, when it is deployed), resolved
+    against the local deployment."""
 
     def __init__(self, deployment: LocalDeployment) -> None:
         by_logical_id = {function.logical_id: function for function in deployment.functions.values()}
         rules = []
-        stack = deployment.pipeline
-        for logical_id, resource in stack.of_type("AWS::Events::Rule").items():
-            props = resource.get("Properties", {})
-            pattern = deployment.resolve(stack, props.get("EventPattern", {}))
-            functions = tuple(
-                by_logical_id[target["Arn"]["Fn::GetAtt"][0]]
-                for target in props.get("Targets", [])
-                if isinstance(target.get("Arn"), Mapping)
-                and "Fn::GetAtt" in target["Arn"]
-                and target["Arn"]["Fn::GetAtt"][0] in by_logical_id
-            )
-            if functions:
-                rules.append(LocalRule(logical_id, _resolved(deployment, stack, pattern), functions))
+        for stack in deployment.stacks[1:]:  # the pipeline stack, and the deploy stack when deployed
+            for logical_id, resource in stack.of_type("AWS::Events::Rule").items():
+                props = resource.get("Properties", {})
+                pattern = deployment.resolve(stack, props.get("EventPattern", {}))
+                functions = tuple(
+                    by_logical_id[target["Arn"]["Fn::GetAtt"][0]]
+                    for target in props.get("Targets", [])
+                    if isinstance(target.get("Arn"), Mapping)
+                    and "Fn::GetAtt" in target["Arn"]
+                    and target["Arn"]["Fn::GetAtt"][0] in by_logical_id
+                )
+                if functions:
+                    rules.append(LocalRule(logical_id, _resolved(deployment, stack, pattern), functions))
         self.rules = tuple(rules)
 
     def targets(self, event: Mapping[str, Any]) -> list[LocalFunction]:

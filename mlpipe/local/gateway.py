@@ -3,8 +3,8 @@
 The handlers run unchanged with `AWS_ENDPOINT_URL` pointing here and the credentials of their own role.
 Each request is routed by the service in its SigV4 credential scope:
 
-- operations a stand-in implements (`LocalService`: the local SageMaker training API and model registry,
-  and CodePipeline) are answered here, in the service's JSON protocol, after an IAM check of the caller's
+- operations a stand-in implements (`LocalService`: the local SageMaker training API, model registry and
+  hosting, CodePipeline, Application Auto Scaling, CloudWatch's alarm history) are answered here, in the service's JSON protocol, after an IAM check of the caller's
   access key against the actions its role was granted (`Permissions`), as AWS does; the stand-in learns
   the caller's principal (its ARN), as the service does (e.g. a model package's LastModifiedBy);
 - everything else goes unchanged (same signed headers and body) to moto, which enforces IAM itself, and
@@ -67,6 +67,13 @@ class Permissions:
             known = self.principals.get(access_key)
         return known[0] if known else ""
 
+    def allows(self, access_key: str, action: str) -> bool:
+        try:
+            self.check(access_key, action)
+        except AccessDenied:
+            return False
+        return True
+
     def check(self, access_key: str, action: str) -> None:
         with self._lock:
             principal = self.principals.get(access_key)
@@ -83,6 +90,7 @@ class LocalService(Protocol):
     """A stand-in for (part of) one AWS service with a JSON protocol."""
 
     signing_name: str  # the service in the SigV4 credential scope, also the IAM prefix (sagemaker)
+    # Where the two differ (CloudWatch signs as `monitoring`), a stand-in has `iam_prefix` too ("cloudwatch").
 
     def implements(self, operation: str) -> bool: ...
 
@@ -232,7 +240,7 @@ class Gateway:
             return _json_error(400, "SerializationException", "The request body is not JSON.")
         try:
             for action in [
-                f"{service.signing_name}:{operation}",
+                f"{getattr(service, 'iam_prefix', service.signing_name)}:{operation}",
                 *service.required_actions(operation, params),
             ]:
                 self.permissions.check(access_key, action)

@@ -27,6 +27,7 @@ from mlpipe.local.stages import (
     approval,
     build,
     deploy,
+    endpoints,
     evaluate,
     record,
     register,
@@ -58,6 +59,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("Register", register.run),
     Stage("Approval", approval.run),
     Stage("Smoke-serve", serve.run, "serving the trained model…"),
+    Stage("Deploy", endpoints.run, "deploying to the local endpoints…"),
 )
 
 

@@ -27,6 +27,7 @@ class Options:
     approve: bool = False  # approve the registered package as a named local IAM user
     approval_wait: float = 0.0  # seconds to wait for an approval made from another terminal
     retrain: bool = False  # the execution's RETRAIN variable: train even if an identical run completed
+    deploy: bool = False  # after approval: staging, its golden test through the local API, production
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class RunState:
     sagemaker: Any = None  # LocalSageMaker
     registry: Any = None  # LocalModelRegistry
     codepipeline: Any = None  # LocalCodePipeline
+    deploy_pipeline: Any = None  # LocalCodePipeline of the deploy stack's pipeline, with --deploy
     bus: Any = None  # LocalEventBus: the templates' EventBridge rules
     events: list[dict[str, Any]] = field(default_factory=list)  # state-change events not yet delivered
     fault_plan: Any = None  # FaultPlan of --faults, shared by the stages that run handlers

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
+import tarfile
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -243,3 +245,21 @@ def model_package_event(
         LastModifiedTime=changed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     return event
+
+
+def output_archive(members: dict[str, bytes]) -> bytes:
+    """An output.tar.gz as SageMaker uploads /opt/ml/output/data."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            archive.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+def golden_archive(golden: dict[str, Any]) -> bytes:
+    """The output.tar.gz of a job whose container wrote this golden set."""
+    from pipeline_common.endpoints import GOLDEN_NAME
+
+    return output_archive({GOLDEN_NAME: json.dumps(golden).encode()})

@@ -4,9 +4,7 @@ transition, also when a call fails or the sandbox dies between two calls."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import uuid
 from typing import Any
 
@@ -17,7 +15,7 @@ from pipeline_common.errors import BadInputError
 from mlpipe.local.faults import FaultInjector, FaultPlan, SandboxCrash
 from stacks.functions import RECORD_STATUS
 from tests.lambda_fixtures import ALL_ATTEMPTS, METRICS, Lambdas, VirtualBackoff
-from tests.lambdas.builders import COMMIT, IMAGE_URI, PREFIX, state_change_event
+from tests.lambdas.builders import COMMIT, IMAGE_URI, PREFIX, output_archive, state_change_event
 
 
 def new_name() -> str:
@@ -359,17 +357,6 @@ MODEL_META = {
     "model": {"framework": "xgboost", "objective": "multi:softprob", "num_round": 12},
     "final_metrics_channel": "test",
 }
-
-
-def output_archive(members: dict[str, bytes]) -> bytes:
-    """An output.tar.gz as SageMaker uploads /opt/ml/output/data."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, body in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            archive.addfile(info, io.BytesIO(body))
-    return buffer.getvalue()
 
 
 def test_a_completed_job_records_and_emails_its_task_objective_and_classes(lambdas: Lambdas) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mlpipe.local.eventbus import LocalEventBus, UnsupportedPattern, matches
-from stacks.functions import RECORD_APPROVAL, RECORD_STATUS
+from stacks.functions import RECORD_APPROVAL, RECORD_STATUS, START_DEPLOY
 from tests.lambdas.builders import model_package_event, state_change_event, tuning_state_change_event
 
 EVENT = {"source": "aws.sagemaker", "detail": {"TrainingJobName": "mlpipe-dev-1", "Tags": ["a", "b"]}}
@@ -78,13 +78,16 @@ def test_the_templates_rules_route_aws_sample_events_to_their_functions(
     bus: LocalEventBus, prefix: str, group: str
 ) -> None:
     """Built from AWS's published samples: a training job and a tuning job of this pipeline reach
-    record-status; a decision on this group's package reaches record-approval."""
+    record-status; a decision on this group's package reaches record-approval, and an approval also
+    start-deploy (the deploy stack's rule); a rejection only record-approval."""
     assert targets(bus, state_change_event(f"{prefix}job", "Completed", 60)) == [RECORD_STATUS.handler]
     assert targets(bus, tuning_state_change_event(f"{prefix}tune", "Completed", 60)) == [
         RECORD_STATUS.handler
     ]
     decided = model_package_event(group, 1, "Approved", datetime.now(UTC))
-    assert targets(bus, decided) == [RECORD_APPROVAL.handler]
+    assert targets(bus, decided) == [RECORD_APPROVAL.handler, START_DEPLOY.handler]
+    rejected = model_package_event(group, 1, "Rejected", datetime.now(UTC))
+    assert targets(bus, rejected) == [RECORD_APPROVAL.handler]
 
 
 def test_the_templates_rules_ignore_other_jobs_groups_and_undecided_packages(

@@ -96,6 +96,7 @@ def test_the_pipeline_stages_are_listed_in_pipeline_order() -> None:
         "Register",
         "Approval",
         "Smoke-serve",
+        "Deploy",  # with --deploy: staging, its golden test, production; otherwise skipped
     ]
 
 

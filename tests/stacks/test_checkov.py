@@ -33,13 +33,23 @@ EXPECTED_SKIPS = {
         for check in ("CKV_AWS_117", "CKV_AWS_173")
     ),
     ("AWS::Lambda::Function", "DataTriggerFunction", "CKV_AWS_116"),
+    # The deploy stack: its functions, and no cache on the APIs' stages.
+    *(
+        ("AWS::Lambda::Function", f"{name}Function", check)
+        for name in ("StartDeploy", "DeployModel", "GoldenTest", "RecordDeployment")
+        for check in ("CKV_AWS_117", "CKV_AWS_173")
+    ),
+    *(
+        ("AWS::ApiGateway::Stage", f"{api}ApiDeploymentStage", "CKV_AWS_120")
+        for api in ("Staging", "Production")
+    ),
 }
 
 
 def skips(synthesized: Synthesized) -> dict[tuple[str, str, str], str]:
     """(type, logical id, check) -> comment, from the templates' resource metadata."""
     found = {}
-    for template in (synthesized.data_json, synthesized.pipeline_json):
+    for template in (synthesized.data_json, synthesized.pipeline_json, synthesized.deploy_json):
         for lid, resource in template["Resources"].items():
             for entry in resource.get("Metadata", {}).get(METADATA_KEY, {}).get("skip", []):
                 found[(resource["Type"], lid, entry["id"])] = entry["comment"]
@@ -79,8 +89,11 @@ def test_checkov_passes_the_synthesized_templates_with_only_the_recorded_skips(
     synthesized: Synthesized,
 ) -> None:
     report = run_checkov(synthesized.template_paths)
-    # Both templates parsed, every resource scanned: a run that read nothing would pass vacuously.
-    resources = len(synthesized.data_json["Resources"]) + len(synthesized.pipeline_json["Resources"])
+    # Every template parsed, every resource scanned: a run that read nothing would pass vacuously.
+    resources = sum(
+        len(template["Resources"])
+        for template in (synthesized.data_json, synthesized.pipeline_json, synthesized.deploy_json)
+    )
     assert report["summary"]["parsing_errors"] == 0
     assert report["summary"]["resource_count"] == resources
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]

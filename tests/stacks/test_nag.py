@@ -183,6 +183,51 @@ FUNCTIONS = (
     "ModelRegistry/RecordApproval",
 )
 NIST, HIPAA, PCI = PACK_NAMES
+# The deploy stack (ModelDeploy-dev): its functions, its roles and its two REST APIs.
+DEPLOY_FUNCTIONS = (
+    "Deployment/StartDeploy",
+    "Deployment/DeployModel",
+    "Deployment/GoldenTest",
+    "DeploymentRecords/RecordDeployment",
+)
+DEPLOY_APIS = ("StagingApi", "ProductionApi")
+DEPLOY_AWS_SOLUTIONS = [
+    *((f"ModelDeploy-dev/{function}/Role", "AwsSolutions-IAM5") for function in DEPLOY_FUNCTIONS),
+    *((f"ModelDeploy-dev/{function}/Function", "AwsSolutions-L1") for function in DEPLOY_FUNCTIONS),
+    ("ModelDeploy-dev/Serving/EndpointExecutionRole", "AwsSolutions-IAM5"),
+    ("ModelDeploy-dev/Deployment/Pipeline", "AwsSolutions-IAM5"),
+    # IAM authorization (not Cognito), no web ACL, access logs instead of execution logs.
+    *(
+        (f"ModelDeploy-dev/{api}/Api", rule)
+        for api in DEPLOY_APIS
+        for rule in ("AwsSolutions-COG4", "AwsSolutions-APIG3", "AwsSolutions-APIG6")
+    ),
+]
+DEPLOY_COMPLIANCE = [
+    *(
+        (f"ModelDeploy-dev/{function}/Function", "LambdaInsideVPC", (NIST, HIPAA, PCI))
+        for function in DEPLOY_FUNCTIONS
+    ),
+    *(
+        (f"ModelDeploy-dev/{role}", "IAMNoInlinePolicy", (NIST, HIPAA, PCI))
+        for role in (
+            *(f"{function}/Role" for function in DEPLOY_FUNCTIONS),
+            "Serving/EndpointExecutionRole",
+            "Deployment/Pipeline",
+            *(f"{api}/IntegrationRole" for api in DEPLOY_APIS),
+        )
+    ),
+    *(
+        (f"ModelDeploy-dev/{api}/Api", rule, packs)
+        for api in DEPLOY_APIS
+        for rule, packs in (
+            ("APIGWAssociatedWithWAF", (NIST, PCI)),
+            ("APIGWCacheEnabledAndEncrypted", (NIST, HIPAA, PCI)),
+            ("APIGWExecutionLoggingEnabled", (NIST, HIPAA, PCI)),
+            ("APIGWSSLEnabled", (NIST, HIPAA, PCI)),
+        )
+    ),
+]
 # The opt-in packs' rules: (construct, rule, the packs that have the rule). The README's second table.
 COMPLIANCE = [
     ("TrainingData-dev/AccessLogBucket", "S3DefaultEncryptionKMS", (NIST, HIPAA, PCI)),
@@ -213,11 +258,14 @@ COMPLIANCE = [
 def test_acknowledgements_are_few_narrow_and_explained(synthesized: Synthesized) -> None:
     every = acknowledgements(synthesized.app)
     # One entry per construct and rule: the README's tables.
-    expected = AWS_SOLUTIONS + [
-        (path, f"{pack}-{rule}") for path, rule, packs in COMPLIANCE for pack in packs
-    ]
+    expected = (
+        AWS_SOLUTIONS
+        + DEPLOY_AWS_SOLUTIONS
+        + [(path, f"{pack}-{rule}") for path, rule, packs in COMPLIANCE + DEPLOY_COMPLIANCE for pack in packs]
+    )
     assert sorted((path, rule) for path, rule, _ in every) == sorted(expected)
-    assert len(every) == 82
+    # 82 for the data and training pipeline stacks (unchanged), 74 for the deploy stack.
+    assert len(every) == 82 + 74
     for path, rule, reason in every:
         assert len(reason) > 40, (path, rule)
         assert path.count("/") >= 1, "no app- or stack-wide acknowledgements"

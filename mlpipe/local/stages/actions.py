@@ -22,7 +22,7 @@ from pipeline_common import aws as lambda_aws
 from rich.markup import escape
 
 from mlpipe.local.cloud import LocalCloud
-from mlpipe.local.codepipeline import JobResult
+from mlpipe.local.codepipeline import JobResult, LocalCodePipeline
 from mlpipe.local.console import StageFailed, console, note, warn
 from mlpipe.local.deployment import LocalFunction
 from mlpipe.local.emulator import read_sns_inbox
@@ -70,11 +70,14 @@ def run_action(
     function: LocalFunction,
     user_parameters: dict[str, str],
     environment: dict[str, str] | None = None,
+    pipeline: LocalCodePipeline | None = None,
+    execution_id: str | None = None,
 ) -> JobResult:
-    """One Lambda invoke action of the run's execution, until its final result (events delivered after
-    each invocation, as EventBridge would meanwhile)."""
-    pipeline, cloud = state.need("codepipeline"), state.need("cloud")
-    execution_id = state.need("execution_id")
+    """One Lambda invoke action of the run's execution (or of `execution_id` of another `pipeline`), until
+    its final result (events delivered after each invocation, as EventBridge would meanwhile)."""
+    pipeline = pipeline or state.need("codepipeline")
+    execution_id = execution_id or state.need("execution_id")
+    cloud = state.need("cloud")
     for _ in range(MAX_JOBS):
         event = pipeline.new_job(execution_id, function.logical_id, user_parameters)
         job_id = event["CodePipeline.job"]["id"]

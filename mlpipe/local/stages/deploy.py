@@ -7,6 +7,10 @@ rules (`mlpipe.local.eventbus`). Each Lambda's environment is resolved from the 
 and cloud cannot drift. An SQS queue subscribed to the notification topic is the inbox the emails are read
 from, exactly as SNS sent them.
 
+With `--deploy`, the deploy stack (`ModelDeploy-<env>`) is deployed too: its roles, queues and rules, and
+its deploy pipeline next to the training pipeline in the CodePipeline stand-in, so an approval delivered
+through its rule starts the deploy pipeline (start-deploy) under start-deploy's own role.
+
 The model registry keeps its groups and packages in the emulator's S3 (one object), so they live as long
 as the emulator: nothing with the in-process one, across runs with `--endpoint-url`.
 """
@@ -17,22 +21,23 @@ from mlpipe.local import containers
 from mlpipe.local.cloud import LocalCloud
 from mlpipe.local.codepipeline import LocalCodePipeline
 from mlpipe.local.console import note
-from mlpipe.local.deployment import LocalDeployment
+from mlpipe.local.deployment import LocalDeployment, StackTemplate
 from mlpipe.local.eventbus import LocalEventBus
 from mlpipe.local.model_registry import LocalModelRegistry
 from mlpipe.local.sagemaker import LocalSageMaker
 from mlpipe.local.state import RunState
 from mlpipe.local.store import S3JsonStore
-from stacks.functions import RECORD_STATUS, START_TRAINING
+from stacks.functions import RECORD_STATUS, START_DEPLOY, START_TRAINING
 
 EMAIL_INBOX = "local-run-email-inbox"
 # The stand-ins' state, in the emulator: what SageMaker would still know in a later run against it.
 STATE_BUCKET = "mlpipe-local-stand-ins"
 
 
-def pipeline_variables(deployment: LocalDeployment) -> dict[str, str]:
-    """The pipeline's declared variables and their defaults, from the template (TRIGGER, RETRAIN, ...)."""
-    (pipeline,) = deployment.pipeline.of_type("AWS::CodePipeline::Pipeline").values()
+def pipeline_variables(stack: StackTemplate) -> dict[str, str]:
+    """A stack's pipeline's declared variables and their defaults, from the template (TRIGGER, RETRAIN,
+    PACKAGE_ARN, ...)."""
+    (pipeline,) = stack.of_type("AWS::CodePipeline::Pipeline").values()
     return {v["Name"]: str(v.get("DefaultValue", "")) for v in pipeline["Properties"].get("Variables", [])}
 
 
@@ -62,13 +67,24 @@ def run(state: RunState) -> None:
     )
     cloud.add_service(state.sagemaker)
     cloud.add_service(state.registry)  # before deploying: the model package group is created in it
-    deployment = cloud.deploy(LocalDeployment(data, pipeline, state.region))
+    deploy_stack = (
+        StackTemplate.load(state.work / "cdk.out", f"ModelDeploy-{data.name.removeprefix('TrainingData-')}")
+        if state.options.deploy
+        else None
+    )
+    deployment = cloud.deploy(LocalDeployment(data, pipeline, state.region, deploy_stack))
     state.deployment = deployment
     state.bus = LocalEventBus(deployment)
     state.codepipeline = LocalCodePipeline(
         deployment.function(START_TRAINING.handler).environment["PIPELINE_NAME"],
-        pipeline_variables(deployment),
+        pipeline_variables(deployment.pipeline),
     )
+    if deploy_stack is not None:
+        state.deploy_pipeline = LocalCodePipeline(
+            deployment.function(START_DEPLOY.handler).environment["DEPLOY_PIPELINE_NAME"],
+            pipeline_variables(deploy_stack),
+        )
+        state.codepipeline.add_pipeline(state.deploy_pipeline)
     cloud.add_service(state.codepipeline)
     sqs = cloud.client("sqs")
     inbox = sqs.create_queue(QueueName=EMAIL_INBOX)["QueueUrl"]
@@ -81,7 +97,12 @@ def run(state: RunState) -> None:
         Endpoint=inbox_arn,
     )
     state.email_inbox = inbox
-    roles = sum(1 for key in deployment.resources if key[1] in deployment.pipeline.of_type("AWS::IAM::Role"))
+    roles = sum(
+        1
+        for stack in deployment.stacks[1:]
+        for key in deployment.resources
+        if key[0] == stack.name and key[1] in stack.of_type("AWS::IAM::Role")
+    )
     where = state.options.endpoint_url or "in this process"
     packages = len(state.registry.packages)
     note(

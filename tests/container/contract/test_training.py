@@ -236,3 +236,49 @@ def test_test_channel_class_missing_from_train(tmp_path: Path, run_train: Run) -
     write(tmp_path / "test" / "t.csv", "y,a\n0,1\n1,2\n2,3\n")
     opt = make_opt_ml(tmp_path / "ml", channels={"train": tmp_path / "train", "test": tmp_path / "test"})
     assert_failed(run_train(opt), "'test' channel", "target values [2]")
+
+
+# -- golden.json: the deploy pipeline's golden set, written by the job itself ----------------------------------
+def test_train_writes_the_golden_set_that_serve_answers_the_same(tmp_path: Path, run_train: Run) -> None:
+    """Validation rows without the target, in training column order, and the saved model's answers to them;
+    posted again to the serving app (what `serve` runs), each row gets exactly the recorded prediction."""
+    import io
+
+    from pipeline_common.endpoints import GOLDEN_NAME
+    from sagemaker_contract.golden import GOLDEN_FILE, GOLDEN_ROWS
+    from sagemaker_contract.serving import InferenceApp
+
+    assert GOLDEN_FILE == GOLDEN_NAME
+    opt = make_opt_ml(tmp_path / "ml")
+    result = run_train(opt)
+    assert result.exit_code == 0, result.failure
+    golden = json.loads((opt / "output" / "data" / GOLDEN_FILE).read_text())
+    validation = (SAMPLE / "validation" / "validation.csv").read_text().splitlines()
+    assert golden["content_type"] == "text/csv"
+    assert len(golden["rows"]) == len(golden["predictions"]) == min(GOLDEN_ROWS, len(validation) - 1)
+    first = validation[1].split(",")
+    # The target dropped; the values as training read them (float32).
+    assert [float(v) for v in golden["rows"][0].split(",")] == pytest.approx(
+        [float(v) for v in first[1:]], rel=1e-6
+    )
+    assert f"golden set: {len(golden['rows'])} validation rows" in result.stderr
+    app = InferenceApp(opt / "model")
+    for row, expected in list(zip(golden["rows"], golden["predictions"], strict=True))[:25]:
+        body = f"{row}\n".encode()
+        environ = {
+            "PATH_INFO": "/invocations",
+            "REQUEST_METHOD": "POST",
+            "CONTENT_TYPE": "text/csv",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+        }
+        answer = b"".join(app(environ, lambda *args: None)).decode()
+        assert float(answer.split(",")[0]) == expected
+
+
+def test_no_validation_channel_no_golden_set_and_no_failure(tmp_path: Path, run_train: Run) -> None:
+    opt = make_opt_ml(tmp_path / "ml", channels={"train": None})
+    result = run_train(opt)
+    assert result.exit_code == 0, result.failure
+    assert not (opt / "output" / "data" / "golden.json").exists()
+    assert "no golden set: the job has no validation channel" in result.stderr
