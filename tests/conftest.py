@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import moto
 import pytest
 
 from mlpipe.local.emulator import read_sns_inbox
@@ -30,6 +31,17 @@ from tests.processes import marked_processes, new_mark
 
 # The handler harness (tests/lambda_fixtures.py): shared by tests/lambdas, tests/local and tests/faults.
 pytest_plugins = ["tests.lambda_fixtures"]
+
+
+def _refuse_mock_aws(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError(
+        "moto's mock_aws resets the in-process backends that the session's local_cloud shares (every later "
+        "test would then fail with InvalidAccessKeyId): use the `emulated` fixture"
+    )
+
+
+# Refused before any test module imports it (a test using it once broke every test after it in CI).
+moto.mock_aws = _refuse_mock_aws
 
 # -- no real AWS, ever ------------------------------------------------------------------------------------
 _FAKE_AWS_ENV = {

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from deploy_model import deploying
-from moto import mock_aws
 from pipeline_common import aws, deployments, endpoints
 from pipeline_common.pipeline_action import CONTINUE, FAILED, SUCCEEDED
 
@@ -31,7 +29,7 @@ from mlpipe.local.codepipeline import LocalCodePipeline
 from mlpipe.local.endpoints import LocalAlarmHistory, LocalAutoscaling, LocalEndpoints, StandInClient
 from mlpipe.local.model_registry import LocalModelRegistry
 from mlpipe.local.serving import LocalServing
-from tests.audit_schema import AUDIT_TABLE_SCHEMA
+from tests.conftest import Emulated
 from tests.container.conftest import make_opt_ml
 from tests.container.test_image import build_with_model, run_training
 from tests.lambdas.test_deploy import DEPLOY_CONFIG
@@ -83,108 +81,99 @@ def signed_post(url: str, body: bytes) -> int:
 
 @pytest.fixture
 def world(
-    models: dict[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    models: dict[str, bytes], emulated: Emulated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, Any]]:
-    with mock_aws():
-        s3, dynamodb, sns, sqs = (
-            boto3.client(s, region_name=REGION) for s in ("s3", "dynamodb", "sns", "sqs")
-        )
-        s3.create_bucket(Bucket="models")
-        dynamodb.create_table(TableName="audit", **AUDIT_TABLE_SCHEMA)
-        topic = sns.create_topic(Name="notifications")["TopicArn"]
-        inbox = sqs.create_queue(QueueName="inbox")["QueueUrl"]
-        inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
-        registry = LocalModelRegistry(REGION, on_state_change=lambda event: None)
-        registry.call("CreateModelPackageGroup", {"ModelPackageGroupName": GROUP})
-        packages = {}
-        for name in ("good", "bad"):
-            job = f"mlpipe-test-{name}"
-            s3.put_object(Bucket="models", Key=f"models/{job}/output/model.tar.gz", Body=models[name])
-            dynamodb.put_item(TableName="audit", Item={"job_name": {"S": job}, "status": {"S": "Completed"}})
-            arn = registry.call(
-                "CreateModelPackage",
-                {
-                    "ModelPackageGroupName": GROUP,
-                    "ModelPackageDescription": f"training job {job}",
-                    "CustomerMetadataProperties": {"training-job": job},
-                    "InferenceSpecification": {
-                        "Containers": [
-                            {"Image": TAG, "ModelDataUrl": f"s3://models/models/{job}/output/model.tar.gz"}
-                        ],
-                        "SupportedContentTypes": ["text/csv"],
-                        "SupportedResponseMIMETypes": ["text/csv"],
-                    },
+    # The session's emulator (tests/conftest.py), not moto's mock_aws: that would reset the backends every
+    # later test shares.
+    s3, dynamodb = emulated.client("s3"), emulated.client("dynamodb")
+    bucket, table = emulated.data_bucket(versioned=False), emulated.audit_table()
+    topic, inbox = emulated.topic_with_inbox()
+    registry = LocalModelRegistry(REGION, on_state_change=lambda event: None)
+    registry.call("CreateModelPackageGroup", {"ModelPackageGroupName": GROUP})
+    packages = {}
+    for name in ("good", "bad"):
+        job = f"mlpipe-test-{name}"
+        s3.put_object(Bucket=bucket, Key=f"models/{job}/output/model.tar.gz", Body=models[name])
+        dynamodb.put_item(TableName=table, Item={"job_name": {"S": job}, "status": {"S": "Completed"}})
+        arn = registry.call(
+            "CreateModelPackage",
+            {
+                "ModelPackageGroupName": GROUP,
+                "ModelPackageDescription": f"training job {job}",
+                "CustomerMetadataProperties": {"training-job": job},
+                "InferenceSpecification": {
+                    "Containers": [
+                        {"Image": TAG, "ModelDataUrl": f"s3://{bucket}/models/{job}/output/model.tar.gz"}
+                    ],
+                    "SupportedContentTypes": ["text/csv"],
+                    "SupportedResponseMIMETypes": ["text/csv"],
                 },
-            )["ModelPackageArn"]
-            registry.call("UpdateModelPackage", {"ModelPackageArn": arn, "ModelApprovalStatus": "Approved"})
-            packages[name] = arn
-        holder: dict[str, Any] = {}
+            },
+        )["ModelPackageArn"]
+        registry.call("UpdateModelPackage", {"ModelPackageArn": arn, "ModelApprovalStatus": "Approved"})
+        packages[name] = arn
+    holder: dict[str, Any] = {}
 
-        def model_of_config(config: str) -> tuple[str, str]:
-            local = holder["local"]
-            model = local.models[local.configs[config]["ProductionVariants"][0]["ModelName"]]
-            spec = registry.packages[model["Containers"][0]["ModelPackageName"]]["InferenceSpecification"]
-            return TAG, spec["Containers"][0]["ModelDataUrl"]
+    def model_of_config(config: str) -> tuple[str, str]:
+        local = holder["local"]
+        model = local.models[local.configs[config]["ProductionVariants"][0]["ModelName"]]
+        spec = registry.packages[model["Containers"][0]["ModelPackageName"]]["InferenceSpecification"]
+        return TAG, spec["Containers"][0]["ModelDataUrl"]
 
-        serving = LocalServing(tmp_path, model_of_config, s3)
-        guardrail = DEPLOY_CONFIG["guardrail"]
-        api = LocalInferenceApi(
-            PRODUCTION,
-            backends=serving.backend,
-            weights=lambda: serving.weights(PRODUCTION),
-            secret_of={KEY: SECRET}.get,
-            may_invoke=lambda key: key == KEY,
-            region=REGION,
-        )
-        local = holder["local"] = LocalEndpoints(
-            REGION,
-            serving=serving,
-            alarm_check=lambda endpoint, config: api.alarm_check(
-                config, 0.0, guardrail["max_5xx"], guardrail["p99_latency_ms"]
-            ),
-        )
-        for name, value in {
-            "PROJECT_NAME": "mlpipe",
-            "ENV_NAME": "test",
-            "PIPELINE_NAME": "mlpipe-test-deploy",
-            "AUDIT_TABLE_NAME": "audit",
-            "TOPIC_ARN": topic,
-            "MODEL_PACKAGE_GROUP_NAME": GROUP,
-            "DEPLOY_CONFIG": json.dumps(DEPLOY_CONFIG),
-            "ENDPOINT_ROLE_ARN": "arn:aws:iam::123456789012:role/endpoint",
-            "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-000000000000",
-            "CAPTURE_URI": "s3://models/data-capture/",
-        }.items():
-            monkeypatch.setenv(name, value)
-        clients = {
-            "sagemaker": StandInClient("sagemaker", registry, local),
-            "codepipeline": StandInClient(
-                "codepipeline", pipeline := LocalCodePipeline("mlpipe-test-deploy")
-            ),
-            "cloudwatch": StandInClient("cloudwatch", LocalAlarmHistory(local)),
-            "application-autoscaling": StandInClient("application-autoscaling", LocalAutoscaling()),
-            "s3": s3,
-            "dynamodb": dynamodb,
-            "sns": sns,
-        }
-        try:
-            with aws.use_clients(clients), api.running() as url:
-                yield {
-                    "url": url,
-                    "api": api,
-                    "local": local,
-                    "pipeline": pipeline,
-                    "packages": packages,
-                    "dynamodb": dynamodb,
-                    "sqs": sqs,
-                    "inbox": inbox,
-                }
-        finally:
-            serving.close()
-            os.environ.pop("AWS_ENDPOINT_URL", None)
+    serving = LocalServing(tmp_path, model_of_config, s3)
+    guardrail = DEPLOY_CONFIG["guardrail"]
+    api = LocalInferenceApi(
+        PRODUCTION,
+        backends=serving.backend,
+        weights=lambda: serving.weights(PRODUCTION),
+        secret_of={KEY: SECRET}.get,
+        may_invoke=lambda key: key == KEY,
+        region=REGION,
+    )
+    local = holder["local"] = LocalEndpoints(
+        REGION,
+        serving=serving,
+        alarm_check=lambda endpoint, config: api.alarm_check(
+            config, 0.0, guardrail["max_5xx"], guardrail["p99_latency_ms"]
+        ),
+    )
+    for name, value in {
+        "PROJECT_NAME": "mlpipe",
+        "ENV_NAME": "test",
+        "PIPELINE_NAME": "mlpipe-test-deploy",
+        "AUDIT_TABLE_NAME": table,
+        "TOPIC_ARN": topic,
+        "MODEL_PACKAGE_GROUP_NAME": GROUP,
+        "DEPLOY_CONFIG": json.dumps(DEPLOY_CONFIG),
+        "ENDPOINT_ROLE_ARN": "arn:aws:iam::123456789012:role/endpoint",
+        "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-000000000000",
+        "CAPTURE_URI": f"s3://{bucket}/data-capture/",
+    }.items():
+        monkeypatch.setenv(name, value)
+    clients = {
+        "sagemaker": StandInClient("sagemaker", registry, local),
+        "codepipeline": StandInClient("codepipeline", pipeline := LocalCodePipeline("mlpipe-test-deploy")),
+        "cloudwatch": StandInClient("cloudwatch", LocalAlarmHistory(local)),
+        "application-autoscaling": StandInClient("application-autoscaling", LocalAutoscaling()),
+        "s3": s3,
+        "dynamodb": dynamodb,
+        "sns": emulated.client("sns"),
+    }
+    try:
+        with aws.use_clients(clients), api.running() as url:
+            yield {
+                "url": url,
+                "api": api,
+                "local": local,
+                "pipeline": pipeline,
+                "packages": packages,
+                "emulated": emulated,
+                "table": table,
+                "inbox": inbox,
+            }
+    finally:
+        serving.close()
+        os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
 def deploy_with_traffic(world: dict[str, Any], arn: str, per_step: int = 12) -> Any:
@@ -224,11 +213,7 @@ def test_a_bad_canary_is_rolled_back_and_the_previous_model_keeps_answering(worl
     assert statuses == [200] * 30
     assert len([s for s in api.samples if s.config == f"{PRODUCTION}-v2"]) == before
     # The audit trail and the one email name the alarm.
-    item = world["dynamodb"].get_item(TableName="audit", Key={"job_name": {"S": "mlpipe-test-bad"}})["Item"]
-    from pipeline_common import audit
-
-    entry = audit.from_item(item)["deployment:production:v2"]
+    entry = world["emulated"].get_record(world["table"], "mlpipe-test-bad")["deployment:production:v2"]
     assert entry["status"] == deployments.ROLLED_BACK and entry["alarm"] == ERRORS_ALARM
-    messages = world["sqs"].receive_message(QueueUrl=world["inbox"], MaxNumberOfMessages=10)["Messages"]
-    rolled = [json.loads(m["Body"]) for m in messages if "rolled back" in json.loads(m["Body"])["Subject"]]
-    assert len(rolled) == 1 and f"Alarm that fired: {ERRORS_ALARM}" in rolled[0]["Message"]
+    rolled = [m for m in world["emulated"].read_inbox(world["inbox"]) if "rolled back" in m["subject"]]
+    assert len(rolled) == 1 and f"Alarm that fired: {ERRORS_ALARM}" in rolled[0]["body"]
