@@ -53,6 +53,11 @@ def test_fast_predict_matches_inplace_predict(model_dir: Path, tmp_path: Path) -
     got = user_model.predict(multi, features[:7])
     assert got.shape == (7, 3)
     np.testing.assert_allclose(got, booster.inplace_predict(features[:7]), rtol=1e-6)
+    # The reused proxy (one per thread) holds only the current call's data: other shapes and models after it.
+    for rows in (x[:1], x[5:8], x):
+        np.testing.assert_array_equal(
+            fast_predict.fast_predict(model.booster, rows), model.booster.inplace_predict(rows)
+        )
 
 
 def test_text_columns_train_as_native_categorical_features(tmp_path: Path) -> None:
