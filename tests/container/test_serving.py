@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.container.conftest import ROOT, SAMPLE, make_opt_ml
@@ -135,16 +136,19 @@ def test_real_server_http_details(server: tuple[int, subprocess.Popen]) -> None:
 
 
 def test_csv_parser_choice_follows_the_measured_crossover(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pyarrow for narrow bodies past ~11 KiB, Python for wide ones up to ~40 KiB (serving.SMALL_CSV_BYTES)."""
+    """pyarrow for narrow bodies past ~6 KiB, Python for wide ones up to ~30 KiB (serving.SMALL_CSV_BYTES);
+    both give the same matrix."""
     from sagemaker_contract import serving
 
     used: list[str] = []
     arrow = serving._parse_csv_arrow
     monkeypatch.setattr(serving, "_parse_csv_arrow", lambda body: used.append("arrow") or arrow(body))
-    narrow = ("\n".join((ROWS * 10)[:260]) + "\n").encode()  # 8 columns, ~12.7 KB
-    wide = ("\n".join([",".join(["1.2345"] * 100)] * 45) + "\n").encode()  # 100 columns, ~31 KB
-    assert 12 * 1024 < len(narrow) < 16 * 1024 and 16 * 1024 < len(wide) < 40 * 1024
-    serving.parse_csv(narrow)
+    narrow = ("\n".join((ROWS * 10)[:150]) + "\n").encode()  # 8 columns, ~7 KB
+    wide = ("\n".join([",".join(["1.2345"] * 100)] * 40) + "\n").encode()  # 100 columns, ~28 KB
+    assert 6.5 * 1024 < len(narrow) < 8 * 1024 and 16 * 1024 < len(wide) < 30 * 1024
+    parsed = serving.parse_csv(narrow)
     assert used == ["arrow"]
-    assert serving.parse_csv(wide).shape == (45, 100)
+    rows = [line.split(",") for line in narrow.decode().splitlines()]
+    np.testing.assert_array_equal(parsed, np.array(rows, dtype=np.float32))
+    assert serving.parse_csv(wide).shape == (40, 100)
     assert used == ["arrow"]  # the wide body stayed on the Python path
