@@ -5,7 +5,8 @@ Data (upload, version ids) → Build (the real Dockerfile) → Train (the start-
 with a local SageMaker that runs the image) → Record and notify (the record-status handler, the SNS
 email as sent) → Evaluate (the quality gate) → Register (the model package) → Approval (--approve, or
 --approval-wait, or awaiting approval; then the lineage) → Smoke-serve (the image's `serve` on the
-trained model) → summary.
+trained model) → Deploy (--deploy: staging, its golden test through the local API, production behind the
+guardrail; --batch-transform: then the transform job) → summary.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from mlpipe.local.run import run
 from mlpipe.local.state import Options
 from mlpipe.local.tuning import EXAMPLE_TUNING
 from mlpipe.project import ROOT, SAMPLE_DATA
+
+# --batch-transform's config (cdk.json's `batch_transform` key, as a user would set it).
+LOCAL_BATCH_TRANSFORM = {
+    "input_prefix": "batch/input/",
+    "output_prefix": "batch/output/",
+    "instance_type": "ml.m5.large",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -100,9 +108,18 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "local API like API Gateway's), run its golden test through that API, then deploy it to production "
         "behind the guardrail (needs --approve)",
     )
+    parser.add_argument(
+        "--batch-transform",
+        action="store_true",
+        help="with --deploy: configure batch_transform (input under batch/input/, output under batch/output/), "
+        "put the validation rows under the input prefix, and run the transform job deploy-model starts after "
+        "the production deploy (the real image's serve, the input split into requests)",
+    )
     args = parser.parse_args(argv)
     if args.deploy and not args.approve:
         parser.error("--deploy deploys the approved package: use it with --approve")
+    if args.batch_transform and not args.deploy:
+        parser.error("--batch-transform runs after the production deploy: use it with --deploy")
     if args.approval_wait < 0:
         parser.error("--approval-wait takes a number of seconds >= 0")
     overrides = {}
@@ -124,6 +141,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         if any(item.partition("=")[0] == "training_instance_count" for item in context):
             parser.error("--instance-count and --context training_instance_count=... both set it: use one")
         context.append(f"training_instance_count={args.instance_count}")
+    if args.batch_transform:
+        if any(item.partition("=")[0] == "batch_transform" for item in context):
+            parser.error("--batch-transform and --context batch_transform=... both set it: use one")
+        context.append(f"batch_transform={json.dumps(LOCAL_BATCH_TRANSFORM)}")
     if args.tune is not None:
         if args.tune < 1:
             parser.error("--tune takes a number of trials, at least 1")

@@ -35,7 +35,9 @@ def local_run(output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_approve_and_deploy_ends_with_staging_tested_and_production_serving(tmp_path: Path) -> None:
-    result = local_run(tmp_path, "--approve", "--deploy")
+    """With --batch-transform: then the transform job deploy-model starts runs on the real image, its output
+    is in S3 (equal to /invocations: tests/local/test_transform_and_serving.py), recorded and emailed."""
+    result = local_run(tmp_path, "--approve", "--deploy", "--batch-transform")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "✓ Deploy" in result.stdout
     assert "golden test passed: 20 rows" in result.stdout
@@ -52,6 +54,18 @@ def test_approve_and_deploy_ends_with_staging_tested_and_production_serving(tmp_
         "v1 is serving in production",
     ):
         assert result.stdout.count(f"email [mlpipe/dev] {subject}") == 1, subject  # one email each
+    assert "batch input: 500 validation rows at s3://" in result.stdout
+    (transform,) = [key for key in record if key.startswith("transform:")]
+    assert record[transform]["status"] == "Completed"
+    assert f"transform job {transform.removeprefix('transform:')}: Completed, output under" in result.stdout
+    name = transform.removeprefix("transform:")
+    assert result.stdout.count(f"email [mlpipe/dev] transform job {name} completed") == 1
+
+
+def test_batch_transform_without_deploy_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    result = local_run(tmp_path, "--approve", "--batch-transform")
+    assert result.returncode != 0
+    assert "--batch-transform runs after the production deploy: use it with --deploy" in result.stderr
 
 
 def test_deploy_without_approve_is_refused_before_anything_runs(tmp_path: Path) -> None:

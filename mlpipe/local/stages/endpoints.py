@@ -24,20 +24,31 @@ from datetime import UTC, datetime
 
 from pipeline_common import endpoints
 from pipeline_common.model_package import APPROVED
+from sagemaker_contract.errors import UserError
 from start_deploy import starting
 
+from mlpipe.local import containers, transform
 from mlpipe.local.api import LocalInferenceApi
 from mlpipe.local.console import StageFailed, note
 from mlpipe.local.emulator import ACCOUNT
 from mlpipe.local.endpoints import LocalAlarmHistory, LocalAutoscaling, LocalEndpoints
 from mlpipe.local.serving import LocalServing
-from mlpipe.local.stages.actions import handler_faults, invoke_async, run_action, show_new_emails
+from mlpipe.local.stages.actions import (
+    deliver_events,
+    handler_faults,
+    invoke_async,
+    run_action,
+    show_new_emails,
+)
 from mlpipe.local.stages.approval import show_lineage
 from mlpipe.local.stages.record import read_record
+from mlpipe.local.stages.serve import feature_rows
 from mlpipe.local.state import RunState
 from stacks.functions import DEPLOY_MODEL, GOLDEN_TEST, START_DEPLOY
 
 EXECUTE_API_INVOKE = "execute-api:Invoke"
+BATCH_INPUT_ROWS = 500
+BATCH_INPUT_NAME = "validation-rows.csv"
 
 
 def run(state: RunState) -> None:
@@ -55,10 +66,12 @@ def run(state: RunState) -> None:
     registry = state.need("registry")
     local: LocalEndpoints
 
-    def model_of_config(name: str) -> tuple[str, str]:
-        model = local.models[local.configs[name]["ProductionVariants"][0]["ModelName"]]
-        package = registry.packages[model["Containers"][0]["ModelPackageName"]]
+    def image_and_model(model_name: str) -> tuple[str, str]:
+        package = registry.packages[local.models[model_name]["Containers"][0]["ModelPackageName"]]
         return state.need("image").tag, package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+
+    def model_of_config(name: str) -> tuple[str, str]:
+        return image_and_model(local.configs[name]["ProductionVariants"][0]["ModelName"])
 
     serving = LocalServing(state.work, model_of_config, state.client("s3"))
     state.cleanup.callback(serving.close)
@@ -70,7 +83,13 @@ def run(state: RunState) -> None:
         return api.alarm_check(name, 0.0, guardrail["max_5xx"], guardrail["p99_latency_ms"]) if api else None
 
     local = LocalEndpoints(
-        state.region, serving=serving, alarm_check=alarm_check, on_event=state.events.append
+        state.region,
+        serving=serving,
+        alarm_check=alarm_check,
+        on_event=state.events.append,
+        run_transform=lambda job: transform.run_job(
+            job, state.client("s3"), image_and_model, state.work, containers.serve
+        ),
     )
     for stand_in in (local, LocalAlarmHistory(local), LocalAutoscaling()):
         cloud.add_service(stand_in)
@@ -113,8 +132,13 @@ def run(state: RunState) -> None:
         )
         if config["production_manual_approval"]:
             note("production promotion approved by --approve (in AWS: the pipeline's manual approval action)")
+        batch = config.get("batch_transform")
+        if batch:
+            _put_batch_input(state, deploy_model.environment["DATA_BUCKET"], batch["input_prefix"])
         _deploy(state, execution, endpoints.PRODUCTION, arn)
         note(f"production answers at {urls[endpoints.PRODUCTION]}")
+        if batch:
+            _run_transform_jobs(state, local)
     state.record = read_record(state, state.trained_job())
     for key in sorted(k for k in state.record if k.startswith(("deployment:", "golden_test:"))):
         entry = state.record[key]
@@ -122,6 +146,37 @@ def run(state: RunState) -> None:
     show_new_emails(state)
     show_lineage(state)
     (state.work / "endpoints.json").write_text(json.dumps({"apis": urls, "caller": caller.arn}, indent=2))
+
+
+def _put_batch_input(state: RunState, bucket: str, prefix: str) -> None:
+    """What a user would drop under the batch input prefix: here, the validation rows without the target (the
+    container's own reader picks the columns), as one headerless CSV object."""
+    target = (state.record.get("hyperparameters") or {}).get("target") or None
+    try:
+        rows = feature_rows(state.options.data, "validation", target, count=BATCH_INPUT_ROWS)
+    except UserError as error:
+        raise StageFailed(f"batch transform input: {error}") from None
+    if rows.content_type != "text/csv":
+        raise StageFailed("batch transform input: the validation rows need a header-free CSV form")
+    key = f"{prefix}{BATCH_INPUT_NAME}"
+    state.client("s3").put_object(Bucket=bucket, Key=key, Body=rows.body)
+    note(f"batch input: {len(rows.shown)} validation rows at s3://{bucket}/{key}")
+
+
+def _run_transform_jobs(state: RunState, local: LocalEndpoints) -> None:
+    """The transform jobs deploy-model started, run as SageMaker would (the stand-in runs one when it is first
+    described); their state changes go through the deploy stack's rule to record-deployment."""
+    started = [
+        name for name, job in local.transform_jobs.items() if job["TransformJobStatus"] == "InProgress"
+    ]
+    if not started:
+        raise StageFailed("batch_transform is configured, but deploy-model started no transform job")
+    for name in started:
+        job = local.call("DescribeTransformJob", {"TransformJobName": name})
+        if job["TransformJobStatus"] != "Completed":
+            raise StageFailed(f"transform job {name}: {job.get('FailureReason')}")
+        note(f"transform job {name}: Completed, output under {job['TransformOutput']['S3OutputPath']}")
+    deliver_events(state)
 
 
 def _execution_of(state: RunState, arn: str) -> str:
