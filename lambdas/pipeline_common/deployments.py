@@ -29,6 +29,7 @@ RANK = {STARTED: 0, IN_SERVICE: 1, FAILED: 1, ROLLED_BACK: 1}
 EMAILED_OUTCOMES = (IN_SERVICE, FAILED, ROLLED_BACK)
 EVENT_DEPLOYMENT = "deployment"
 EVENT_TRANSFORM = "transform"
+ATTRIBUTE_PREFIX = "deployment:"  # every deployment entry's attribute name starts with it
 
 
 def _env(name: str, purpose: str) -> str:
@@ -109,7 +110,7 @@ class Package:
 
 
 def deployment_attribute(stage: str, version: int) -> str:
-    return f"deployment:{stage}:v{version}"
+    return f"{ATTRIBUTE_PREFIX}{stage}:v{version}"
 
 
 def record_deployment(table: str, job_name: str, stage: str, version: int, fields: Mapping[str, Any]) -> bool:

@@ -1,17 +1,20 @@
 """`mlpipe-runs`: list training runs from the audit table; approve or reject a model package; show where a
-model came from.
+model came from, and which one each endpoint serves.
 
     mlpipe-runs [--status S] [--commit SHA] [--limit N] [--json]         list runs (the default)
     mlpipe-runs approve <package ARN or version> --reason "..."          approve a registered model
     mlpipe-runs reject <package ARN or version> --reason "..."           reject it
     mlpipe-runs lineage <job, package ARN or version, or commit> [--json] commit → ... → approval
+    mlpipe-runs endpoints [--limit N] [--json]                           each endpoint's package now
 
 Works against real AWS (default credentials and region) and against the local emulator
 (`--endpoint-url`). Every listing is a DynamoDB Query on one of the table's indexes, never a Scan:
 `--commit` uses `by-commit`, `--status` uses `by-status`, and the unfiltered listing queries
 `by-status` once per status and merges newest first. `lineage` reads one record (GetItem, or a `by-commit`
 query); approve and reject are UpdateModelPackage calls, made as whoever runs the command: that identity
-is what the audit trail records as the approver.
+is what the audit trail records as the approver. `endpoints` queries `by-status` for the Completed runs,
+newest first, and reads their `deployment:*` entries (mlpipe/cli/endpoints.py): the audit trail, not the
+endpoints themselves, so it answers the same after a local run, whose endpoints are gone.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ from pipeline_common.audit import STATUSES, from_item
 from pipeline_common.metrics import headline
 from pipeline_common.notify import duration_seconds, format_duration
 
+from mlpipe.cli.endpoints import endpoint_views
 from mlpipe.cli.lineage import lineage, render
 
 COMMIT_INDEX = "by-commit"
 STATUS_INDEX = "by-status"
 FULL_SHA_LENGTH = 40
-SUBCOMMANDS = ("approve", "reject", "lineage")
+COMPLETED = "Completed"
+SUBCOMMANDS = ("approve", "reject", "lineage", "endpoints")
+ENDPOINTS_LIMIT = 100
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 
 
@@ -55,7 +61,10 @@ class RunsQuery:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="mlpipe-runs", description="List training runs from the audit table."
+        prog="mlpipe-runs",
+        description="List training runs from the audit table.",
+        epilog="subcommands: approve, reject, lineage, endpoints (each answers --help); "
+        "`mlpipe-runs endpoints` shows which package each endpoint serves now, and its lineage",
     )
     parser.add_argument("--status", choices=STATUSES, help="only runs in this status")
     parser.add_argument("--commit", help="only runs of this commit (full SHA, or a short one git resolves)")
@@ -256,7 +265,23 @@ def _endpoint(args: argparse.Namespace) -> dict[str, str]:
 
 def parse_subcommand(command: str, argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"mlpipe-runs {command}")
-    if command == "lineage":
+    if command == "endpoints":
+        parser.description = (
+            "Which package each endpoint (staging, production) serves now, from the audit trail's "
+            "deployments, with the last failed or rolled back attempt and a deployment under way."
+        )
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=ENDPOINTS_LIMIT,
+            help=f"read the N most recently updated Completed runs (default {ENDPOINTS_LIMIT}; a deployment "
+            "updates its run's record, so the runs behind the endpoints are among the newest)",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print JSON, with each current package's lineage"
+        )
+        parser.add_argument("--table", help="audit table name (default: found by its key schema and indexes)")
+    elif command == "lineage":
         parser.description = (
             "Where a model came from: commit, image, data, job, metrics, gate, package, approval."
         )
@@ -269,16 +294,19 @@ def parse_subcommand(command: str, argv: Sequence[str]) -> argparse.Namespace:
         parser.add_argument(
             "--reason", required=True, help="why (recorded as the package's ApprovalDescription)"
         )
-    parser.add_argument(
-        "--group", help="model package group (default: the only one in the account and region)"
-    )
+    if command != "endpoints":
+        parser.add_argument(
+            "--group", help="model package group (default: the only one in the account and region)"
+        )
     parser.add_argument(
         "--endpoint-url", help="AWS endpoint, e.g. the local run's gateway http://127.0.0.1:PORT"
     )
     parser.add_argument("--region", help="AWS region (default: from your AWS configuration)")
     args = parser.parse_args(list(argv))
-    if command != "lineage" and not args.reason.strip():
+    if command in ("approve", "reject") and not args.reason.strip():
         parser.error("--reason must say why")
+    if command == "endpoints" and args.limit < 1:
+        parser.error("--limit must be at least 1")
     return args
 
 
@@ -350,11 +378,80 @@ def lineage_records(
     )
 
 
+def endpoint_rows(views: Iterable[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for view in views:
+        current = view["current"] or {}
+        rows.append(
+            [
+                view["endpoint"],
+                view["stage"],
+                f"v{current['model_package_version']}" if current else "-",
+                str(current.get("training_job") or "-"),
+                str(current.get("commit_id") or "")[:7] or "-",
+                short_time(current.get("ended_at")) if current else "-",
+                attempt_text(view),
+            ]
+        )
+    return rows
+
+
+def attempt_text(view: dict[str, Any]) -> str:
+    """What happened to the endpoint after its current package: a deployment under way, and the last
+    attempt that failed or was rolled back (with the alarm that fired)."""
+    parts = []
+    if view["deploying"]:
+        deploying = view["deploying"]
+        parts.append(
+            f"deploying v{deploying['model_package_version']} since {short_time(deploying.get('started_at'))}"
+        )
+    if view["last_attempt"]:
+        attempt = view["last_attempt"]
+        text = (
+            f"v{attempt['model_package_version']} {attempt.get('status')} "
+            f"{short_time(attempt.get('ended_at') or attempt.get('started_at'))}"
+        )
+        if attempt.get("alarm"):
+            text += f" (alarm {attempt['alarm']})"
+        parts.append(text)
+    return "; ".join(parts) or "-"
+
+
+def print_endpoints(views: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Endpoints ({len(views)})")
+    for column in ("endpoint", "stage", "package", "training job", "commit", "since", "last attempt"):
+        table.add_column(column, no_wrap=True)
+    for row in endpoint_rows(views):
+        table.add_row(*row)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def endpoints(args: argparse.Namespace) -> int:
+    """`mlpipe-runs endpoints`: the Completed runs' deployments, one row (or JSON object) per endpoint."""
+    dynamodb = _session(args).client("dynamodb", **_endpoint(args))
+    table = args.table or find_audit_table(dynamodb)
+    runs = query_runs(dynamodb, table, RunsQuery(COMPLETED, None, args.limit))
+    views = endpoint_views(runs)
+    if args.json:
+        json.dump(views, sys.stdout, indent=2, sort_keys=True, default=str)
+        print()
+    elif not views:
+        print(f"no deployment recorded in audit table {table} (Completed runs read: {len(runs)})")
+    else:
+        print_endpoints(views)
+    return 0
+
+
 def subcommand(command: str, argv: Sequence[str]) -> int:
     args = parse_subcommand(command, argv)
     session = _session(args)
-    sagemaker = session.client("sagemaker", **_endpoint(args))
     try:
+        if command == "endpoints":
+            return endpoints(args)
+        sagemaker = session.client("sagemaker", **_endpoint(args))
         if command == "lineage":
             dynamodb = session.client("dynamodb", **_endpoint(args))
             table = args.table or find_audit_table(dynamodb)
