@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pipeline_common import endpoints
 from pipeline_common.model_package import APPROVED
 from sagemaker_contract.errors import UserError
+from sagemaker_contract.golden import feature_lines
 from start_deploy import starting
 
 from mlpipe.local import containers, transform
@@ -42,7 +43,6 @@ from mlpipe.local.stages.actions import (
 )
 from mlpipe.local.stages.approval import show_lineage
 from mlpipe.local.stages.record import read_record
-from mlpipe.local.stages.serve import feature_rows
 from mlpipe.local.state import RunState
 from stacks.functions import DEPLOY_MODEL, GOLDEN_TEST, START_DEPLOY
 
@@ -149,18 +149,20 @@ def run(state: RunState) -> None:
 
 
 def _put_batch_input(state: RunState, bucket: str, prefix: str) -> None:
-    """What a user would drop under the batch input prefix: here, the validation rows without the target (the
-    container's own reader picks the columns), as one headerless CSV object."""
+    """What a user would drop under the batch input prefix: here, the validation rows without the target as
+    header-free CSV in training column order (the container's own reader, as for the golden set)."""
     target = (state.record.get("hyperparameters") or {}).get("target") or None
     try:
-        rows = feature_rows(state.options.data, "validation", target, count=BATCH_INPUT_ROWS)
-    except UserError as error:
+        lines = feature_lines(state.options.data / "validation", target, count=BATCH_INPUT_ROWS)
+    except (UserError, OSError) as error:
         raise StageFailed(f"batch transform input: {error}") from None
-    if rows.content_type != "text/csv":
-        raise StageFailed("batch transform input: the validation rows need a header-free CSV form")
+    if not lines:
+        raise StageFailed("batch transform input: the validation channel has no rows")
     key = f"{prefix}{BATCH_INPUT_NAME}"
-    state.client("s3").put_object(Bucket=bucket, Key=key, Body=rows.body)
-    note(f"batch input: {len(rows.shown)} validation rows at s3://{bucket}/{key}")
+    state.client("s3").put_object(
+        Bucket=bucket, Key=key, Body="".join(f"{line}\n" for line in lines).encode()
+    )
+    note(f"batch input: {len(lines)} validation rows at s3://{bucket}/{key}")
 
 
 def _run_transform_jobs(state: RunState, local: LocalEndpoints) -> None:
