@@ -610,47 +610,14 @@ class DeployLambdas:
 
     def package(self, job: str, approve: bool = True) -> str:
         """A registered package of `job`, its audit record and its golden set (for the `SumModel`)."""
-        from pipeline_common import audit
+        from tests.lambdas.builders import deployable_package, golden_archive
 
-        from tests.lambdas.builders import golden_archive
-
-        self.emulated.client("dynamodb").put_item(
-            TableName=self.table,
-            Item={
-                "job_name": {"S": job},
-                "status": {"S": "Completed"},
-                "commit_id": {"S": "abc1234"},
-                "created_at": {"S": audit.now_iso()},
-                "updated_at": {"S": audit.now_iso()},
-            },
-        )
         rows = ["1.0,2.0", "3.0,4.0", "5.0,6.0"]
         golden = {"content_type": "text/csv", "rows": rows, "predictions": [3.0, 7.0, 11.0]}
         self.emulated.put_objects(self.bucket, {f"models/{job}/output/output.tar.gz": golden_archive(golden)})
-        arn = self.registry.call(
-            "CreateModelPackage",
-            {
-                "ModelPackageGroupName": self.group,
-                "ModelPackageDescription": f"training job {job}",
-                "CustomerMetadataProperties": {"training-job": job},
-                "ModelApprovalStatus": "PendingManualApproval",
-                "InferenceSpecification": {
-                    "Containers": [
-                        {
-                            "Image": "111111111111.dkr.ecr.us-east-1.amazonaws.com/repo@sha256:" + "a" * 64,
-                            "ModelDataUrl": f"s3://{self.bucket}/models/{job}/output/model.tar.gz",
-                        }
-                    ],
-                    "SupportedContentTypes": ["text/csv"],
-                    "SupportedResponseMIMETypes": ["text/csv"],
-                },
-            },
-        )["ModelPackageArn"]
-        if approve:
-            self.registry.call(
-                "UpdateModelPackage", {"ModelPackageArn": arn, "ModelApprovalStatus": "Approved"}
-            )
-        return str(arn)
+        return deployable_package(
+            self.emulated, self.registry, self.group, self.table, self.bucket, job, approve
+        )
 
     def approval_event(self, arn: str, event_id: str | None = None) -> dict[str, Any]:
         from tests.lambdas.builders import model_package_event

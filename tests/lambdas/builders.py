@@ -263,3 +263,44 @@ def golden_archive(golden: dict[str, Any]) -> bytes:
     from pipeline_common.endpoints import GOLDEN_NAME
 
     return output_archive({GOLDEN_NAME: json.dumps(golden).encode()})
+
+
+def deployable_package(
+    emulated: Any, registry: Any, group: str, table: str, bucket: str, job: str, approve: bool
+) -> str:
+    """A package of `job` as Register makes one (pending, then approved by default), with the job's Completed
+    audit record: what the deploy handlers start from."""
+    from pipeline_common import audit
+
+    emulated.client("dynamodb").put_item(
+        TableName=table,
+        Item={
+            "job_name": {"S": job},
+            "status": {"S": "Completed"},
+            "commit_id": {"S": "abc1234"},
+            "created_at": {"S": audit.now_iso()},
+            "updated_at": {"S": audit.now_iso()},
+        },
+    )
+    arn = registry.call(
+        "CreateModelPackage",
+        {
+            "ModelPackageGroupName": group,
+            "ModelPackageDescription": f"training job {job}",
+            "CustomerMetadataProperties": {"training-job": job},
+            "ModelApprovalStatus": "PendingManualApproval",
+            "InferenceSpecification": {
+                "Containers": [
+                    {
+                        "Image": "111111111111.dkr.ecr.us-east-1.amazonaws.com/repo@sha256:" + "a" * 64,
+                        "ModelDataUrl": f"s3://{bucket}/models/{job}/output/model.tar.gz",
+                    }
+                ],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["text/csv"],
+            },
+        },
+    )["ModelPackageArn"]
+    if approve:
+        registry.call("UpdateModelPackage", {"ModelPackageArn": arn, "ModelApprovalStatus": "Approved"})
+    return str(arn)

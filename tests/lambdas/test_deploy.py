@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from deploy_model import deploying
 from golden_test import testing
-from pipeline_common import audit, aws, deployments, endpoints
+from pipeline_common import aws, deployments, endpoints
 from pipeline_common.pipeline_action import CONTINUE, FAILED, SUCCEEDED
 from record_deployment import recording
 from start_deploy import starting
@@ -28,7 +28,7 @@ from mlpipe.local.endpoints import LocalAlarmHistory, LocalAutoscaling, LocalEnd
 from mlpipe.local.lambda_runtime import LambdaContext
 from mlpipe.local.model_registry import LocalModelRegistry
 from tests.conftest import REGION, Emulated, unique_name
-from tests.lambdas.builders import golden_archive, model_package_event, output_archive
+from tests.lambdas.builders import deployable_package, golden_archive, model_package_event, output_archive
 
 PROJECT, ENV = "mlpipe", "test"
 STAGING, PRODUCTION = (
@@ -88,40 +88,9 @@ class Deploy:
 
     def package(self, job: str, approve: bool = True) -> str:
         """A registered package of `job` (and its audit record), approved by default."""
-        self.emulated.client("dynamodb").put_item(
-            TableName=self.table,
-            Item={
-                "job_name": {"S": job},
-                "status": {"S": "Completed"},
-                "commit_id": {"S": "abc1234"},
-                "created_at": {"S": audit.now_iso()},
-                "updated_at": {"S": audit.now_iso()},
-            },
+        return deployable_package(
+            self.emulated, self.registry, self.group, self.table, self.bucket, job, approve
         )
-        arn = self.registry.call(
-            "CreateModelPackage",
-            {
-                "ModelPackageGroupName": self.group,
-                "ModelPackageDescription": f"training job {job}",
-                "CustomerMetadataProperties": {"training-job": job},
-                "ModelApprovalStatus": "PendingManualApproval",
-                "InferenceSpecification": {
-                    "Containers": [
-                        {
-                            "Image": "111111111111.dkr.ecr.us-east-1.amazonaws.com/repo@sha256:" + "a" * 64,
-                            "ModelDataUrl": f"s3://{self.bucket}/models/{job}/output/model.tar.gz",
-                        }
-                    ],
-                    "SupportedContentTypes": ["text/csv"],
-                    "SupportedResponseMIMETypes": ["text/csv"],
-                },
-            },
-        )["ModelPackageArn"]
-        if approve:
-            self.registry.call(
-                "UpdateModelPackage", {"ModelPackageArn": arn, "ModelApprovalStatus": "Approved"}
-            )
-        return arn
 
     def deploy(self, stage: str, arn: str, limit: int = 40) -> tuple[Any, int]:
         """Run the stage's deploy action as CodePipeline does (new job per continuation) until it ends:
