@@ -14,18 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Stack
-from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 from pipeline_common.endpoints import PRODUCTION, STAGES
 
-from stacks.config import PROJECT_ROOT, PipelineConfig
+from stacks.config import PipelineConfig
 from stacks.constructs.deployment import Deployment
 from stacks.constructs.deployment_records import DeploymentRecords
 from stacks.constructs.inference_api import InferenceApi
 from stacks.constructs.pipeline_function import FunctionDefaults
 from stacks.constructs.serving import Serving
 from stacks.data_resources import DataResources
-from stacks.pipeline_stack import LAMBDA_ASSET_EXCLUDES
 
 
 class DeployStack(Stack):
@@ -40,22 +38,7 @@ class DeployStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         assert config.deploy is not None
-        defaults = FunctionDefaults(
-            code=lambda_.Code.from_asset(str(PROJECT_ROOT / "lambdas"), exclude=LAMBDA_ASSET_EXCLUDES),
-            layer=lambda_.LayerVersion.from_layer_version_arn(
-                self, "PowertoolsLayer", config.powertools_layer_arn
-            ),
-            key=data.key,
-            alarm_topic=data.topic,
-            log_retention_days=config.log_retention_days,
-            pipeline_name=config.deploy_pipeline_name,
-            environment={
-                "PROJECT_NAME": config.project_name,
-                "ENV_NAME": config.env_name,
-                "PIPELINE_NAME": config.deploy_pipeline_name,
-                "POWERTOOLS_LOG_LEVEL": "INFO",
-            },
-        )
+        defaults = FunctionDefaults.for_stack(self, config, data, config.deploy_pipeline_name)
         packages_arn = self.format_arn(
             service="sagemaker",
             resource="model-package",

@@ -11,11 +11,10 @@ from typing import Any
 
 from aws_cdk import Stack
 from aws_cdk import aws_codepipeline as codepipeline
-from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from stacks import functions
-from stacks.config import PROJECT_ROOT, PipelineConfig
+from stacks.config import PipelineConfig
 from stacks.constructs.data_uploads import DataUploads
 from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.pipeline_function import FunctionDefaults
@@ -34,8 +33,6 @@ from stacks.nag import (
     acknowledge_findings,
     logical_id,
 )
-
-LAMBDA_ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
 
 
 class PipelineStack(Stack):
@@ -63,22 +60,7 @@ class PipelineStack(Stack):
             resource="hyper-parameter-tuning-job",
             resource_name=f"{config.job_name_prefix}*",
         )
-        defaults = FunctionDefaults(
-            code=lambda_.Code.from_asset(str(PROJECT_ROOT / "lambdas"), exclude=LAMBDA_ASSET_EXCLUDES),
-            layer=lambda_.LayerVersion.from_layer_version_arn(
-                self, "PowertoolsLayer", config.powertools_layer_arn
-            ),
-            key=data.key,
-            alarm_topic=data.topic,
-            log_retention_days=config.log_retention_days,
-            pipeline_name=config.pipeline_name,
-            environment={
-                "PROJECT_NAME": config.project_name,
-                "ENV_NAME": config.env_name,
-                "PIPELINE_NAME": config.pipeline_name,
-                "POWERTOOLS_LOG_LEVEL": "INFO",
-            },
-        )
+        defaults = FunctionDefaults.for_stack(self, config, data, config.pipeline_name)
 
         # The model registry's group (data stack) and its versions: what the new stages may touch, nothing else.
         packages_arn = self.format_arn(

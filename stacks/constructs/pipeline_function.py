@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
@@ -21,6 +22,7 @@ from constructs import Construct
 
 from stacks.checkov_skips import REASONS as CHECKOV_REASONS
 from stacks.checkov_skips import skip_checks
+from stacks.config import PROJECT_ROOT
 from stacks.constructs.logs import log_group
 from stacks.constructs.policies import depend_on_policy_only
 from stacks.constructs.queues import AlarmedDeadLetterQueue
@@ -33,6 +35,11 @@ from stacks.nag import (
     acknowledge_findings,
 )
 
+if TYPE_CHECKING:
+    from stacks.config import PipelineConfig
+    from stacks.data_resources import DataResources
+
+LAMBDA_ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # matches the python312 Powertools layer
 MEMORY_MB = 256
 TRACING_WILDCARD = (
@@ -52,6 +59,29 @@ class FunctionDefaults:
     log_retention_days: int
     pipeline_name: str
     environment: Mapping[str, str]  # variables every function gets (README: "Lambda environment")
+
+    @classmethod
+    def for_stack(
+        cls, stack: Construct, config: PipelineConfig, data: DataResources, pipeline_name: str
+    ) -> FunctionDefaults:
+        """One stack's functions: the lambdas/ asset, the Powertools layer, the data stack's key and topic, and
+        `pipeline_name`, the pipeline they act in (the training or the deploy pipeline)."""
+        return cls(
+            code=lambda_.Code.from_asset(str(PROJECT_ROOT / "lambdas"), exclude=LAMBDA_ASSET_EXCLUDES),
+            layer=lambda_.LayerVersion.from_layer_version_arn(
+                stack, "PowertoolsLayer", config.powertools_layer_arn
+            ),
+            key=data.key,
+            alarm_topic=data.topic,
+            log_retention_days=config.log_retention_days,
+            pipeline_name=pipeline_name,
+            environment={
+                "PROJECT_NAME": config.project_name,
+                "ENV_NAME": config.env_name,
+                "PIPELINE_NAME": pipeline_name,
+                "POWERTOOLS_LOG_LEVEL": "INFO",
+            },
+        )
 
 
 class PipelineFunction(Construct):
