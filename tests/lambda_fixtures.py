@@ -220,18 +220,9 @@ class Lambdas:
         while self.events:
             self.record(self.events.pop(0))
 
-    def finished_job(
-        self,
-        name: str,
-        status: str = "Completed",
-        trained_seconds: int = 754,
-        spot_billable_seconds: int | None = None,
-    ) -> None:
-        """A job SageMaker finished with `status` (restored into the local SageMaker: no container, no S3),
-        its times on the sample events' clock (T0); with `spot_billable_seconds`, a managed spot job billed
-        that long."""
-        request = {
-            "TrainingJobName": name,
+    def job_definition(self) -> dict[str, Any]:
+        """What the start-training handler would send for a one-host job on the sample data (a new dict)."""
+        return {
             "AlgorithmSpecification": {
                 "TrainingImage": IMAGE_URI,
                 "TrainingInputMode": "File",
@@ -252,6 +243,21 @@ class Lambdas:
             "OutputDataConfig": {"S3OutputPath": f"s3://{self.model_bucket}/models/"},
             "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
             "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        }
+
+    def finished_job(
+        self,
+        name: str,
+        status: str = "Completed",
+        trained_seconds: int = 754,
+        spot_billable_seconds: int | None = None,
+    ) -> None:
+        """A job SageMaker finished with `status` (restored into the local SageMaker: no container, no S3),
+        its times on the sample events' clock (T0); with `spot_billable_seconds`, a managed spot job billed
+        that long."""
+        request = {
+            "TrainingJobName": name,
+            **self.job_definition(),
             "HyperParameters": {"max_depth": "6", "eta": "0.2"},
             "Tags": [{"Key": k, "Value": v} for k, v in default_tags(name).items()],
         }
@@ -280,28 +286,7 @@ class Lambdas:
     def finished_tuning_job(self, name: str, trials: int = 2) -> list[str]:
         """A tuning job that ran `trials` trials with the scripted container (its own events dropped: tests
         send events built from the published samples) and ended; returns the trials' names."""
-        template = {
-            "AlgorithmSpecification": {
-                "TrainingImage": IMAGE_URI,
-                "TrainingInputMode": "File",
-                "MetricDefinitions": metrics.metric_definitions(METRIC_NAMES),
-            },
-            "RoleArn": self.sagemaker_role_arn,
-            "InputDataConfig": [
-                {
-                    "ChannelName": "train",
-                    "DataSource": {
-                        "S3DataSource": {
-                            "S3DataType": "S3Prefix",
-                            "S3Uri": f"s3://{self.data_bucket}/datasets/train/",
-                        }
-                    },
-                }
-            ],
-            "OutputDataConfig": {"S3OutputPath": f"s3://{self.model_bucket}/models/"},
-            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        }
+        template = self.job_definition()
         self.sagemaker.create_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=name,
             HyperParameterTuningJobConfig={
