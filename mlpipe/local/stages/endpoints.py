@@ -87,8 +87,14 @@ def run(state: RunState) -> None:
         serving=serving,
         alarm_check=alarm_check,
         on_event=state.events.append,
+        # As SageMaker does, the job reads its input and model and writes its output as the model's execution
+        # role (the endpoints' role from the deploy template), with IAM enforced.
         run_transform=lambda job: transform.run_job(
-            job, state.client("s3"), image_and_model, state.work, containers.serve
+            job,
+            cloud.s3_as_role(local.models[job["ModelName"]]["ExecutionRoleArn"]),
+            image_and_model,
+            state.work,
+            containers.serve,
         ),
     )
     for stand_in in (local, LocalAlarmHistory(local), LocalAutoscaling()):
