@@ -11,7 +11,7 @@ A model module provides (`ModelModule`):
     fit(train, validation, params, checkpoint_dir) -> model
     save(model, directory) -> None       # everything `load` needs, in `directory`
     load(directory) -> model
-    predict(model, features) -> np.ndarray
+    predict(model, features) -> np.ndarray   # row-wise: one prediction per row, from that row alone
 
 and may provide (`OptionalHooks`; the default in brackets):
 
@@ -117,7 +117,11 @@ class ModelModule(Protocol):
 
     def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
         """Regression: one value per row. Classification: P(classes[1]) per row for two classes (shape
-        (rows,) or (rows, 2)), else (rows, classes) probabilities."""
+        (rows,) or (rows, 2)), else (rows, classes) probabilities.
+
+        Row-wise: a row's prediction depends on that row alone. The server predicts the rows of requests that
+        arrive together in one call and splits the answer by rows (batching.py), as batch transform already
+        splits and joins records as it likes."""
         ...
 
 

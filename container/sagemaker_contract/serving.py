@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +155,12 @@ def _is_header(row: list[str], schema: Schema | None) -> bool:
     return looks_like_header(row)
 
 
-def parse_csv(body: bytes, schema: Schema | None = None) -> np.ndarray:
+def parse_csv(body: bytes, schema: Schema | None = None, width: int | None = None) -> np.ndarray:
+    """`width`: the body's `csv_width`, if the caller has it already."""
     categorical = schema is not None and bool(schema.codes)
-    if len(body) > SMALL_CSV_BYTES + SMALL_CSV_BYTES_PER_COLUMN * csv_width(body) and not categorical:
+    if width is None:
+        width = csv_width(body)
+    if len(body) > SMALL_CSV_BYTES + SMALL_CSV_BYTES_PER_COLUMN * width and not categorical:
         try:
             return _parse_csv_arrow(body)
         except BadRequest:
@@ -374,6 +378,25 @@ def format_labels(predictions: np.ndarray, classes: list[Any], output: str, medi
 
 
 # -- the app --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A parsed `/invocations` request, waiting for its rows' predictions."""
+
+    features: np.ndarray
+    accept: str  # the answer's media type
+    output: str | None  # labels | probabilities | None (the model's raw predictions)
+
+
+_INTERNAL_ERROR = Response(500, b"Internal error while predicting; see the endpoint logs.\n", "text/plain")
+
+
 class InferenceApp:
     """One per worker process. Loads the model once; /ping is 200 only when it is loaded."""
 
@@ -407,21 +430,32 @@ class InferenceApp:
         return True
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """WSGI: one request, predicted on its own (the server's bridge predicts through a batcher instead)."""
+        outcome = self.handle(environ)
+        if isinstance(outcome, Invocation):
+            try:
+                predictions = self.predict(outcome.features)
+            except Exception:
+                outcome = self.prediction_failed()
+            else:
+                outcome = self.answer(outcome, predictions)
+        return _respond(start_response, outcome.status, outcome.body, outcome.content_type)
+
+    def handle(self, environ: dict[str, Any]) -> Response | Invocation:
+        """Everything before the prediction: a finished response (ping, errors), or a parsed invocation."""
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         try:
             if path == "/invocations":
                 if method != "POST":
                     raise BadRequest("Use POST for /invocations.", 405)
-                return self._invoke(environ, start_response)
+                return self._parse_invocation(environ)
             if path == "/ping":
                 if method not in ("GET", "HEAD"):
                     raise BadRequest("Use GET for /ping.", 405)
                 if self.try_load():
-                    return _respond(start_response, 200, b"", "text/plain")
-                return _respond(
-                    start_response, 503, f"model not loaded: {self.load_error}\n".encode(), "text/plain"
-                )
+                    return Response(200, b"", "text/plain")
+                return Response(503, f"model not loaded: {self.load_error}\n".encode(), "text/plain")
             if path == "/execution-parameters" and method == "GET":
                 workers = int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", os.cpu_count() or 1))
                 body = {
@@ -429,18 +463,40 @@ class InferenceApp:
                     "BatchStrategy": "MULTI_RECORD",
                     "MaxPayloadInMB": 6,
                 }
-                return _respond(start_response, 200, json.dumps(body).encode(), JSON)
+                return Response(200, json.dumps(body).encode(), JSON)
             raise BadRequest(f"No such path {path}: use GET /ping or POST /invocations.", 404)
         except BadRequest as error:
-            return _respond(start_response, error.status, (str(error) + "\n").encode(), "text/plain")
+            return Response(error.status, (str(error) + "\n").encode(), "text/plain")
         except Exception:  # never a traceback to the client; the log has it
             log.exception("unexpected error on %s %s", method, path)
-            return _respond(
-                start_response,
-                500,
-                b"Internal error while predicting; see the endpoint logs.\n",
-                "text/plain",
-            )
+            return _INTERNAL_ERROR
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """The model's predictions for these rows, one per row (raises if the model breaks that rule)."""
+        assert self.model is not None and self.plugin is not None
+        predictions = self.plugin.predict(self.model, features)
+        if len(predictions) != len(features):
+            raise ValueError(f"the model answered {len(predictions)} predictions for {len(features)} rows")
+        return predictions
+
+    def prediction_failed(self) -> Response:
+        """The answer to an invocation whose predict raised (called in the `except` that caught it)."""
+        log.exception("the model's predict failed")
+        return _INTERNAL_ERROR
+
+    def answer(self, invocation: Invocation, predictions: np.ndarray) -> Response:
+        """The response for an invocation, from its rows' predictions."""
+        try:
+            if invocation.output is not None:
+                assert self.meta.classes is not None
+                body = format_labels(predictions, self.meta.classes, invocation.output, invocation.accept)
+                return Response(200, body, invocation.accept)
+            if invocation.accept == CSV:
+                return Response(200, format_csv(predictions), CSV)
+            return Response(200, format_json(predictions), JSON)
+        except Exception:
+            log.exception("formatting the predictions failed")
+            return _INTERNAL_ERROR
 
     def _check_width(self, width: int) -> None:
         if width != self.n_features:
@@ -450,15 +506,16 @@ class InferenceApp:
                 f"Each row needs {self.n_features} feature values ({names}), but got {width}{hint}."
             )
 
-    def _invoke(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _parse_invocation(self, environ: dict[str, Any]) -> Invocation:
         if not self.try_load():
             raise BadRequest(f"The model is not loaded: {self.load_error}.", 503)
         body = _read_body(environ)
         content_type = _media_type(environ.get("CONTENT_TYPE")) or CSV
         if content_type in (CSV, "text/plain"):
             # Width first, from the first line alone: a 0.4 MB row of 200k columns cost the parser 1.8 GB.
-            self._check_width(csv_width(body))
-            features = parse_csv(body, self.schema)
+            width = csv_width(body)
+            self._check_width(width)
+            features = parse_csv(body, self.schema, width)
         elif content_type == JSON:
             features = parse_json(body, self.schema)
         elif content_type in (PARQUET, "application/parquet", "application/vnd.apache.parquet"):
@@ -466,21 +523,12 @@ class InferenceApp:
         else:
             raise BadRequest(f"Unsupported Content-Type {content_type}: use {CSV}, {JSON} or {PARQUET}.", 415)
         self._check_width(features.shape[1])
-        assert self.model is not None and self.plugin is not None
         accept, output = _accept(environ.get("HTTP_ACCEPT"), content_type)
         if output is not None and (self.meta.task != "classification" or not self.meta.classes):
             raise BadRequest(
                 f"output={output}: labels need a classification model, and this model does {self.meta.task}."
             )
-        predictions = self.plugin.predict(self.model, features)
-        if output is not None:
-            assert self.meta.classes is not None
-            return _respond(
-                start_response, 200, format_labels(predictions, self.meta.classes, output, accept), accept
-            )
-        if accept == CSV:
-            return _respond(start_response, 200, format_csv(predictions), CSV)
-        return _respond(start_response, 200, format_json(predictions), JSON)
+        return Invocation(features, accept, output)
 
 
 def csv_width(body: bytes) -> int:

@@ -201,6 +201,45 @@ def test_trickled_head_and_body_meet_a_total_deadline(model_dir: Path) -> None: 
                 assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
+def test_body_deadlines_cancel_only_late_reads_and_stop_ticking_when_idle() -> None:
+    """The bridge's one-timer deadlines (server.Deadlines): a read past its deadline is cancelled and marked
+    expired (the bridge answers 408); a read that ends in time, or a task cancelled by someone else (a client
+    that left, shutdown), is not expired; with no read under way no timer is left ticking."""
+    import asyncio
+
+    from sagemaker_contract.server import Deadlines
+
+    deadlines = Deadlines(0.2)
+
+    async def read(seconds: float) -> str:
+        task = deadlines.start()
+        try:
+            await asyncio.sleep(seconds)
+            return "read"
+        except asyncio.CancelledError:
+            if not deadlines.expired(task):
+                raise
+            task.uncancel()
+            return "expired"
+        finally:
+            deadlines.stop(task)
+
+    async def scenario() -> tuple[list[object], float, bool]:
+        started = asyncio.get_running_loop().time()
+        cancelled_elsewhere = asyncio.ensure_future(read(5))
+        asyncio.get_running_loop().call_later(0.05, cancelled_elsewhere.cancel)
+        outcomes = await asyncio.gather(read(0.01), read(5), cancelled_elsewhere, return_exceptions=True)
+        elapsed = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(0.3)  # a tick later: nothing under way, so the timer stopped
+        return outcomes, elapsed, deadlines._ticking
+
+    outcomes, elapsed, ticking = asyncio.run(scenario())
+    assert outcomes[:2] == ["read", "expired"]
+    assert isinstance(outcomes[2], asyncio.CancelledError)
+    assert 0.2 <= elapsed < 0.2 + deadlines.tick + 0.2, elapsed
+    assert not ticking and not deadlines._due and not deadlines._expired
+
+
 # -- strict HTTP/1.1 framing ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("request_bytes", "status"),

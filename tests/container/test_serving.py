@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import signal
 import socket
@@ -91,6 +92,55 @@ def test_real_server_predicts_and_stops_on_sigterm(server: tuple[int, subprocess
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
     assert time.monotonic() - started < 10
+
+
+def test_concurrent_requests_each_get_their_own_rows_predictions(
+    server: tuple[int, subprocess.Popen], model_dir: Path
+) -> None:
+    """Requests in flight together share predict calls in the server (sagemaker_contract/batching.py): each
+    answer must still be exactly what its own rows get alone, in its own format."""
+    from concurrent.futures import ThreadPoolExecutor
+    from wsgiref.util import setup_testing_defaults
+
+    from sagemaker_contract.serving import create_app
+
+    port, _ = server
+    alone = create_app(model_dir)  # the WSGI app in-process: every request predicted on its own
+
+    def expected(body: bytes, accept: str) -> bytes:
+        environ: dict = {}
+        setup_testing_defaults(environ)
+        environ.update(REQUEST_METHOD="POST", PATH_INFO="/invocations", CONTENT_TYPE="text/csv",
+                       CONTENT_LENGTH=str(len(body)), HTTP_ACCEPT=accept, **{"wsgi.input": io.BytesIO(body)})  # fmt: skip
+        return b"".join(alone(environ, lambda status, headers: None))
+
+    rng = np.random.default_rng(3)
+    requests = []
+    for _ in range(16 * 25):
+        start, rows = int(rng.integers(0, len(ROWS) - 3)), int(rng.integers(1, 4))
+        body = "\n".join(ROWS[start : start + rows]).encode()
+        accept = "application/json" if rng.random() < 0.5 else "text/csv"
+        requests.append((body, accept, expected(body, accept)))
+
+    def client(share: list[tuple[bytes, str, bytes]]) -> list[tuple[bytes, bytes]]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # keep-alive
+        answers = []
+        for body, accept, want in share:
+            connection.request("POST", "/invocations", body=body,
+                               headers={"Content-Type": "text/csv", "Accept": accept})  # fmt: skip
+            response = connection.getresponse()
+            answers.append(
+                (response.read() if response.status == 200 else b"status %d" % response.status, want)
+            )
+        connection.close()
+        return answers
+
+    with ThreadPoolExecutor(16) as pool:
+        results = [
+            answer for share in pool.map(client, [requests[i::16] for i in range(16)]) for answer in share
+        ]
+    wrong = [(got, want) for got, want in results if got != want]
+    assert not wrong, f"{len(wrong)} of {len(results)} answers differ, e.g. {wrong[0]}"
 
 
 def _raw(port: int, request: bytes) -> bytes:

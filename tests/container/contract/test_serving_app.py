@@ -226,3 +226,16 @@ def test_unknown_path_and_method(app) -> None:
     assert call(app, "GET", "/nope")[0] == 404
     assert call(app, "GET", "/invocations")[0] == 405
     assert call(app, "GET", "/execution-parameters")[0] == 200
+
+
+@pytest.mark.parametrize("extra", [-1, 1])
+def test_a_model_answering_another_number_of_rows_is_a_500(
+    app, monkeypatch: pytest.MonkeyPatch, extra
+) -> None:
+    """The server shares predict calls between requests and splits the answer by rows: a model that does not
+    answer one prediction per row must fail the request, not shift other requests' answers."""
+    monkeypatch.setattr(app.plugin, "predict", lambda model, features: np.zeros(len(features) + extra))
+    status, _, body = call(
+        app, "POST", "/invocations", "\n".join(ROWS[:3]).encode(), {"Content-Type": "text/csv"}
+    )
+    assert status == 500 and b"Internal error" in body
