@@ -1,7 +1,7 @@
 """Serving benchmark: our server against its peers, every server in the same run, cell by cell.
 
 Servers (same trained model, same number of worker processes each, all on loopback):
-- `ours`: `python -m sagemaker_contract serve` from this checkout (granian + the RSGI bridge); with
+- `ours`: `python -m sagemaker_contract serve` from this checkout (granian + the RSGI bridge + dynamic batching); with
   `--container`, the real image instead (built with mlpipe.local.containers, published on a loopback port).
 - `before` (`--before REF`): the same command from `container/` at a git ref, e.g. the pre-fork server.
 - `classic`: bench/classic_byoc/predictor.py, the classic BYOC predictor (Flask + pandas.read_csv, gunicorn).
