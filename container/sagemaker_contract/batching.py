@@ -9,6 +9,8 @@ Rules:
 - Only small requests join (at most `max_rows` rows): a large one gains nothing and is predicted on its own.
 - The model's `predict` must be row-wise (each row's prediction depends on that row alone). The contract
   already requires that: batch transform splits and joins records into mini-batches as it likes.
+- Memory: the shared call's input is one copy of the waiting requests' parsed rows (float32, 4 bytes a cell,
+  where each cell took at least 2 bytes of its body), made and freed within the call.
 - A batch whose predict raises is predicted again request by request, so a request that breaks the model
   (a bad row, a model bug) fails alone, and the others are answered.
 """
