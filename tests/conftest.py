@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import moto
@@ -69,6 +71,51 @@ for _name in (
 
 REGION = "us-east-1"
 IAM_TYPES = ("AWS::IAM::Role", "AWS::IAM::Policy")
+
+# -- two workers (pytest-xdist, `make test`) -----------------------------------------------------------------
+# `-n 2`: each test module runs whole on whichever worker is free (its module fixtures, e.g. a trained model,
+# are made once), except that every module marked `image` or `e2e` runs on one worker, one after another:
+# they share podman, the image tags and the container names a run checks for leftovers. (xdist's own
+# `loadgroup` cannot do this with pytest 9: it renames items through an attribute pytest 9 no longer reads.)
+PODMAN_GROUP = "podman"
+_PODMAN_MARK = re.compile(r"pytest\.mark\.(?:image|e2e)\b")
+_TESTS = Path(__file__).resolve().parent
+
+
+def _podman_modules() -> frozenset[str]:
+    """The test modules (paths as in node ids) that mark any test `image` or `e2e`."""
+    return frozenset(
+        str(path.relative_to(_TESTS.parent))
+        for path in _TESTS.rglob("test_*.py")
+        if _PODMAN_MARK.search(path.read_text())
+    )
+
+
+@pytest.hookimpl(optionalhook=True)  # only with pytest-xdist (`-p no:xdist` runs everything in one process)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    podman = _podman_modules()
+
+    class ModulesAndOnePodmanGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return PODMAN_GROUP if module in podman else module
+
+    return ModulesAndOnePodmanGroup(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked `image` or `e2e` in a way the scheduler's scan of the source misses would run beside
+    another podman test: refuse that, rather than let the two disturb each other."""
+    podman = _podman_modules()
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        if (item.get_closest_marker("image") or item.get_closest_marker("e2e")) and module not in podman:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked image/e2e but {module} has no `pytest.mark.image`"
+            )
+
 
 # -- nothing the suite starts outlives it ------------------------------------------------------------------
 # Every process the suite starts inherits this variable (servers, workers, moto, podman's monitors), also

@@ -236,7 +236,7 @@ def test_body_deadlines_cancel_only_late_reads_and_stop_ticking_when_idle() -> N
     outcomes, elapsed, ticking = asyncio.run(scenario())
     assert outcomes[:2] == ["read", "expired"]
     assert isinstance(outcomes[2], asyncio.CancelledError)
-    assert 0.2 <= elapsed < 0.2 + deadlines.tick + 0.2, elapsed
+    assert 0.2 <= elapsed < 0.2 + deadlines.tick + 1.0, elapsed  # a busy machine delays timers
     assert not ticking and not deadlines._due and not deadlines._expired
 
 
