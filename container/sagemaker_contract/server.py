@@ -86,7 +86,6 @@ class Bridge:
         self.app = app
         self.batcher = PredictionBatcher(app.predict)
         self._invocation = Invocation
-        self.timeout = timeout
         self.deadlines = Deadlines(timeout)
         self.max_body = max_body
 
@@ -114,7 +113,7 @@ class Bridge:
             if not self.deadlines.expired(task):
                 raise  # cancelled by the server (shutdown, the client left): not ours to answer
             task.uncancel()
-            _answer(proto, 408, f"The request body did not arrive within {self.timeout:.0f} s.")
+            _answer(proto, 408, f"The request body did not arrive within {self.deadlines.seconds:.0f} s.")
             return
         except (
             _BrokenBody,
